@@ -1,0 +1,170 @@
+"""The Ghost module, the Ghost bottleneck and squeeze-excite, as in GhostNet.
+
+Attribute names follow the official implementation (``primary_conv``,
+``cheap_operation``, ``ghost1``, ``conv_dw`` ...) so that official checkpoints
+load with ``--weights``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ghostcli.errors import UsageError
+
+_PaddingT = int | tuple[int, int] | str
+
+
+def make_divisible(v: float, divisor: int = 4, min_value: int | None = None) -> int:
+    """Round ``v`` to the nearest multiple of ``divisor`` (at least ``divisor``),
+    adding one ``divisor`` when rounding lost more than 10%."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class GhostModule(nn.Module):
+    """``out_ch`` feature maps from ``ceil(out_ch / ratio)`` intrinsic maps plus cheap ghosts.
+
+    primary: Conv(in -> m, ``kernel_size``, ``stride``) + BN (+ ReLU when ``relu``);
+    cheap: depthwise Conv(m -> m * (ratio - 1), ``dw_kernel``, groups=m) + BN (+ ReLU);
+    output: concat(primary, cheap), cut to ``out_ch`` only when ``m * ratio != out_ch``.
+
+    ``padding``, ``dilation``, ``padding_mode`` and ``bias`` apply to the primary
+    conv so that a replaced ``nn.Conv2d``'s geometry is kept exactly. With
+    ``norm=False`` both convs carry a bias instead of a BatchNorm.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int | tuple[int, int] = 1,
+        ratio: int = 2,
+        dw_kernel: int = 3,
+        stride: int | tuple[int, int] = 1,
+        relu: bool = True,
+        *,
+        padding: _PaddingT | None = None,
+        dilation: int | tuple[int, int] = 1,
+        padding_mode: str = "zeros",
+        bias: bool = False,
+        norm: bool = True,
+        bn_eps: float = 1e-5,
+        bn_momentum: float | None = 0.1,
+    ) -> None:
+        super().__init__()
+        if not isinstance(ratio, int) or ratio < 2:
+            raise UsageError(f"Ghost ratio must be an integer >= 2, got {ratio!r}")
+        if not isinstance(dw_kernel, int) or dw_kernel < 1 or dw_kernel % 2 == 0:
+            raise UsageError(f"cheap (depthwise) kernel must be a positive odd integer, got {dw_kernel!r}")
+        if in_ch < 1:
+            raise UsageError(f"in_ch must be positive, got {in_ch}")
+        if out_ch < ratio:
+            raise UsageError(f"out_ch ({out_ch}) must be at least the ratio ({ratio})")
+        k = _pair(kernel_size)
+        if padding is None:
+            padding = (k[0] // 2, k[1] // 2)
+        self.in_ch, self.out_ch, self.ratio, self.dw_kernel = in_ch, out_ch, ratio, dw_kernel
+        self.init_channels = math.ceil(out_ch / ratio)
+        self.new_channels = self.init_channels * (ratio - 1)
+        self.needs_slice = self.init_channels * ratio != out_ch
+
+        def bn(c: int) -> nn.Module:
+            return nn.BatchNorm2d(c, eps=bn_eps, momentum=bn_momentum) if norm else nn.Identity()
+
+        def act() -> nn.Module:
+            return nn.ReLU(inplace=True) if relu else nn.Identity()
+
+        self.primary_conv = nn.Sequential(
+            nn.Conv2d(in_ch, self.init_channels, k, stride, padding, dilation,
+                      bias=bias or not norm, padding_mode=padding_mode),
+            bn(self.init_channels),
+            act(),
+        )
+        self.cheap_operation = nn.Sequential(
+            nn.Conv2d(self.init_channels, self.new_channels, dw_kernel, 1, dw_kernel // 2,
+                      groups=self.init_channels, bias=not norm),
+            bn(self.new_channels),
+            act(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.primary_conv(x)
+        x2 = self.cheap_operation(x1)
+        out = torch.cat([x1, x2], dim=1)
+        if self.needs_slice:
+            out = out[:, : self.out_ch]
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_ch} -> {self.out_ch}, ratio={self.ratio}, dw_kernel={self.dw_kernel}"
+
+
+class SqueezeExcite(nn.Module):
+    """Global pool -> 1x1 reduce (bias) -> ReLU -> 1x1 expand (bias) -> hard-sigmoid gate."""
+
+    def __init__(self, in_ch: int, se_ratio: float = 0.25, divisor: int = 4) -> None:
+        super().__init__()
+        reduced = make_divisible(in_ch * se_ratio, divisor)
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_reduce = nn.Conv2d(in_ch, reduced, 1, bias=True)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv_expand = nn.Conv2d(reduced, in_ch, 1, bias=True)
+        self.gate = nn.Hardsigmoid()  # relu6(x + 3) / 6, the official hard_sigmoid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.conv_expand(self.act1(self.conv_reduce(self.avg_pool(x))))
+        return x * self.gate(s)
+
+
+class GhostBottleneck(nn.Module):
+    """Ghost bottleneck: ghost(ReLU) -> [dw stride-2 + BN] -> [SE] -> ghost(no ReLU) + shortcut."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        mid_ch: int,
+        out_ch: int,
+        dw_kernel_size: int = 3,
+        stride: int = 1,
+        se_ratio: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise UsageError(f"GhostBottleneck stride must be 1 or 2, got {stride}")
+        pad = (dw_kernel_size - 1) // 2
+        self.stride = stride
+        self.ghost1 = GhostModule(in_ch, mid_ch, relu=True)
+        if stride > 1:
+            self.conv_dw = nn.Conv2d(mid_ch, mid_ch, dw_kernel_size, stride, pad, groups=mid_ch, bias=False)
+            self.bn_dw = nn.BatchNorm2d(mid_ch)
+        self.se = SqueezeExcite(mid_ch, se_ratio) if se_ratio and se_ratio > 0 else None
+        self.ghost2 = GhostModule(mid_ch, out_ch, relu=False)
+        if in_ch == out_ch and stride == 1:
+            self.shortcut: nn.Module = nn.Sequential()
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, in_ch, dw_kernel_size, stride, pad, groups=in_ch, bias=False),
+                nn.BatchNorm2d(in_ch),
+                nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False),
+                nn.BatchNorm2d(out_ch),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x
+        x = self.ghost1(x)
+        if self.stride > 1:
+            x = self.bn_dw(self.conv_dw(x))
+        if self.se is not None:
+            x = self.se(x)
+        x = self.ghost2(x)
+        return x + self.shortcut(residual)
