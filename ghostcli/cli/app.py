@@ -1,0 +1,102 @@
+"""The ``ghostcli`` Typer application: registers one module per command and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ghostcli import __version__
+from ghostcli.errors import GhostcliError
+
+# One module per command; each exposes ``register(app)``.
+COMMAND_MODULES = (
+    "ghostcli.cli.list_cmd",
+    "ghostcli.cli.build",
+    "ghostcli.cli.ghostify",
+    "ghostcli.cli.profile",
+    "ghostcli.cli.check",
+    "ghostcli.cli.export",
+    "ghostcli.cli.quantize",
+    "ghostcli.cli.train",
+    "ghostcli.cli.evaluate",
+)
+
+
+def debug_enabled() -> bool:
+    """True when ``GHOSTCLI_DEBUG`` asks for tracebacks."""
+    return os.environ.get("GHOSTCLI_DEBUG", "") not in ("", "0", "false", "no")
+
+
+class _ErrorMappingGroup(TyperGroup):
+    """Turns library errors into ``Error: ...`` on stderr plus the right exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # keep registration order
+        return list(self.commands)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GhostcliError as exc:
+            if debug_enabled():
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            click.echo("Interrupted.", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+app = typer.Typer(
+    name="ghostcli",
+    cls=_ErrorMappingGroup,
+    help=(
+        "Make CNNs cheaper with GhostNet's Ghost module, and measure what that bought.\n\n"
+        "MACs are multiply-accumulates (the GhostNet paper's 'FLOPs'); JSON 'flops' = 2 x MACs.\n\n"
+        "Examples:\n\n"
+        "  ghostcli ghostify resnet50 -o ghost_resnet50.safetensors\n\n"
+        "  ghostcli profile resnet50 ghost_resnet50.safetensors\n\n"
+        "  ghostcli build ghostnet_100 -o ghostnet_100.safetensors"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ghostcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """ghostcli root."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, prog_name="ghostcli")
+    except GhostcliError as exc:  # raised outside a command (should not happen)
+        if debug_enabled():
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,7 @@
+"""`ghostcli profile` (not implemented yet)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Register the command (placeholder until the command lands)."""

@@ -1,0 +1,84 @@
+"""Rendering helpers: rich tables on stdout, JSON for machines, progress on stderr.
+
+Only ``ghostcli.cli`` and this module print. Progress bars go to stderr and are
+silent when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+stdout = Console(soft_wrap=False)
+stderr = Console(stderr=True)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples, paths and numpy scalars -> plain JSON types."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as indented JSON to stdout (plain, no markup)."""
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+          numeric: Sequence[int] = ()) -> Table:
+    """A rich table; columns whose index is in ``numeric`` are right-aligned."""
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="right" if i in numeric else "left")
+    for row in rows:
+        t.add_row(*(str(v) for v in row))
+    return t
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def progress(transient: bool = True) -> Progress:
+    """A progress bar on stderr, disabled when stderr is not a terminal."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=stderr,
+        transient=transient,
+        disable=not stderr.is_terminal,
+    )
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    stderr.print(f"[yellow]Warning:[/] {message}", highlight=False)
+
+
+def info(message: str) -> None:
+    """An informational line on stderr."""
+    stderr.print(message, highlight=False)
