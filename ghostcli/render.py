@@ -16,7 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-stdout = Console(soft_wrap=False)
+import os
+
+# Tables piped to a file or CI log get a wide page instead of rich's 80-column fallback.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+stdout = Console(soft_wrap=False, width=_WIDTH)
 stderr = Console(stderr=True)
 
 
@@ -46,7 +50,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     """A rich table; columns whose index is in ``numeric`` are right-aligned."""
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, col in enumerate(columns):
-        t.add_column(col, justify="right" if i in numeric else "left")
+        t.add_column(col, justify="right" if i in numeric else "left", no_wrap=i == 0)
     for row in rows:
         t.add_row(*(str(v) for v in row))
     return t

@@ -7,7 +7,6 @@ import os
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -36,22 +35,22 @@ def debug_enabled() -> bool:
 class _ErrorMappingGroup(TyperGroup):
     """Turns library errors into ``Error: ...`` on stderr plus the right exit code."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:  # keep registration order
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # keep registration order
         return list(self.commands)
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GhostcliError as exc:
             if debug_enabled():
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug_enabled():
                 raise
-            click.echo("Interrupted.", err=True)
-            raise click.exceptions.Exit(130) from None
+            typer.echo("Interrupted.", err=True)
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(

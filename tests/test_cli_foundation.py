@@ -1,0 +1,104 @@
+"""`ghostcli --help`, `--version`, `list` and `build` through CliRunner and the installed entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ghostcli import __version__
+from ghostcli.cli.app import app
+from ghostcli.resolve import resolve_model
+
+
+def test_version(runner) -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"ghostcli {__version__}"
+
+
+def test_list(runner) -> None:
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0
+    for name in ("ghostnet_050", "ghostnet_100", "ghostnet_130", "resnet56", "vgg16", "resnet50"):
+        assert name in result.output
+    data = json.loads(runner.invoke(app, ["list", "ghostnet", "--json"]).output)
+    assert [m["name"] for m in data["zoo"]] == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
+    assert data["zoo"][1]["paper"]["macs"] == 141e6
+
+
+def test_build_saves_loadable_artifact(runner, tmp_path: Path) -> None:
+    out = tmp_path / "g.safetensors"
+    result = runner.invoke(app, ["build", "ghostnet_050", "--num-classes", "10", "--input-size", "3x96x96",
+                                 "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["output_shape"] == [1, 10] and data["input_size"] == [3, 96, 96]
+    assert data["params"] == sum(p.numel() for p in resolve_model("ghostnet_050", options={"num_classes": 10}).model.parameters())
+    loaded = resolve_model(str(out))
+    assert loaded.input_size == (3, 96, 96) and loaded.model.classifier.out_features == 10
+    again = runner.invoke(app, ["build", "ghostnet_050", "-o", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output and "--force" in again.output
+
+
+def test_build_human_summary(runner) -> None:
+    result = runner.invoke(app, ["build", "ghostnet_100"])
+    assert result.exit_code == 0
+    assert "5.18 M (5,182,508)" in result.output and "1x1000" in result.output
+
+
+def test_errors_are_one_line(runner) -> None:
+    result = runner.invoke(app, ["build", "ghostnet_10"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: unknown model 'ghostnet_10' (did you mean ghostnet_130, ghostnet_100, ghostnet_050?); see 'ghostcli list'"
+    ]
+    assert runner.invoke(app, ["build", "resnet56", "--width", "2"]).exit_code == 2
+    assert runner.invoke(app, ["build", "ghostnet_100", "--input-size", "3x2x"]).exit_code == 2
+    assert runner.invoke(app, ["build", "ghostnet_100", "--num-classes", "0"]).exit_code == 2
+    fails = runner.invoke(app, ["build", "vgg16", "--input-size", "3x16x16"])
+    assert fails.exit_code == 1 and "fails on input" in fails.output
+
+
+def test_debug_shows_traceback(tmp_path: Path, ghostcli_exe: str) -> None:
+    env = {**os.environ, "GHOSTCLI_DEBUG": "1"}
+    proc = subprocess.run([ghostcli_exe, "build", "nope_model"], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_installed_entry_point(ghostcli_exe: str, tmp_path: Path) -> None:
+    out = tmp_path / "r.safetensors"
+    proc = subprocess.run([ghostcli_exe, "build", "resnet20", "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and "resnet20" in proc.stdout
+    proc = subprocess.run([ghostcli_exe, "build", "resnet20", "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: ") and "Traceback" not in proc.stderr
+    mod = subprocess.run([sys.executable, "-m", "ghostcli", "--version"], capture_output=True, text=True)
+    assert mod.returncode == 0 and __version__ in mod.stdout
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from ghostcli.cli.app import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "print('torch' in sys.modules, 'torchvision' in sys.modules, 'openvino' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False", "False"]
+
+
+def test_every_command_help_does_not_import_torch(ghostcli_exe: str) -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from ghostcli.cli.app import app, COMMAND_MODULES; "
+        "names = [c for c in app.registered_commands]; "
+        "bad = [n.name for n in names if CliRunner().invoke(app, [n.name, '--help']).exit_code != 0]; "
+        "print(bad, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[] False"
+    assert torch.__version__  # the suite itself does use torch

@@ -1,0 +1,81 @@
+"""The zoo: every model builds and runs; GhostNet and the CIFAR baselines match the paper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+
+from ghostcli.errors import ModelNotFoundError, UsageError
+from ghostcli.models import build_model, get_model_spec, list_models
+
+
+def conv_linear_macs(model: torch.nn.Module, size: tuple[int, int, int]) -> int:
+    """MACs of conv and linear layers, BN excluded: the paper's convention."""
+    fca = FlopCountAnalysis(model.eval(), torch.randn(1, *size))
+    fca.unsupported_ops_warnings(False)
+    fca.uncalled_modules_warnings(False)
+    by_op = fca.by_operator()
+    return by_op.get("conv", 0) + by_op.get("linear", 0) + by_op.get("addmm", 0)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("spec", list_models(), ids=lambda s: s.name)
+def test_every_zoo_model_builds_and_runs(spec) -> None:
+    model = spec.builder().eval()
+    small = (spec.input_size[0], min(spec.input_size[1], 64), min(spec.input_size[2], 64))
+    with torch.inference_mode():
+        y = model(torch.randn(2, *small))
+    assert y.shape == (2, spec.num_classes)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", ["ghostnet_050", "ghostnet_100", "ghostnet_130", "resnet56", "vgg16"])
+def test_paper_numbers_within_two_percent(name: str) -> None:
+    spec = get_model_spec(name)
+    model = build_model(name)
+    assert n_params(model) == pytest.approx(spec.paper["params"], rel=0.02)
+    assert conv_linear_macs(model, spec.input_size) == pytest.approx(spec.paper["macs"], rel=0.02)
+
+
+def test_ghostnet_100_exact_counts() -> None:
+    model = build_model("ghostnet_100")
+    assert n_params(model) == 5_182_508
+    blocks = [b for stage in model.blocks[:-1] for b in stage]
+    assert len(blocks) == 16
+    assert [b.ghost2.out_ch for b in blocks][:4] == [16, 24, 24, 40]
+    assert model.conv_stem.out_channels == 16 and model.conv_head.out_channels == 1280
+    assert model.conv_head.bias is not None and model.dropout.p == 0.2
+
+
+def test_official_state_dict_names() -> None:
+    keys = set(build_model("ghostnet_100").state_dict())
+    for key in ("conv_stem.weight", "bn1.running_mean", "blocks.0.0.ghost1.primary_conv.0.weight",
+                "blocks.0.0.ghost1.cheap_operation.1.weight", "blocks.3.0.se.conv_reduce.weight",
+                "blocks.1.0.conv_dw.weight", "blocks.1.0.shortcut.2.weight", "blocks.9.0.conv.weight",
+                "conv_head.bias", "classifier.weight"):
+        assert key in keys, key
+
+
+def test_options() -> None:
+    model = build_model("ghostnet_050", num_classes=10, in_chans=1, width=0.5)
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 10)
+    assert build_model("ghostnet_100", width=0.75).width == 0.75
+    with pytest.raises(UsageError, match="no option width"):
+        build_model("resnet56", width=2.0)
+    with pytest.raises(UsageError):
+        build_model("ghostnet_100", width=-1.0)
+
+
+def test_unknown_zoo_name_suggests() -> None:
+    with pytest.raises(ModelNotFoundError, match="did you mean ghostnet_100"):
+        get_model_spec("ghostnet100")
+
+
+def test_list_filters() -> None:
+    names = [s.name for s in list_models("ghostnet")]
+    assert names == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
+    assert [s.name for s in list_models("ghostnet_1*")] == ["ghostnet_100", "ghostnet_130"]
