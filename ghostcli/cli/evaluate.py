@@ -1,7 +1,73 @@
-"""`ghostcli evaluate` (not implemented yet)."""
+"""``ghostcli evaluate``: top-1, top-5, loss and images/s of a model, an ONNX file or an OpenVINO IR."""
+
+from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
+from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, WeightsOpt
+
+HELP = """Measure the accuracy of MODEL on labelled images: top-1, top-5, loss and images/s.
+
+MODEL is anything ghostcli resolves (zoo name, artifact .safetensors ...), an exported .onnx file (run with onnxruntime) or an OpenVINO .xml IR (run on the CPU at f32 unless --precision says otherwise) — so an INT8 model from 'ghostcli quantize' can be checked against the float one. --data is an ImageFolder directory (DIR/<class>/<image>, resized and center-cropped) or 'digits' (its validation split). images/s counts time spent in the model only.
+
+Examples:
+
+  ghostcli evaluate resnet20_digits.safetensors --data digits
+
+  ghostcli evaluate model_int8.xml --data ~/imagenette/val --batch-size 32
+
+  ghostcli evaluate model.onnx --data digits --json
+"""
+
+
+def evaluate_command(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A MODEL argument, an .onnx file or an OpenVINO .xml.")],
+    data: Annotated[str, typer.Option("--data", help="An ImageFolder directory or 'digits'.")],
+    split: Annotated[str, typer.Option("--split", help="Split of a built-in data set: val or train.")] = "val",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.", min=1)] = 64,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (OpenVINO IR: cpu).")] = "auto",
+    precision: Annotated[
+        str, typer.Option("--precision", help="OpenVINO inference precision: f32, bf16 or f16.")
+    ] = "f32",
+    input_size: InputSizeOpt = None,
+    weights: WeightsOpt = None,
+    workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes.", min=0)] = 0,
+    amp: Annotated[
+        bool, typer.Option("--amp", help="PyTorch mixed precision (float16 on CUDA, bfloat16 on CPU).")
+    ] = False,
+    allow_pickle: AllowPickleOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    from ghostcli.units import parse_input_size
+
+    size = parse_input_size(input_size) if input_size else None
+    from ghostcli import render
+    from ghostcli.train import evaluate_model
+
+    r = evaluate_model(model, data, split=split, batch_size=batch_size, device=device, input_size=size,
+                       weights=str(weights) if weights else None, precision=precision.lower(), workers=workers,
+                       amp=amp, allow_pickle=allow_pickle)
+    if as_json:
+        render.print_json(r)
+        return
+    from ghostcli.units import format_input_size
+
+    rows = [
+        ("model", f"{r.model} ({r.backend})"),
+        ("data", f"{r.data} ({r.split} split): {r.images} images, {r.num_classes} classes"),
+        ("device", f"{r.device}, {r.precision}, batch {r.batch_size}, input {format_input_size(r.input_size)}"),
+        ("top-1", f"{r.top1:.2f}%"),
+        ("top-5", f"{r.top5:.2f}%"),
+        ("loss", f"{r.loss:.4f}"),
+        ("throughput", f"{r.images_per_s:,.1f} images/s"),
+        ("time", f"{r.seconds:.2f} s"),
+    ]
+    rows += [("note", n) for n in r.notes]
+    render.stdout.print(render.table("Evaluation", ["", ""], rows))
+
 
 def register(app: typer.Typer) -> None:
-    """Register the command (placeholder until the command lands)."""
+    """Add ``evaluate`` to the app."""
+    app.command(name="evaluate", help=HELP)(evaluate_command)

@@ -1,7 +1,148 @@
-"""`ghostcli ghostify` (not implemented yet)."""
+"""`ghostcli ghostify`: replace a model's dense convs with Ghost modules, report and optionally save it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+HELP = """Rebuild MODEL with Ghost modules: every dense Conv2d except the stem becomes primary conv -> BN -> \
+cheap depthwise conv -> BN (GhostNet, Han et al. 2020), keeping the layer's geometry and output shape.
+
+Prints one row per conv (replaced, or kept and why) and the totals. MACs are conv + linear \
+multiply-accumulates counted by fvcore (BatchNorm excluded, the paper's "FLOPs"); JSON flops = 2 x MACs. \
+With -o the result is saved as a .safetensors artifact whose recipe rebuilds it (ghostcli profile OUT).
+
+Examples:
+
+  ghostcli ghostify resnet50 -o out/ghost_resnet50.safetensors
+
+  ghostcli ghostify resnet50 --ratio 4 --exclude 'layer4.*' --json
+
+  ghostcli ghostify resnet18 --weights resnet18.pth -o ghost_resnet18.safetensors
+
+  ghostcli ghostify resnet56 --input-size 3x32x32 --min-channels 32
+"""
+
+
+def _shape(row: Any) -> str:
+    k = "x".join(str(v) for v in row.kernel) or "?"
+    stride = "" if all(s == 1 for s in row.stride) else " /" + "x".join(str(v) for v in dict.fromkeys(row.stride))
+    groups = f" g{row.groups}" if row.groups != 1 else ""
+    return f"{k} {row.in_channels}->{row.out_channels}{stride}{groups}"
+
+
+def _arrow(a: float | None, b: float | None, fmt: Any) -> str:
+    if a is None or b is None:
+        return "?"
+    return fmt(a) if a == b else f"{fmt(a)} -> {fmt(b)}"
+
+
+def ghostify_command(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo, torchvision or timm:NAME model, a .safetensors artifact, "
+                                              "or pkg.module:factory.", show_default=False)],
+    ratio: Annotated[int, typer.Option("--ratio", "-s", help="Ghost ratio s: 1/s of the channels come from the "
+                                                             "primary conv.")] = 2,
+    dw_kernel: Annotated[int, typer.Option("--dw-kernel", "-d", help="Kernel of the cheap depthwise conv "
+                                                                     "(odd).")] = 3,
+    include: Annotated[list[str] | None, typer.Option("--include", metavar="GLOB", help="Only convert layers matching this glob "
+                                                      "(repeatable; 'layer3' also matches 'layer3.*').")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Never convert layers matching this glob "
+                                                      "(repeatable).")] = None,
+    min_channels: Annotated[int, typer.Option("--min-channels", help="Keep convs with fewer output "
+                                                                     "channels.")] = 0,
+    keep_stem: Annotated[bool, typer.Option("--keep-stem/--no-keep-stem", help="Keep the conv(s) that read the "
+                                                                               "input image.")] = True,
+    input_size: Annotated[str | None, typer.Option("--input-size", metavar="CxHxW", help="CxHxW used to count MACs [default: the "
+                                                   "model's, e.g. 3x224x224].", show_default=False)] = None,
+    weights: Annotated[str | None, typer.Option("--weights", metavar="PATH", help="Trained weights (.safetensors / .pt state dict) "
+                                                "for MODEL; the Ghost modules inherit them.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="OUT.safetensors", help="Save the ghostified model "
+                                                "(.safetensors artifact).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Succeed even when no layer is "
+                                                                    "eligible.")] = False,
+) -> None:
+    from ghostcli.errors import ConversionError, UsageError
+    from ghostcli.fsutil import check_output
+    from ghostcli.units import parse_input_size
+
+    if output is not None:
+        check_output(output, force)
+        if output.suffix != ".safetensors":
+            raise UsageError(f"-o must name a .safetensors file, got {output.name!r}")
+    size = parse_input_size(input_size) if input_size else None
+
+    import dataclasses
+
+    from ghostcli import render
+    from ghostcli.convert import GhostifyOptions, ghostify
+    from ghostcli.resolve import resolve_model
+
+    opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem)
+    loaded = resolve_model(model, weights=weights)
+    if loaded.is_ghostified:
+        how = f"with {loaded.recipe.ghostify}" if loaded.recipe.ghostify else "it contains Ghost modules"
+        raise ConversionError(f"{loaded.name} is already ghostified ({how}); ghostify the original model instead")
+    if output is not None and loaded.recipe.source.startswith("pickle:"):
+        raise ConversionError(f"{loaded.name} is a pickled model without a recipe: its ghostified version could not "
+                              "be rebuilt from an artifact; build it from a named architecture with --weights")
+    size = size or tuple(loaded.input_size)
+    render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {'x'.join(map(str, size))}")
+    gmodel, report = ghostify(loaded.model, **dataclasses.asdict(opts), input_size=size, allow_empty=allow_empty)
+    if report.macs_before is None:
+        raise ConversionError(f"{loaded.name} does not run at input size {'x'.join(map(str, size))}; "
+                              "pass the size it expects with --input-size")
+    saved = None
+    if output is not None:
+        from ghostcli.artifacts import save_artifact
+
+        recipe = dataclasses.replace(loaded.recipe, ghostify=opts.to_dict(), input_size=list(size),
+                                     extra=dict(loaded.recipe.extra))
+        saved = save_artifact(gmodel, output, recipe, force=force)
+    for w in report.warnings:
+        render.warn(w)
+    if json_out:
+        render.print_json({"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
+                           "output": str(saved) if saved else None, **report.to_dict()})
+        return
+    _print_report(loaded.name, report, saved)
+
+
+def _print_report(name: str, report: Any, saved: Path | None) -> None:
+    from ghostcli import render
+    from ghostcli.units import format_count, format_macs, format_ratio
+
+    rows = [
+        (r.name, _shape(r), r.action, r.reason, _arrow(r.params_before, r.params_after, format_count),
+         _arrow(r.macs_before, r.macs_after, format_macs))
+        for r in report.rows
+    ]
+    render.stdout.print(render.table(f"ghostify {name}: {report.replaced} of {len(report.rows)} convs replaced",
+                                     ["layer", "shape (k in->out /stride)", "action", "reason", "params", "MACs"],
+                                     rows, numeric=(4, 5)))
+    size = "x".join(map(str, report.input_size))
+    totals = [
+        ("params", format_count(report.params_before), format_count(report.params_after),
+         format_ratio(report.params_ratio)),
+        (f"MACs @ {size}", format_macs(report.macs_before), format_macs(report.macs_after),
+         format_ratio(report.macs_ratio)),
+    ]
+    render.stdout.print(render.table("totals", ["", "before", "after", "ratio"], totals, numeric=(1, 2, 3)))
+    opts = report.options
+    render.stdout.print(
+        f"ratio s={opts['ratio']}, cheap kernel d={opts['dw_kernel']}; MACs = conv + linear multiply-accumulates "
+        f"({report.macs_counter}, BatchNorm excluded); flops = 2 x MACs.", highlight=False)
+    if report.inherited:
+        render.stdout.print(f"inherited {len(report.inherited)} tensors (primary conv filters of the channels they "
+                            "still produce, BatchNorm parameters); the cheap depthwise convs are new; every other "
+                            "layer keeps its values.", highlight=False)
+    if saved is not None:
+        render.stdout.print(f"saved {saved}  (profile it: ghostcli profile {saved})", highlight=False)
+
 
 def register(app: typer.Typer) -> None:
-    """Register the command (placeholder until the command lands)."""
+    """Register ``ghostcli ghostify``."""
+    app.command(name="ghostify", help=HELP)(ghostify_command)

@@ -1,7 +1,117 @@
-"""`ghostcli profile` (not implemented yet)."""
+"""`ghostcli profile`: MACs, parameters, activations, memory and latency of one or more models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
 
 import typer
 
+from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, WeightsOpt
+
+HELP = """Measure MACs, parameters, activations, memory and latency of one or more models.
+
+MACs are counted with fvcore: one fused multiply-add = one MAC, the GhostNet paper's "FLOP".
+'MACs' includes conv, linear/matmul, norms and pooling; 'conv+linear' is the paper's convention
+(BN excluded). JSON 'flops' = 2 x MACs. Several models give one comparison table with ratios
+against the first. Latency: warm-up runs, then timed runs (by default 50, or fewer after 5 s
+with at least 10); conditions (device, threads, batch, dtype, versions) are printed beside the numbers.
+
+Examples:
+
+  ghostcli profile resnet50
+
+  ghostcli profile resnet50 ghost_resnet50.safetensors --batch-size 1,8
+
+  ghostcli profile ghostnet_100 --device openvino --ov-precision bf16 --threads 4
+
+  ghostcli profile resnet56 --per-layer --json > profile.json
+"""
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """``"1,8,32"`` -> ``[1, 8, 32]``; zero, negative or non-integer sizes raise UsageError."""
+    from ghostcli.errors import UsageError
+
+    sizes = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise UsageError(f"cannot read batch size {text!r}: use positive integers such as 1 or 1,8,32")
+        if int(part) < 1:
+            raise UsageError(f"batch size must be at least 1, got {part}")
+        sizes.append(int(part))
+    return sizes
+
+
+def profile_cmd(
+    models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="One or more models; the first is the reference for ratios.")],
+    input_size: InputSizeOpt = None,
+    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Batch size(s) for memory and latency, e.g. 1 or 1,8,32.")] = "1",
+    device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or openvino (OpenVINO runtime on CPU).")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, float16 or bfloat16 (cpu/cuda).")] = "float32",
+    ov_precision: Annotated[Optional[str], typer.Option("--ov-precision", help="OpenVINO inference precision hint: f32, bf16 or f16.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (torch.set_num_threads / INFERENCE_NUM_THREADS).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs before timing.")] = 5,
+    runs: Annotated[Optional[int], typer.Option("--runs", help="Timed runs (default 50, ending early after 5 s with at least 10).")] = None,
+    no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip timing (MACs, params and memory only).")] = False,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Table of every leaf layer: output shape, MACs, params.")] = False,
+    depth: Annotated[int, typer.Option("--depth", help="Module tree to this depth with MACs and params (0: none).")] = 0,
+    weights: WeightsOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+    json_out: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="GitHub Markdown tables on stdout.")] = False,
+) -> None:
+    from ghostcli.errors import UsageError
+    from ghostcli.units import parse_input_size
+
+    if json_out and markdown:
+        raise UsageError("choose one of --json and --markdown")
+    size = parse_input_size(input_size) if input_size else None
+    batches = parse_batch_sizes(batch_size)
+    if runs is not None and runs < 1:
+        raise UsageError(f"--runs must be at least 1, got {runs} (use --no-latency to skip timing)")
+    if weights is not None and len(models) > 1:
+        raise UsageError("--weights applies to a single MODEL")
+
+    from ghostcli import render
+    from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_TIME_BUDGET_S, profile_models, validate_options
+
+    dt = device.strip().lower()
+    validate_options(device=dt, dtype=_dtype(dtype), batch_sizes=batches, warmup=warmup, runs=runs or 1,
+                     threads=threads, ov_precision=ov_precision, depth=depth)
+    loaded: list[Any] = []
+    if allow_pickle or weights is not None:
+        from ghostcli.resolve import resolve_model
+
+        loaded = [resolve_model(m, weights=str(weights) if weights else None, allow_pickle=allow_pickle) for m in models]
+
+    with render.progress() as bar:
+        task = bar.add_task("profiling", total=None, info="")
+
+        def on_progress(desc: str, done: int, total: int) -> None:
+            bar.update(task, description=desc, completed=done, total=total)
+
+        report = profile_models(
+            loaded or list(models), input_size=size, batch_sizes=batches, device=dt, dtype=dtype,
+            ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs or DEFAULT_RUNS,
+            time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
+            depth=depth, per_layer=per_layer, progress=on_progress,
+        )
+    if json_out:
+        render.print_json(report.to_dict())
+        return
+    from ghostcli.cli.profile_view import print_report
+
+    print_report(report, markdown=markdown)
+
+
+def _dtype(name: str) -> str:
+    from ghostcli.analysis.profile import normalize_dtype
+
+    return normalize_dtype(name)
+
 
 def register(app: typer.Typer) -> None:
-    """Register the command (placeholder until the command lands)."""
+    """Register ``ghostcli profile``."""
+    app.command(name="profile", help=HELP, no_args_is_help=True)(profile_cmd)
+

@@ -1,6 +1,6 @@
 """The zoo. Importing this package registers every family."""
 
-from ghostcli.models import cifar, ghostnet  # noqa: F401  (registration side effects)
+from ghostcli.models import cifar, ghost_cifar, ghostnet  # noqa: F401  (registration side effects)
 from ghostcli.models.registry import ModelSpec, build_model, get_model_spec, list_models, register_model, zoo_names
 
 __all__ = ["ModelSpec", "build_model", "get_model_spec", "list_models", "register_model", "zoo_names"]

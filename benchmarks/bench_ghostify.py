@@ -1,0 +1,157 @@
+"""ResNet-50 vs Ghost-ResNet-50 (s=2): is the ghostified network faster for real, not only on paper?
+
+Both models live in one process and are timed in interleaved rounds (base, ghost, base, ghost ...
+with the order alternating each round) at batch 1, 3x224x224, on
+  (a) PyTorch eager CPU (torch.inference_mode), NCHW ("eager") and channels_last ("eager-cl"),
+  (b) OpenVINO CPU at f32 inference precision, and
+  (c) OpenVINO CPU at its default inference precision (bf16 on CPUs that have it).
+Each round gives a ghost/base latency ratio; the script prints the median ratio (and the medians
+of the latencies). The MAC ratio (0.53) is the floor.
+
+Targets: OpenVINO f32 <= 0.58, OpenVINO default <= 0.62, PyTorch eager <= 0.65.
+
+Single-threaded by default: on a shared machine another process stealing one core from a multi-threaded
+run stalls every parallel region and drags the ratio towards 1 (--threads 0 = the libraries' default).
+
+Usage:
+  python benchmarks/bench_ghostify.py [--rounds 30] [--warmup 5] [--threads 1]
+                                      [--backends eager,eager-cl,ov-f32,ov-default]
+                                      [--layers]   # also print the layer types OpenVINO executes for the Ghost model
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+TARGETS = {"eager": 0.65, "eager-cl": 0.65, "ov-f32": 0.58, "ov-default": 0.62}
+
+
+def build_models(ratio: int = 2) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """torchvision ResNet-50 (random weights) and its ghostify(ratio) version, both in eval mode."""
+    import torchvision
+
+    from ghostcli.convert import ghostify
+
+    torch.manual_seed(0)
+    base = torchvision.models.resnet50(weights=None).eval()
+    ghost, report = ghostify(base, ratio=ratio)
+    print(f"MACs: {report.macs_before / 1e9:.2f} G -> {report.macs_after / 1e9:.2f} G "
+          f"(ratio {report.macs_ratio:.3f}); params {report.params_before / 1e6:.2f} M -> "
+          f"{report.params_after / 1e6:.2f} M", file=sys.stderr)
+    return base, ghost.eval()
+
+
+def interleaved(fns: tuple[Callable[[], object], Callable[[], object]], rounds: int, warmup: int
+                ) -> tuple[list[float], list[float]]:
+    """Time two callables in alternating order; returns per-round latencies (ms) of each."""
+    for _ in range(warmup):
+        fns[0]()
+        fns[1]()
+    a, b = [], []
+    for i in range(rounds):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        t = {}
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            t[k] = (time.perf_counter() - t0) * 1e3
+        a.append(t[0])
+        b.append(t[1])
+    return a, b
+
+
+def eager_fns(base: torch.nn.Module, ghost: torch.nn.Module, x: torch.Tensor):
+    def run(m):
+        def f():
+            with torch.inference_mode():
+                return m(x)
+        return f
+    return run(base), run(ghost)
+
+
+def openvino_compile(model: torch.nn.Module, x: torch.Tensor, precision: str | None, threads: int | None):
+    import openvino as ov
+
+    core = ov.Core()
+    ov_model = ov.convert_model(model, example_input=x)
+    cfg = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        cfg["INFERENCE_PRECISION_HINT"] = precision
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(ov_model, "CPU", cfg)
+
+
+def executed_layers(compiled) -> Counter:
+    """Layer type (and runtime precision) of every node OpenVINO executes."""
+    counts: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        layer_type = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
+        prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"
+        counts[f"{layer_type}:{prec}"] += 1
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch / OpenVINO threads (0: the libraries' default)")
+    ap.add_argument("--backends", default="eager,eager-cl,ov-f32,ov-default")
+    ap.add_argument("--layers", action="store_true", help="print the layer types OpenVINO executes")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base, ghost = build_models()
+    x = torch.randn(1, 3, 224, 224)
+    rows = []
+    for backend in args.backends.split(","):
+        if backend in ("eager", "eager-cl"):
+            if backend == "eager-cl":  # channels_last: oneDNN's depthwise conv is slow on NCHW for some shapes
+                cl = torch.channels_last
+                fns = eager_fns(copy.deepcopy(base).to(memory_format=cl), copy.deepcopy(ghost).to(memory_format=cl),
+                                x.contiguous(memory_format=cl))
+            else:
+                fns = eager_fns(base, ghost, x)
+            cond = f"torch {torch.__version__}, {torch.get_num_threads()} threads, f32"
+        elif backend in ("ov-f32", "ov-default"):
+            import openvino as ov
+
+            prec = "f32" if backend == "ov-f32" else None
+            cb = openvino_compile(base, x, prec, args.threads)
+            cg = openvino_compile(ghost, x, prec, args.threads)
+            rb, rg = cb.create_infer_request(), cg.create_infer_request()
+            xn = x.numpy()
+            fns = (lambda: rb.infer([xn]), lambda: rg.infer([xn]))
+            cond = (f"openvino {ov.__version__.split('-')[0]}, precision {cg.get_property('INFERENCE_PRECISION_HINT')}, "
+                    f"{cg.get_property('INFERENCE_NUM_THREADS')} threads")
+            if args.layers:
+                print(f"[{backend}] executed by OpenVINO for Ghost-ResNet-50:", file=sys.stderr)
+                for k, v in sorted(executed_layers(cg).items()):
+                    print(f"  {v:4d}  {k}", file=sys.stderr)
+        else:
+            ap.error(f"unknown backend {backend!r}")
+        a, b = interleaved(fns, args.rounds, args.warmup)
+        ratio = statistics.median(np.array(b) / np.array(a))
+        rows.append((backend, statistics.median(a), statistics.median(b), ratio, TARGETS[backend], cond))
+    print(f"batch 1, 3x224x224, {args.rounds} interleaved rounds after {args.warmup} warm-up; "
+          "ratio = median of per-round ghost/base latency")
+    print(f"{'backend':<11} {'ResNet-50':>10} {'Ghost-R50':>10} {'ratio':>6} {'target':>7}  conditions")
+    for backend, ma, mb, r, tgt, cond in rows:
+        flag = "ok" if r <= tgt else "MISSED"
+        print(f"{backend:<11} {ma:8.2f}ms {mb:8.2f}ms {r:6.3f} {tgt:>5.2f} {flag:>6}  {cond}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

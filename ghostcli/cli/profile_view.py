@@ -1,0 +1,158 @@
+"""Human rendering of a ProfileReport: rich tables or Markdown on stdout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ghostcli import render
+from ghostcli.analysis.report import ModelProfile, ModuleStat, ProfileReport
+from ghostcli.units import format_bytes, format_count, format_input_size, format_macs, format_ms, format_ratio
+
+MACS_NOTE = ("MACs: 1 multiply-add = 1 MAC (the GhostNet paper's FLOP). 'MACs' = fvcore total "
+             "(conv, linear, norms, pooling); 'conv+linear' = the paper's convention, BN excluded.")
+
+
+def _emit(title: str | None, columns: Sequence[str], rows: list[Sequence[Any]], numeric: Sequence[int],
+          markdown: bool) -> None:
+    if markdown:
+        if title:
+            print(f"**{title}**\n")
+        print(render.markdown_table(columns, rows) + "\n")
+    else:
+        render.stdout.print(render.table(title, columns, rows, numeric=numeric))
+
+
+def _line(text: str, markdown: bool) -> None:
+    if markdown:
+        print(text + "\n")
+    else:
+        render.stdout.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _shape(s: list[int] | None) -> str:
+    return format_input_size(s) if s else "-"
+
+
+def conditions_line(report: ProfileReport) -> str:
+    """One line with the measurement conditions and versions."""
+    c, e = report.conditions, report.environment
+    parts = [f"device: {c.device} ({c.device_name})", f"threads: {c.threads}", f"dtype: {c.dtype}",
+             f"batch: {','.join(str(b) for b in c.batch_sizes)}"]
+    if c.inference_precision:
+        parts.append(f"OpenVINO precision: {c.inference_precision} (hint {c.performance_hint})")
+    if c.runs:
+        parts.append(f"warm-up {c.warmup}, runs {c.runs}")
+    vers = f"torch {e.torch}"
+    if c.device == "openvino":
+        vers += f", openvino {e.openvino}"
+    if e.gpu:
+        vers += f", CUDA {e.cuda}"
+    parts.append(vers)
+    return "Conditions: " + "; ".join(parts)
+
+
+def _summary_rows(p: ModelProfile) -> list[list[str]]:
+    rows = [
+        ["MACs (fvcore total)", format_macs(p.macs)],
+        ["MACs conv+linear (paper)", format_macs(p.macs_conv_linear)],
+        ["FLOPs (2 x MACs)", format_count(p.flops)],
+        ["Parameters", f"{format_count(p.params)} ({p.params:,})"],
+        ["Trainable parameters", f"{format_count(p.trainable_params)}"],
+        ["Weights", format_bytes(p.weight_bytes)],
+        ["Activations (conv/linear outputs)", format_count(p.activations)],
+    ]
+    for m in p.memory:
+        if m.peak_bytes is not None:
+            rows.append([f"Peak memory, batch {m.batch_size}",
+                         f"{format_bytes(m.peak_bytes)} (activations {format_bytes(m.activations_peak_bytes or 0)})"])
+    return rows
+
+
+def _latency_rows(p: ModelProfile) -> list[list[str]]:
+    return [[str(s.batch_size), format_ms(s.median_ms), format_ms(s.p90_ms), format_ms(s.p99_ms),
+             format_ms(s.mean_ms), format_ms(s.std_ms), f"{s.throughput_ips:,.1f}", str(s.runs)] for s in p.latency]
+
+
+def _module_rows(rows: list[ModuleStat], tree: bool) -> list[list[str]]:
+    out = []
+    for r in rows:
+        name = ("  " * r.depth + (r.name.rsplit(".", 1)[-1] if r.name else "(model)")) if tree else r.name
+        out.append([name, r.type, _shape(r.output_shape), format_macs(r.macs) if r.macs else "0",
+                    format_count(r.params)])
+    return out
+
+
+def _print_single(p: ModelProfile, report: ProfileReport, markdown: bool) -> None:
+    title = f"{p.name}  ({p.source}, input {format_input_size(p.input_size)})"
+    _emit(title, ["Metric", "Value"], _summary_rows(p), (1,), markdown)
+    total = p.macs or 1
+    op_rows = [[k, format_macs(v), f"{100 * v / total:.1f}%"] for k, v in p.macs_by_operator.items()]
+    _emit("MACs by operator", ["Operator", "MACs", "Share"], op_rows, (1, 2), markdown)
+    if p.uncounted_ops:
+        _line("Not counted (fvcore has no MAC formula; counted as 0): "
+              + ", ".join(f"{k} x{v}" for k, v in p.uncounted_ops.items()), markdown)
+    if p.modules:
+        _emit("Modules", ["Module", "Type", "Output", "MACs", "Params"], _module_rows(p.modules, True),
+              (3, 4), markdown)
+    if p.layers:
+        _emit("Layers", ["Layer", "Type", "Output", "MACs", "Params"], _module_rows(p.layers, False),
+              (3, 4), markdown)
+    if p.latency:
+        _emit("Latency", ["Batch", "Median", "p90", "p99", "Mean", "Std", "Images/s", "Runs"],
+              _latency_rows(p), tuple(range(8)), markdown)
+
+
+def _print_comparison(report: ProfileReport, markdown: bool) -> None:
+    ref = report.models[0]
+    cmp = {c.name: c for c in report.comparisons}
+    show_input = len({tuple(p.input_size) for p in report.models}) > 1
+    rows = []
+    for i, p in enumerate(report.models):
+        c = cmp.get(p.name) if i else None
+        lat = p.latency[0] if p.latency else None
+        mem = p.memory[0] if p.memory else None
+        row = [p.name] + ([format_input_size(p.input_size)] if show_input else []) + [
+            format_macs(p.macs),
+            format_ratio(c.macs_ratio) if c and c.macs_ratio is not None else "1.00x",
+            format_count(p.params), format_ratio(c.params_ratio) if c and c.params_ratio is not None else "1.00x",
+            format_bytes(p.weight_bytes),
+            format_bytes(mem.peak_bytes) if mem and mem.peak_bytes is not None else "-",
+            format_ms(lat.median_ms) if lat else "-",
+            format_ratio(c.speedup) if c and c.speedup is not None else ("1.00x" if lat else "-"),
+        ]
+        rows.append(row)
+    b = report.conditions.batch_sizes[0]
+    cols = ["Model"] + (["Input"] if show_input else []) + [
+        "MACs", "MACs x", "Params", "Params x", "Weights", "Peak mem", "Median", "Speed-up"]
+    where = "" if show_input else f", input {format_input_size(ref.input_size)}"
+    _emit(f"Comparison (ratios against {ref.name}{where}; latency at batch {b})", cols, rows,
+          tuple(range(1 + show_input, len(cols))), markdown)
+    for p in report.models:
+        if p.uncounted_ops:
+            _line(f"{p.name}: not counted by fvcore: " + ", ".join(f"{k} x{v}" for k, v in p.uncounted_ops.items()),
+                  markdown)
+    if len(report.conditions.batch_sizes) > 1:
+        for p in report.models:
+            _emit(f"Latency: {p.name}", ["Batch", "Median", "p90", "p99", "Mean", "Std", "Images/s", "Runs"],
+                  _latency_rows(p), tuple(range(8)), markdown)
+    for p in report.models:
+        if p.modules:
+            _emit(f"Modules: {p.name}", ["Module", "Type", "Output", "MACs", "Params"],
+                  _module_rows(p.modules, True), (3, 4), markdown)
+        if p.layers:
+            _emit(f"Layers: {p.name}", ["Layer", "Type", "Output", "MACs", "Params"],
+                  _module_rows(p.layers, False), (3, 4), markdown)
+
+
+def print_report(report: ProfileReport, *, markdown: bool = False) -> None:
+    """Print ``report`` as tables (one model: details; several: a comparison table)."""
+    if len(report.models) == 1:
+        _print_single(report.models[0], report, markdown)
+    else:
+        _print_comparison(report, markdown)
+    _line(MACS_NOTE, markdown)
+    _line(conditions_line(report), markdown)
+    mem = report.models[0].memory
+    if mem:
+        _line(f"Memory: {mem[0].method}.", markdown)

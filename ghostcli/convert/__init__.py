@@ -1,0 +1,20 @@
+"""ghostify: replace a CNN's dense convs with Ghost modules (a rules table users can extend) and report it."""
+
+from ghostcli.convert.ghostify import GHOSTIFY_ATTR, ghostify
+from ghostcli.convert.options import GhostifyOptions
+from ghostcli.convert.report import ConvRow, GhostifyReport, count_params, fvcore_macs
+from ghostcli.convert.rules import ConvertContext, KeepLayer, convert_conv2d, register_converter
+
+__all__ = [
+    "GHOSTIFY_ATTR",
+    "ConvRow",
+    "ConvertContext",
+    "GhostifyOptions",
+    "GhostifyReport",
+    "KeepLayer",
+    "convert_conv2d",
+    "count_params",
+    "fvcore_macs",
+    "ghostify",
+    "register_converter",
+]

@@ -1,0 +1,174 @@
+"""ghostify: rebuild a CNN with Ghost modules, layer by layer, and report what changed."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterable
+
+from torch import nn
+
+from ghostcli.convert.graph import analyze, is_conv
+from ghostcli.convert.options import GhostifyOptions
+from ghostcli.convert.report import ConvRow, GhostifyReport, count_params, measure
+from ghostcli.convert.rules import ConvertContext, KeepLayer, find_converter, registered_types
+from ghostcli.convert.select import selection_reason, unmatched_patterns
+from ghostcli.errors import ConversionError, UsageError
+from ghostcli.layers import GhostModule
+
+GHOSTIFY_ATTR = "ghostify_options"  # set on a ghostified model: the options that made it
+
+
+def _pair(v: object) -> list[int]:
+    if isinstance(v, (tuple, list)):
+        return [int(x) for x in v]
+    return [int(v)] * 2 if isinstance(v, int) else []
+
+
+def _set_module(model: nn.Module, aliases: dict[int, list[tuple[nn.Module, str]]], old: nn.Module,
+                new: nn.Module) -> None:
+    for parent, child in aliases[id(old)]:
+        parent._modules[child] = new
+
+
+def ghostify(
+    model: nn.Module,
+    *,
+    ratio: int = 2,
+    dw_kernel: int = 3,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    min_channels: int = 0,
+    keep_stem: bool = True,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    allow_empty: bool = False,
+    inherit_weights: bool = True,
+) -> tuple[nn.Module, GhostifyReport]:
+    """Return a copy of ``model`` whose dense convs are Ghost modules, and a report of every conv.
+
+    Every dense ``nn.Conv2d`` that passes the selection (``include``/``exclude``
+    globs on module names, the stem rule, ``min_channels``) becomes a
+    ``GhostModule(ratio, dw_kernel)`` with the same geometry; a BatchNorm that only
+    this conv feeds is absorbed into the module's own BNs and replaced by
+    ``nn.Identity``. With ``inherit_weights`` the primary conv starts from the
+    original filters of its channels and the BNs from the original statistics.
+    ``input_size`` (C, H, W) is used only to count MACs and check output shapes.
+    Raises ConversionError when nothing is eligible, unless ``allow_empty``.
+    """
+    opts = GhostifyOptions(ratio, dw_kernel, tuple(include), tuple(exclude), min_channels, keep_stem)
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"ghostify needs a torch nn.Module, got {type(model).__name__}")
+    if getattr(model, GHOSTIFY_ATTR, None) is not None:
+        raise ConversionError("the model is already ghostified; ghostify the original model instead")
+    try:
+        input_size = tuple(int(v) for v in input_size)  # type: ignore[assignment]
+    except (TypeError, ValueError):
+        raise UsageError(f"input_size must be (C, H, W), got {input_size!r}") from None
+    if len(input_size) != 3 or min(input_size) < 1:
+        raise UsageError(f"input_size must be (C, H, W) with positive sizes, got {input_size!r}")
+
+    model = copy.deepcopy(model)
+    extra_types = tuple(t for t in registered_types() if not issubclass(t, nn.modules.conv._ConvNd))
+    info = analyze(model, extra_types)
+    before = measure(model, input_size)
+    params_before = count_params(model)
+    warnings = [info.note] if info.note else []
+    if before.error:
+        warnings.append(f"the model did not run at input size {'x'.join(map(str, input_size))} "
+                        f"({before.error}); MACs are not counted")
+
+    named = dict(model.named_modules())
+    aliases: dict[int, list[tuple[nn.Module, str]]] = {}
+    for pname, parent in model.named_modules(remove_duplicate=False):
+        for cname, child in parent._modules.items():
+            if child is not None:
+                aliases.setdefault(id(child), []).append((parent, cname))
+    ghost_prefixes = tuple(n + "." for n, m in named.items() if isinstance(m, GhostModule))
+    conv_names = [n for n, m in named.items() if n and is_conv(m, extra_types)]
+
+    rows: list[ConvRow] = []
+    replaced: list[tuple[ConvRow, nn.Module, nn.Module]] = []
+    inherited: list[dict[str, str]] = []
+    gone: tuple[str, ...] = ()  # prefixes of replaced layers: their children no longer exist
+    for name in conv_names:
+        if name.startswith(gone):
+            continue
+        layer = named[name]
+        reason = selection_reason(name, include=opts.include, exclude=opts.exclude, is_stem=name in info.stems,
+                                  keep_stem=opts.keep_stem, in_ghost=name.startswith(ghost_prefixes))
+        converter = None
+        if reason is None:
+            converter, reason = find_converter(layer)
+            reason = reason or None
+        bn_name = info.bn_after.get(name)
+        ctx = ConvertContext(name=name, ratio=opts.ratio, dw_kernel=opts.dw_kernel, min_channels=opts.min_channels,
+                             inherit_weights=inherit_weights, bn=named.get(bn_name) if bn_name else None,
+                             bn_name=bn_name)
+        new: nn.Module | None = None
+        if converter is not None:
+            try:
+                new = converter(layer, ctx)
+            except KeepLayer as keep:
+                reason = str(keep)
+        macs = before.of(layer)
+        row = ConvRow(
+            name=name, type=type(layer).__name__, kernel=_pair(getattr(layer, "kernel_size", ())),
+            in_channels=int(getattr(layer, "in_channels", 0)), out_channels=int(getattr(layer, "out_channels", 0)),
+            stride=_pair(getattr(layer, "stride", ())), groups=int(getattr(layer, "groups", 1)),
+            action="kept" if new is None else "ghost", reason=reason or "",
+            bn=None, params_before=count_params(layer), params_after=count_params(layer),
+            macs_before=macs, macs_after=macs,
+        )
+        rows.append(row)
+        if new is None:
+            continue
+        new.train(layer.training)
+        gone += (name + ".",)
+        _set_module(model, aliases, layer, new)
+        if ctx.absorbed_bn and ctx.bn is not None:
+            row.bn = bn_name
+            row.params_before += count_params(ctx.bn)
+            _set_module(model, aliases, ctx.bn, nn.Identity())
+            row.reason = f"took over {bn_name}"
+        else:
+            row.reason = "no BatchNorm follows: biased convs"
+        row.params_after = count_params(new)
+        inherited += [{"tensor": f"{name}.{t}", "source": s} for t, s in ctx.inherited]
+        replaced.append((row, layer, new))
+
+    for pattern in unmatched_patterns(conv_names, opts.include):
+        warnings.append(f"--include {pattern} matches no conv layer")
+    for pattern in unmatched_patterns(conv_names, opts.exclude):
+        warnings.append(f"--exclude {pattern} matches no conv layer")
+    if not replaced and not allow_empty:
+        reasons = Counter(r.reason for r in rows)
+        summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3)) or "the model has no conv layer"
+        raise ConversionError(f"nothing to ghostify: no conv layer is eligible ({summary})")
+
+    after = measure(model, input_size)
+    if before.error is None:
+        if after.error is not None:
+            raise ConversionError(f"the ghostified model fails to run: {after.error}")
+        if after.outputs != before.outputs:
+            raise ConversionError(f"ghostify changed the output shape {before.outputs} -> {after.outputs}")
+        for row, _, new in replaced:
+            row.macs_after = after.of(new)
+    else:
+        for row, _, _ in replaced:
+            row.macs_after = None
+
+    macs_before = macs_after = None
+    counter = "none"
+    if before.error is None:
+        if before.fvcore is not None and after.fvcore is not None:
+            macs_before, macs_after, counter = before.fvcore, after.fvcore, "fvcore"
+        else:
+            macs_before, macs_after, counter = before.total, after.total, "hooks"
+    setattr(model, GHOSTIFY_ATTR, opts.to_dict())
+    report = GhostifyReport(
+        options=opts.to_dict(), input_size=list(input_size), graph=info.method, rows=rows,
+        replaced=len(replaced), kept=len(rows) - len(replaced), params_before=params_before,
+        params_after=count_params(model), macs_before=macs_before, macs_after=macs_after, macs_counter=counter,
+        inherited=inherited if inherit_weights else [], warnings=warnings,
+    )
+    return model, report

@@ -1,0 +1,62 @@
+"""The options of a ghostify run: what ``artifacts.rebuild`` passes back to re-create the same network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ghostcli.errors import UsageError
+
+
+def _patterns(value: Any, flag: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    out = tuple(str(v).strip() for v in value)
+    if any(not p for p in out):
+        raise UsageError(f"{flag} patterns must not be empty")
+    return out
+
+
+@dataclass(frozen=True)
+class GhostifyOptions:
+    """Structural options of ghostify. The same options on the same architecture give the same module tree."""
+
+    ratio: int = 2
+    dw_kernel: int = 3
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_channels: int = 0
+    keep_stem: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int) or self.ratio < 2:
+            raise UsageError(f"--ratio must be an integer >= 2, got {self.ratio!r}")
+        if isinstance(self.dw_kernel, bool) or not isinstance(self.dw_kernel, int) or self.dw_kernel < 1 \
+                or self.dw_kernel % 2 == 0:
+            raise UsageError(f"--dw-kernel must be a positive odd integer (1, 3, 5 ...), got {self.dw_kernel!r}")
+        if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, int) or self.min_channels < 0:
+            raise UsageError(f"--min-channels must be a non-negative integer, got {self.min_channels!r}")
+        object.__setattr__(self, "include", _patterns(self.include, "--include"))
+        object.__setattr__(self, "exclude", _patterns(self.exclude, "--exclude"))
+        object.__setattr__(self, "keep_stem", bool(self.keep_stem))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keyword arguments ``ghostify`` needs to rebuild the same structure (plain JSON types)."""
+        return {
+            "ratio": self.ratio,
+            "dw_kernel": self.dw_kernel,
+            "include": list(self.include),
+            "exclude": list(self.exclude),
+            "min_channels": self.min_channels,
+            "keep_stem": self.keep_stem,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GhostifyOptions:
+        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UsageError(f"unknown ghostify option(s): {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,141 @@
+"""PyTorch -> OpenVINO: conversion, CPU compilation at a chosen precision, atomic IR saving."""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ghostcli.errors import DeviceError, ExportError, UsageError
+from ghostcli.fsutil import atomic_dir, check_output
+
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+@functools.lru_cache(maxsize=1)
+def core() -> Any:
+    """One shared ``openvino.Core`` (creating one is not free)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def _conversion_error(exc: Exception) -> ExportError:
+    text = str(exc)
+    ops: list[str] = []
+    m = re.search(r"No conversion rule found for operations?:\s*([^\n]+)", text)
+    if m:
+        ops = sorted({o.strip() for o in m.group(1).split(",") if o.strip()})
+    if not ops:
+        ops = sorted(set(re.findall(r"No translation for (\S+?)[\s.,]", text + " ")))
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    if "Tracing failed sanity checks" in text or "differed across invocations" in text:
+        return ExportError("OpenVINO conversion failed: tracing the model twice gave different graphs "
+                           "(forward depends on Python state or on the data)")
+    if ops:
+        return ExportError(f"OpenVINO cannot convert operator(s) {', '.join(ops)}")
+    return ExportError(f"OpenVINO conversion failed: {first[:300]}")
+
+
+def to_openvino(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """Convert an eval-mode PyTorch model to an ``openvino.Model`` with a static input shape.
+
+    ``input_shape`` is the full shape including batch, e.g. ``(1, 3, 224, 224)``; a batch
+    of ``-1`` makes the batch dimension dynamic. The model is traced with a random
+    example input of that shape (batch 1 when dynamic).
+    """
+    import openvino as ov
+
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) < 2 or any(v <= 0 for v in shape[1:]) or (shape[0] <= 0 and shape[0] != -1):
+        raise UsageError(f"invalid input shape {list(shape)} for OpenVINO conversion")
+    model = model.eval()
+    example = torch.randn((max(shape[0], 1), *shape[1:]))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.trace deprecation notices
+            ov_model = ov.convert_model(model, example_input=example, input=[ov.PartialShape(list(shape))])
+    except Exception as exc:  # OpConversionFailure, tracing errors ...
+        raise _conversion_error(exc) from exc
+    ov_model.outputs[0].get_tensor().set_names({"output"} | set(ov_model.outputs[0].get_names()))
+    ov_model.inputs[0].get_tensor().set_names({"input"} | set(ov_model.inputs[0].get_names()))
+    return ov_model
+
+
+def _precision_name(value: Any) -> str:
+    text = str(getattr(value, "get_type_name", lambda: value)()).lower()
+    aliases = {"f32": "f32", "fp32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
+               "f16": "f16", "fp16": "f16", "float16": "f16"}
+    return aliases.get(text, text)
+
+
+def compile_cpu(ov_model: Any, precision: str | None = None, threads: int | None = None,
+                hint: str = "LATENCY") -> tuple[Any, str]:
+    """Compile for the OpenVINO CPU plugin; returns ``(compiled_model, executed_precision)``.
+
+    ``precision`` sets ``INFERENCE_PRECISION_HINT`` (``None`` keeps the device default,
+    which is bf16 on CPUs with AMX/AVX512-BF16); the returned precision is what the
+    plugin reports it will run at.
+    """
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"unknown inference precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if hint.upper() not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
+        raise UsageError(f"unknown performance hint {hint!r} (LATENCY or THROUGHPUT)")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads must be positive, got {threads}")
+    config: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper()}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    ie = core()
+    if "CPU" not in ie.available_devices:
+        raise DeviceError("the OpenVINO CPU device is not available")
+    try:
+        compiled = ie.compile_model(ov_model, "CPU", config)
+    except Exception as exc:
+        raise ExportError(f"OpenVINO could not compile the model for CPU: {str(exc).splitlines()[0][:300]}") from exc
+    executed = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if precision is not None and executed != precision:
+        raise DeviceError(f"the CPU runs {executed} instead of the requested {precision} "
+                          f"(this CPU may lack {precision} support)")
+    return compiled, executed
+
+
+def run_compiled(compiled: Any, x: Any) -> Any:
+    """Run a compiled model on one numpy input; returns the first output as numpy."""
+    request = compiled.create_infer_request()
+    result = request.infer({0: x})
+    return next(iter(result.values())).copy()
+
+
+def save_ir(ov_model: Any, xml_path: str | Path, *, fp16: bool = False, force: bool = False,
+            verify: Callable[[Path], None] | None = None) -> Path:
+    """Save ``ov_model`` as ``xml_path`` + its ``.bin`` atomically; returns the .xml path.
+
+    Weights are compressed to FP16 only when ``fp16`` is set. Both files are written into
+    a temporary directory and moved beside ``xml_path`` on success; ``verify`` (optional)
+    is called with the temporary .xml first and may raise to abort: nothing is left behind.
+    """
+    import openvino as ov
+
+    xml = Path(xml_path)
+    if xml.suffix.lower() != ".xml":
+        raise UsageError(f"an OpenVINO IR path must end in .xml, got {xml}")
+    check_output(xml, force)
+    check_output(xml.with_suffix(".bin"), force)
+    with atomic_dir(xml) as tmp:
+        tmp_xml = tmp / xml.name
+        try:
+            ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=bool(fp16))
+        except Exception as exc:
+            raise ExportError(f"could not write the OpenVINO IR: {str(exc).splitlines()[0][:300]}") from exc
+        if verify is not None:
+            verify(tmp_xml)
+    return xml

@@ -1,0 +1,412 @@
+"""INT8 post-training quantization with NNCF into an OpenVINO IR, and what it cost and bought.
+
+One call converts the model to OpenVINO, calibrates activation ranges on real
+images (``digits``, an image folder) or, with a loud warning, on noise, quantizes
+with ``nncf.quantize`` (or ``nncf.quantize_with_accuracy_control`` when the
+evaluation images have labels and a maximum accuracy drop is given), then runs
+the FP32 and INT8 models side by side on the OpenVINO CPU plugin: top-1
+agreement (and accuracy with labels), interleaved batch-1 latency, IR size and
+the precision each layer actually executes at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ghostcli.errors import ExportError, UsageError
+from ghostcli.fsutil import check_output
+
+PRESETS = ("performance", "mixed")
+DEFAULT_SUBSET_SIZE = 300
+DEFAULT_EVAL_SIZE = 300
+SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
+                     "so the INT8 model's accuracy is UNKNOWN; use --calib-data DIR or digits")
+_COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
+_INT8 = ("i8", "u8")
+
+
+@dataclass
+class VariantStats:
+    """One compiled variant of the model on the OpenVINO CPU plugin."""
+
+    name: str                       # "fp32", "fp32_default" or "int8"
+    precision_hint: str             # INFERENCE_PRECISION_HINT asked for ("f32", or "default")
+    executed_precision: str         # what the plugin runs: "f32", "bf16", "int8 (53/54 layers)" ...
+    latency_ms: float               # median batch-1 latency
+    latency_min_ms: float
+    latency_p90_ms: float
+    size_bytes: int | None = None   # IR .xml + .bin on disk
+    top1_accuracy: float | None = None  # on the evaluation images, when they have matching labels
+
+
+@dataclass
+class QuantizeResult:
+    """Everything ``ghostcli quantize`` reports; JSON keys are these field names."""
+
+    model: str
+    input_size: list[int]
+    method: str                     # "ptq" (nncf.quantize) or "accuracy_control"
+    preset: str
+    calib_data: str
+    calib_images: int
+    subset_size: int
+    synthetic_calibration: bool
+    eval_data: str
+    eval_images: int
+    labeled: bool                   # evaluation images have class labels usable for accuracy
+    fp32: VariantStats
+    fp32_default: VariantStats
+    int8: VariantStats
+    speedup: float                  # fp32 (f32) latency / int8 latency
+    speedup_vs_default: float       # fp32 at the device's default precision / int8 latency
+    size_ratio: float               # int8 IR size / fp32 IR size
+    top1_agreement: float           # fraction of eval images where INT8 and FP32 pick the same class
+    accuracy_drop: float | None     # fp32 accuracy - int8 accuracy
+    max_accuracy_drop: float | None
+    fake_quantize: int              # FakeQuantize ops in the quantized IR
+    int8_layers: int                # conv/FC layers the CPU plugin executes in i8/u8
+    compute_layers: int             # conv/FC layers in the runtime graph
+    executed_precisions: dict[str, dict[str, int]]  # INT8 runtime graph: {layer type: {precision: count}}
+    output: str | None              # .xml path (the .bin lies beside it)
+    output_bin: str | None
+    measurement: dict[str, Any]     # device, threads, batch, warmup, runs, hint, interleaved
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _as_model(model_or_loaded: Any, input_size: tuple[int, int, int] | None) -> tuple[Any, str, tuple[int, int, int]]:
+    """(nn.Module, display name, input size) from a MODEL string, a LoadedModel or an nn.Module."""
+    from torch import nn
+
+    if isinstance(model_or_loaded, str):
+        from ghostcli.resolve import resolve_model
+
+        model_or_loaded = resolve_model(model_or_loaded)
+    if isinstance(model_or_loaded, nn.Module):
+        if input_size is None:
+            raise UsageError("input_size is needed when quantizing a bare nn.Module")
+        return model_or_loaded.eval(), type(model_or_loaded).__name__, tuple(input_size)  # type: ignore[return-value]
+    model = getattr(model_or_loaded, "model", None)
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"cannot quantize a {type(model_or_loaded).__name__}: expected a model")
+    size = tuple(input_size or model_or_loaded.input_size)
+    if len(size) != 3:
+        raise UsageError(f"input size must be C x H x W, got {list(size)}")
+    return model.eval(), str(model_or_loaded.name), size  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """Keep NNCF's log lines and progress bars off stdout (stdout is for the report / JSON)."""
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        nncf_logger.setLevel(level)
+
+
+def _ir_size(xml: Path) -> int:
+    return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+
+
+def _measure_size(ov_model: Any) -> int:
+    """Bytes of ``ov_model`` serialized as IR (weights uncompressed), via a temporary folder."""
+    import openvino as ov
+
+    tmp = Path(tempfile.mkdtemp(prefix="ghostcli-ir-"))
+    try:
+        xml = tmp / "model.xml"
+        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        return _ir_size(xml)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def int8_coverage(executed: dict[str, dict[str, int]]) -> tuple[int, int]:
+    """(conv/FC layers executed in i8/u8, all conv/FC layers) from :func:`ghostcli.deploy.graph.executed_precisions`."""
+    n_int8 = total = 0
+    for layer, precs in executed.items():
+        if any(key in layer for key in _COMPUTE_LAYERS):
+            total += sum(precs.values())
+            n_int8 += sum(c for p, c in precs.items() if p in _INT8)
+    return n_int8, total
+
+
+def _top1(compiled: Any, images: list[np.ndarray], progress: Any = None, label: str = "") -> np.ndarray:
+    request = compiled.create_infer_request()
+    task = progress.add_task(f"evaluating {label}", total=len(images), info="") if progress is not None else None
+    preds = np.empty(len(images), dtype=np.int64)
+    for i, x in enumerate(images):
+        out = next(iter(request.infer({0: x}).values()))
+        preds[i] = int(np.argmax(out.reshape(out.shape[0], -1)[0]))
+        if task is not None:
+            progress.advance(task)
+    return preds
+
+
+def interleaved_latency(compiled: dict[str, Any], x: np.ndarray, *, warmup: int = 5, runs: int = 50,
+                        progress: Any = None) -> dict[str, np.ndarray]:
+    """Batch-1 latencies in ms per variant, measured round-robin so that load changes hit all alike."""
+    if runs < 1 or warmup < 0:
+        raise UsageError(f"runs must be >= 1 and warm-up >= 0, got runs={runs}, warmup={warmup}")
+    requests = {k: c.create_infer_request() for k, c in compiled.items()}
+    for _ in range(warmup):
+        for r in requests.values():
+            r.infer({0: x})
+    times = {k: np.empty(runs) for k in requests}
+    task = progress.add_task("timing", total=runs, info="") if progress is not None else None
+    for i in range(runs):
+        for k, r in requests.items():
+            t0 = time.perf_counter()
+            r.infer({0: x})
+            times[k][i] = (time.perf_counter() - t0) * 1e3
+        if task is not None:
+            progress.advance(task)
+    return times
+
+
+def _stats(name: str, hint: str, executed: str, t: np.ndarray) -> VariantStats:
+    return VariantStats(name=name, precision_hint=hint, executed_precision=executed,
+                        latency_ms=float(np.median(t)), latency_min_ms=float(np.min(t)),
+                        latency_p90_ms=float(np.percentile(t, 90)))
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]
+
+
+def _calibration_dataset(images: list[np.ndarray], progress: Any) -> Any:
+    import nncf
+
+    task = progress.add_task("calibrating", total=len(images), info="") if progress is not None else None
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        if task is not None:
+            progress.update(task, advance=1)
+        return x
+
+    return nncf.Dataset(images, transform)
+
+
+def _accuracy_fn(n_classes: int) -> Callable[[Any, Any], float]:
+    def validate(compiled: Any, items: Any) -> float:
+        request = compiled.create_infer_request()
+        hits = n = 0
+        for x, y in items:
+            out = next(iter(request.infer({0: x}).values()))
+            hits += int(np.argmax(out.reshape(out.shape[0], -1)[0]) == y)
+            n += 1
+        return hits / max(n, 1)
+
+    return validate
+
+
+def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: str = "performance",
+                      ignored_types: tuple[str, ...] = (), progress: Any = None, **nncf_options: Any) -> Any:
+    """``nncf.quantize`` an ``openvino.Model`` on numpy calibration batches (plain PTQ).
+
+    ``nncf_options`` go to ``nncf.quantize`` as they are (e.g. ``fast_bias_correction``,
+    ``advanced_parameters``); NNCF's own logging stays off stdout.
+    """
+    import nncf
+
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    kwargs: dict[str, Any] = {"preset": nncf.QuantizationPreset(preset), "subset_size": len(calib_images)}
+    if ignored_types:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
+    kwargs.update(nncf_options)
+    try:
+        with _quiet_nncf():
+            return nncf.quantize(ov_model, _calibration_dataset(calib_images, progress), **kwargs)
+    except Exception as exc:
+        raise ExportError(f"NNCF quantization failed: {_first_line(exc)}") from exc
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def quantize_model(
+    loaded_or_model: Any,
+    *,
+    calib_data: str = "digits",
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+    preset: str = "performance",
+    eval_data: str | None = None,
+    eval_size: int = DEFAULT_EVAL_SIZE,
+    max_accuracy_drop: float | None = None,
+    input_size: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    output: str | Path | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    ignored_types: tuple[str, ...] = (),
+    progress: Any = None,
+) -> QuantizeResult:
+    """Quantize a model to INT8 with NNCF and compare it with FP32 on the OpenVINO CPU plugin.
+
+    ``loaded_or_model``: a MODEL string, a :class:`ghostcli.resolve.LoadedModel` or an ``nn.Module``
+    (then ``input_size`` is required). ``calib_data`` / ``eval_data``: ``digits`` | ``synthetic`` |
+    an image folder; evaluation defaults to the calibration source's ``val`` split. With labelled
+    evaluation images and ``max_accuracy_drop`` (absolute, e.g. 0.01), NNCF's accuracy-controlled
+    quantization keeps sensitive layers in floating point until the drop is within bounds.
+    ``ignored_types``: OpenVINO op types NNCF must not quantize (e.g. ``GroupConvolution``).
+    The INT8 IR is written to ``output`` (``.xml`` + ``.bin``, atomically) when given.
+    """
+    import nncf
+
+    from ghostcli.deploy.calibration import load_image_set
+    from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
+    from ghostcli.deploy.openvino_export import compile_cpu, save_ir, to_openvino
+
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if subset_size < 1:
+        raise UsageError(f"--subset-size must be at least 1, got {subset_size}")
+    if eval_size < 1:
+        raise UsageError(f"--eval-size must be at least 1, got {eval_size}")
+    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop < 1:
+        raise UsageError(f"--max-accuracy-drop is a fraction in [0, 1), got {max_accuracy_drop}")
+    out_xml: Path | None = None
+    if output is not None:
+        out_xml = Path(output)
+        if out_xml.suffix.lower() != ".xml":
+            raise UsageError(f"the INT8 model is an OpenVINO IR: the output must end in .xml, got {out_xml}")
+        check_output(out_xml, force)
+        check_output(out_xml.with_suffix(".bin"), force)
+
+    model, name, size = _as_model(loaded_or_model, input_size)
+    warnings: list[str] = []
+    calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=mean, std=std,
+                           progress=progress, description="loading calibration images")
+    if calib.synthetic:
+        warnings.append(SYNTHETIC_WARNING)
+    if calib.skipped:
+        warnings.append(f"skipped {calib.skipped} non-image file(s) in {calib_data}")
+    if len(calib) < subset_size and not calib.synthetic:
+        warnings.append(f"only {len(calib)} calibration images available (asked for {subset_size})")
+    eval_spec = eval_data or calib_data
+    evalset = load_image_set(eval_spec, split="val", input_size=size, limit=eval_size, mean=mean, std=std,
+                             progress=progress, description="loading evaluation images")
+    if eval_data is not None and evalset.skipped:
+        warnings.append(f"skipped {evalset.skipped} non-image file(s) in {eval_data}")
+
+    try:
+        from ghostcli.deploy.fold import fold_batchnorm
+
+        model, _ = fold_batchnorm(model)
+    except Exception:  # folding is an optimisation; OpenVINO folds conv+BN itself too
+        pass
+    ov_model = to_openvino(model, (1, *size))
+    n_out = int(np.prod([d.get_length() for d in ov_model.outputs[0].get_partial_shape()][1:]))
+    has_accuracy = evalset.labeled and n_out == len(evalset.classes)
+    if evalset.labeled and not has_accuracy:
+        warnings.append(f"the model has {n_out} outputs but {eval_spec} has {len(evalset.classes)} classes: "
+                        "reporting agreement with FP32 only, not accuracy")
+
+    if max_accuracy_drop is not None and not has_accuracy:
+        raise UsageError("--max-accuracy-drop needs labelled evaluation images whose classes match the model's "
+                         "outputs (an image folder with class sub-folders, or digits for a 10-class model)")
+    method = "ptq"
+    if max_accuracy_drop is None:
+        q_model = quantize_ov_model(ov_model, calib.images, preset=preset, ignored_types=ignored_types,
+                                    progress=progress)
+    else:
+        method = "accuracy_control"
+        common: dict[str, Any] = {"preset": nncf.QuantizationPreset(preset), "subset_size": len(calib)}
+        if ignored_types:
+            common["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
+        val_ds = nncf.Dataset(list(zip(evalset.images, evalset.labels, strict=True)), lambda item: item[0])
+        try:
+            with _quiet_nncf():
+                q_model = nncf.quantize_with_accuracy_control(
+                    ov_model, _calibration_dataset(calib.images, progress), val_ds,
+                    validation_fn=_accuracy_fn(len(evalset.classes)), max_drop=float(max_accuracy_drop),
+                    drop_type=nncf.DropType.ABSOLUTE, **common)
+        except Exception as exc:
+            raise ExportError(f"NNCF accuracy-controlled quantization failed: "
+                              f"{_first_line(exc)}") from exc
+
+    fp32_c, _ = compile_cpu(ov_model, "f32", threads=threads)
+    default_c, default_prec = compile_cpu(ov_model, None, threads=threads)
+    int8_c, _ = compile_cpu(q_model, None, threads=threads)
+    executed = executed_precisions(int8_c)
+    n_int8, n_compute = int8_coverage(executed)
+    if n_int8 == 0:
+        warnings.append("the CPU plugin runs no convolution in INT8 (this CPU may lack INT8 support): "
+                        "expect no speed-up")
+
+    ref = _top1(fp32_c, evalset.images, progress, "FP32")
+    got = _top1(int8_c, evalset.images, progress, "INT8")
+    agreement = float(np.mean(ref == got))
+    labels = np.asarray(evalset.labels)
+    acc_fp32 = float(np.mean(ref == labels)) if has_accuracy else None
+    acc_int8 = float(np.mean(got == labels)) if has_accuracy else None
+
+    x = calib.images[0]
+    times = interleaved_latency({"fp32": fp32_c, "fp32_default": default_c, "int8": int8_c}, x,
+                                warmup=warmup, runs=runs, progress=progress)
+    fp32 = _stats("fp32", "f32", "f32", times["fp32"])
+    fp32_default = _stats("fp32_default", "default", default_prec, times["fp32_default"])
+    int8 = _stats("int8", "default", f"int8 ({n_int8}/{n_compute} conv/FC layers in i8/u8)", times["int8"])
+    fp32.top1_accuracy, fp32_default.top1_accuracy, int8.top1_accuracy = acc_fp32, None, acc_int8
+    fp32.size_bytes = fp32_default.size_bytes = _measure_size(ov_model)
+
+    out_bin: Path | None = None
+    if out_xml is not None:
+        save_ir(q_model, out_xml, fp16=False, force=force)
+        out_bin = out_xml.with_suffix(".bin")
+        int8.size_bytes = _ir_size(out_xml)
+    else:
+        int8.size_bytes = _measure_size(q_model)
+
+    try:
+        n_threads = int(int8_c.get_property("INFERENCE_NUM_THREADS"))
+    except Exception:
+        n_threads = threads or 0
+    from ghostcli.deploy.openvino_export import core
+
+    try:
+        device = str(core().get_property("CPU", "FULL_DEVICE_NAME"))
+    except Exception:
+        device = "CPU"
+    return QuantizeResult(
+        model=name, input_size=list(size), method=method, preset=preset, calib_data=calib_data,
+        calib_images=len(calib), subset_size=subset_size, synthetic_calibration=calib.synthetic,
+        eval_data=eval_spec if eval_data is not None else f"{calib_data} (val split)",
+        eval_images=len(evalset), labeled=has_accuracy,
+        fp32=fp32, fp32_default=fp32_default, int8=int8,
+        speedup=fp32.latency_ms / int8.latency_ms,
+        speedup_vs_default=fp32_default.latency_ms / int8.latency_ms,
+        size_ratio=int8.size_bytes / fp32.size_bytes if fp32.size_bytes else float("nan"),
+        top1_agreement=agreement,
+        accuracy_drop=(acc_fp32 - acc_int8) if has_accuracy else None,  # type: ignore[operator]
+        max_accuracy_drop=max_accuracy_drop,
+        fake_quantize=int(openvino_op_counts(q_model).get("FakeQuantize", 0)),
+        int8_layers=n_int8, compute_layers=n_compute, executed_precisions=executed,
+        output=str(out_xml) if out_xml is not None else None,
+        output_bin=str(out_bin) if out_bin is not None else None,
+        measurement={"device": f"OpenVINO CPU ({device})", "threads": n_threads, "batch": 1,
+                     "hint": "LATENCY", "warmup": warmup, "runs": runs, "interleaved": True,
+                     "statistic": "median"},
+        warnings=warnings,
+    )

@@ -1,0 +1,149 @@
+"""`ghostcli check`: limits, baselines, config files, exit codes 0/1/2/3."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ghostcli.analysis.budget import build_settings, find_config, read_baseline, read_config, run_check
+from ghostcli.cli.app import app
+from ghostcli.errors import ArtifactError, UsageError
+
+R20_MACS, R20_PARAMS = 40_931_968, 269_722
+
+
+def _one_line_error(res) -> str:
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    return lines[0]
+
+
+def test_limits_pass_and_fail(runner, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ok = runner.invoke(app, ["check", "resnet20", "--max-macs", "41M", "--max-params", "270k", "--no-config"])
+    assert ok.exit_code == 0, ok.output
+    assert "pass" in ok.stdout and "FAIL" not in ok.stdout and "40.93 MMac" in ok.stdout
+    bad = runner.invoke(app, ["check", "resnet20", "--max-macs", "40.9M", "--max-params", "0.27M", "--json"])
+    assert bad.exit_code == 3
+    data = json.loads(bad.stdout)
+    assert data["kind"] == "ghostcli.check" and data["passed"] is False
+    verdicts = {r["name"]: (r["measured"], r["limit"], r["passed"]) for r in data["results"]}
+    assert verdicts == {"macs": (R20_MACS, 40.9e6, False), "params": (R20_PARAMS, 270e3, True)}
+    assert "1 of 2 limits exceeded: macs 40.93 MMac > 40.90 MMac" in _one_line_error(bad)
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["--max-macs", "lots"], "--max-macs: cannot read 'lots'"),
+    (["--max-params", "15Q"], "--max-params"),
+    (["--max-params", "-5M"], "--max-params"),
+    (["--max-macs", "1G", "--tolerance", "two%"], "--tolerance"),
+    (["--max-latency-ratio", "1.2"], "needs --latency-reference"),
+    ([], "nothing to check"),
+    (["--max-macs", "1G", "--update-baseline"], "--update-baseline needs --baseline"),
+])
+def test_usage_errors_exit_2(runner, tmp_path: Path, monkeypatch, args: list[str], text: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["check", "resnet20", *args])
+    assert res.exit_code == 2, res.output
+    assert text in _one_line_error(res)
+
+
+def test_human_sizes_parse() -> None:
+    s = build_settings({"max-macs": "2.5G", "max-params": "15M", "max-weights": "500k", "tolerance": "2%"}, {}, None)
+    assert (s.max_macs, s.max_params, s.max_weights, s.tolerance) == (2.5e9, 15e6, 500e3, 0.02)
+    s = build_settings({"max-params": "15M"}, {"max-params": 1000, "max-macs": "1e9", "runs": 7}, None)
+    assert (s.max_params, s.max_macs, s.runs) == (15e6, 1e9, 7) and s.sources["max-params"] == "--max-params"
+
+
+def test_baseline_round_trip(runner, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "base.json"
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", str(base), "--update-baseline"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(base.read_text())
+    assert (data["kind"], data["schema_version"], data["macs"], data["params"]) == (
+        "ghostcli.baseline", "1.0", R20_MACS, R20_PARAMS)
+    assert data["environment"]["torch"]
+    same = runner.invoke(app, ["check", "resnet20", "--baseline", str(base)])
+    assert same.exit_code == 0, same.output
+    grown = runner.invoke(app, ["check", "resnet56", "--baseline", str(base), "--tolerance", "2%"])
+    assert grown.exit_code == 3
+    assert "2 of 2 limits exceeded" in _one_line_error(grown)
+    # a profile --json file is accepted as a baseline too
+    prof = runner.invoke(app, ["profile", "resnet56", "--no-latency", "--json"])
+    (tmp_path / "p.json").write_text(prof.stdout)
+    assert read_baseline(tmp_path / "p.json", "resnet56").macs == 126_554_752
+    assert runner.invoke(app, ["check", "resnet56", "--baseline", "p.json"]).exit_code == 0
+
+
+def test_bad_baselines_exit_1(runner, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", "missing.json"])
+    assert res.exit_code == 1 and "does not exist" in _one_line_error(res)
+    Path("other.json").write_text('{"macs": 1, "params": 2}')
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", "other.json"])
+    assert res.exit_code == 1 and "not a ghostcli baseline" in _one_line_error(res)
+    Path("text.json").write_text("macs=1\n")
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", "text.json"])
+    assert res.exit_code == 1 and "is not JSON" in _one_line_error(res)
+    Path("v9.json").write_text('{"kind": "ghostcli.baseline", "schema_version": "9.0", "name": "x", "macs": 1, "params": 1}')
+    with pytest.raises(ArtifactError, match="schema version"):
+        read_baseline(Path("v9.json"))
+    res = runner.invoke(app, ["check", "no_such_model_xyz", "--max-macs", "1G"])
+    assert res.exit_code == 1 and "unknown model" in _one_line_error(res)
+
+
+def test_config_files(runner, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / ".git").mkdir()
+    sub = tmp_path / "src"
+    sub.mkdir()
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.ghostcli.check]\nmodel = "resnet20"\nmax-macs = "40M"\nmax_params = 300000\n')
+    monkeypatch.chdir(sub)
+    assert find_config() == tmp_path / "pyproject.toml"
+    res = runner.invoke(app, ["check", "--json"])
+    assert res.exit_code == 3, res.output
+    rows = {r["name"]: r for r in json.loads(res.stdout)["results"]}
+    assert rows["macs"]["limit"] == 40e6 and rows["macs"]["source"] == "pyproject.toml"
+    assert rows["params"]["limit"] == 300e3 and rows["params"]["passed"]
+    # the command line wins over the config file
+    assert runner.invoke(app, ["check", "--max-macs", "41M"]).exit_code == 0
+    # ghostcli.toml is preferred and relative baseline paths are relative to it
+    (tmp_path / "ghostcli.toml").write_text('model = "resnet20"\n[check]\nbaseline = "ci/base.json"\n')
+    (tmp_path / "ci").mkdir()
+    assert runner.invoke(app, ["check", "--update-baseline"]).exit_code == 0
+    assert json.loads((tmp_path / "ci" / "base.json").read_text())["macs"] == R20_MACS
+    (tmp_path / "ghostcli.toml").write_text('max-macs = "1G"\nmax-flops = "2G"\n')
+    res = runner.invoke(app, ["check", "resnet20"])
+    assert res.exit_code == 2 and "unknown key 'max-flops'" in _one_line_error(res)
+    (tmp_path / "ghostcli.toml").write_text('max-macs = \n')
+    with pytest.raises(UsageError, match="not valid TOML"):
+        read_config(tmp_path / "ghostcli.toml")
+
+
+def test_latency_ratio_against_reference_in_same_run(tmp_path: Path) -> None:
+    base = tmp_path / "b.json"
+    s = build_settings({"model": "resnet20", "latency-reference": "resnet56", "max-latency-ratio": "100",
+                        "baseline": str(base), "runs": 3, "warmup": 1, "input-size": "3x16x16"}, {}, None)
+    rep = run_check(s, update_baseline=True)
+    ratio = rep.measured["latency_ratio"]
+    assert rep.passed and 0 < ratio < 100 and rep.results[0].name == "latency_ratio"
+    recorded = json.loads(base.read_text())
+    assert recorded["latency_reference"] == "resnet56" and recorded["latency_ratio"] == pytest.approx(ratio)
+    s = build_settings({"model": "resnet20", "latency-reference": "resnet56", "max-latency-ratio": "0.001",
+                        "baseline": str(base), "latency-tolerance": "1000%", "runs": 3, "warmup": 1,
+                        "input-size": "3x16x16"}, {}, None)
+    rep = run_check(s)
+    names = {(r.name, r.source.startswith("baseline")): r.passed for r in rep.results}
+    assert names[("latency_ratio", False)] is False and rep.passed is False
+    assert names[("latency_ratio", True)] is True  # compared with the recorded ratio, 10x slack
+
+
+def test_subprocess_exit_codes(ghostcli_exe: str, tmp_path: Path) -> None:
+    over = subprocess.run([ghostcli_exe, "check", "resnet20", "--max-params", "100k", "--no-config"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert over.returncode == 3 and "FAIL" in over.stdout
+    assert over.stderr.strip() == "Error: 1 of 1 limits exceeded: params 269.72 k > 100.00 k"

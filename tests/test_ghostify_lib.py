@@ -1,0 +1,213 @@
+"""ghostify as a library: geometry, weight inheritance, BN folding, selection, the rules table, rebuilds."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import randomize_bn
+from ghostcli.convert import GhostifyOptions, GhostifyReport, KeepLayer, ghostify, register_converter
+from ghostcli.convert.rules import _CONVERTERS
+from ghostcli.errors import ConversionError, UsageError
+from ghostcli.layers import GhostModule
+
+
+class Odd(nn.Module):
+    """Non-square kernels, dilation, bias, padding='same', reflect padding, strides; some convs without BN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(8, 12, (3, 5), stride=(2, 1), padding=(1, 2), bias=True)
+        self.bn_a = nn.BatchNorm2d(12)
+        self.b = nn.Conv2d(12, 10, (1, 3), padding="same", dilation=(1, 2), padding_mode="reflect", bias=True)
+        self.c = nn.Conv2d(10, 7, 3, padding=2, dilation=2, bias=False)  # odd channels: needs the slice
+        self.bn_c = nn.BatchNorm2d(7)
+        self.dw = nn.Conv2d(7, 14, 3, padding=1, groups=7)
+        self.grouped = nn.Conv2d(14, 14, 1, groups=2)
+        self.up = nn.ConvTranspose2d(14, 6, 2, stride=2)
+        self.tiny = nn.Conv2d(6, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.bn_a(self.a(x)))
+        x = self.b(x)
+        x = self.bn_c(self.c(x))
+        x = self.grouped(self.dw(x))
+        return self.tiny(self.up(x))
+
+
+def _rows(report: GhostifyReport) -> dict:
+    return {r.name: r for r in report.rows}
+
+
+def test_geometry_is_kept_and_reasons_are_reported():
+    model = randomize_bn(Odd()).eval()
+    x = torch.randn(2, 3, 17, 22)
+    g, rep = ghostify(model, input_size=(3, 17, 22))
+    assert g(x).shape == model(x).shape == (2, 1, 18, 44)
+    rows = _rows(rep)
+    assert {n for n, r in rows.items() if r.action == "ghost"} == {"a", "b", "c"}
+    assert rows["stem"].reason.startswith("stem")
+    assert rows["dw"].reason.startswith("depthwise")
+    assert rows["grouped"].reason == "grouped conv (groups=2)"
+    assert rows["up"].reason.startswith("transposed")
+    assert rows["tiny"].reason == "1 output channels < ratio 2"
+    assert rows["a"].bn == "bn_a" and rows["c"].bn == "bn_c" and rows["b"].bn is None
+    assert isinstance(g.bn_a, nn.Identity) and isinstance(g.bn_c, nn.Identity)
+    pa = g.a.primary_conv[0]
+    assert (pa.kernel_size, pa.stride, pa.padding, pa.out_channels) == ((3, 5), (2, 1), (1, 2), 6)
+    pb = g.b.primary_conv[0]
+    assert (pb.padding, pb.dilation, pb.padding_mode, pb.bias is not None) == ("same", (1, 2), "reflect", True)
+    assert isinstance(g.b.primary_conv[1], nn.Identity)  # no BN after b: biased convs instead
+    assert g.c.needs_slice and g.c.init_channels == 4
+    assert rep.params_after < rep.params_before and rep.macs_after < rep.macs_before
+    # per-row MACs: a = 12 out x 9x22 positions x 8 in x 15 taps before; after primary 6 ch + cheap 6 ch x 9 taps
+    assert rows["a"].macs_before == 12 * 9 * 22 * 8 * 15
+    assert rows["a"].macs_after == 6 * 9 * 22 * 8 * 15 + 6 * 9 * 22 * 9
+    g.train()
+    g(x).square().mean().backward()
+    assert g.a.cheap_operation[0].weight.grad is not None
+
+
+def test_no_stem_rule_and_selection_globs():
+    model = Odd()
+    _, rep = ghostify(model, keep_stem=False, input_size=(3, 16, 16))
+    assert _rows(rep)["stem"].action == "ghost"
+    _, rep = ghostify(model, include=["a", "c*"], exclude=["c"], input_size=(3, 16, 16))
+    rows = _rows(rep)
+    assert [n for n, r in rows.items() if r.action == "ghost"] == ["a"]
+    assert rows["b"].reason == "not matched by --include"
+    assert rows["c"].reason == "excluded by --exclude c"
+    _, rep = ghostify(model, min_channels=11, input_size=(3, 16, 16))
+    assert [r.name for r in rep.rows if r.action == "ghost"] == ["a"]
+    assert _rows(rep)["b"].reason == "10 output channels < --min-channels 11"
+    _, rep = ghostify(model, exclude=["zzz*"], input_size=(3, 16, 16))
+    assert rep.warnings == ["--exclude zzz* matches no conv layer"]
+
+
+def test_weight_inheritance_is_exact_for_primary_channels():
+    torch.manual_seed(1)
+    model = randomize_bn(Odd(), seed=3).eval()
+    g, rep = ghostify(model, input_size=(3, 16, 16))
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        want = model.bn_a(model.a(x))  # conv with bias + BN: the bias is folded into the BN
+        got = g.a(x)
+    m = g.a.init_channels
+    torch.testing.assert_close(got[:, :m], want[:, :m], rtol=1e-5, atol=1e-5)
+    cheap_bn = g.a.cheap_operation[1]
+    torch.testing.assert_close(cheap_bn.weight, model.bn_a.weight[m:])
+    torch.testing.assert_close(cheap_bn.running_var, model.bn_a.running_var[m:])
+    # conv without BN: primary conv keeps filters and bias
+    torch.testing.assert_close(g.b.primary_conv[0].weight, model.b.weight[:5])
+    torch.testing.assert_close(g.b.primary_conv[0].bias, model.b.bias[:5])
+    # untouched layers keep their values and the original model is not modified
+    torch.testing.assert_close(g.dw.weight, model.dw.weight)
+    assert isinstance(model.a, nn.Conv2d)
+    names = {d["tensor"]: d["source"] for d in rep.inherited}
+    assert names["a.primary_conv.0.weight"] == "a.weight[:6]"
+    assert names["a.primary_conv.1.running_mean"] == "bn_a.running_mean[0:6] - a.bias"
+    assert "a.cheap_operation.0.weight" not in names
+
+
+def test_onnx_export_folds_every_batchnorm_exactly():
+    import onnx
+    import onnxruntime as ort
+    import torchvision
+
+    model = randomize_bn(torchvision.models.resnet18(num_classes=10)).eval()
+    g, _ = ghostify(model, input_size=(3, 32, 32))
+    randomize_bn(g, seed=5)
+    x = torch.randn(1, 3, 32, 32)
+    buf = io.BytesIO()
+    torch.onnx.export(g, x, buf, dynamo=False, opset_version=17, input_names=["x"])
+    proto = onnx.load_from_string(buf.getvalue())
+    ops = [n.op_type for n in proto.graph.node]
+    assert "BatchNormalization" not in ops and "Slice" not in ops
+    assert ops.count("Concat") == 19
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), g(x), rtol=1e-4, atol=1e-4)
+
+
+def test_nothing_eligible_and_already_ghostified():
+    dw_only = nn.Sequential(nn.Conv2d(3, 3, 3, groups=3), nn.Conv2d(3, 3, 3, groups=3))
+    with pytest.raises(ConversionError, match="nothing to ghostify"):
+        ghostify(dw_only, input_size=(3, 8, 8))
+    _, rep = ghostify(dw_only, input_size=(3, 8, 8), allow_empty=True)
+    assert rep.replaced == 0 and rep.kept == 2
+    g, _ = ghostify(Odd(), input_size=(3, 8, 8))
+    with pytest.raises(ConversionError, match="already ghostified"):
+        ghostify(g)
+    with pytest.raises(UsageError, match="ratio"):
+        ghostify(Odd(), ratio=1)
+    with pytest.raises(UsageError, match="dw-kernel"):
+        ghostify(Odd(), dw_kernel=2)
+
+
+def test_options_round_trip_and_determinism():
+    opts = GhostifyOptions(ratio=3, dw_kernel=5, include=("a",), exclude=("c",), min_channels=4, keep_stem=False)
+    assert GhostifyOptions.from_dict(opts.to_dict()) == opts
+    a, ra = ghostify(Odd(), input_size=(3, 12, 12), inherit_weights=False, **opts.to_dict())
+    b, rb = ghostify(Odd(), input_size=(3, 20, 20), **opts.to_dict())
+    assert [(k, v.shape) for k, v in a.state_dict().items()] == [(k, v.shape) for k, v in b.state_dict().items()]
+    assert ra.options == opts.to_dict() and rb.inherited and not ra.inherited
+
+
+def test_register_converter_extends_the_table():
+    class MyConv(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    class ShiftedConv(nn.Conv2d):  # overrides forward: must not be converted as a plain Conv2d
+        def forward(self, x):
+            return super().forward(x) + 1
+
+    def convert(module, ctx):
+        if ctx.ratio > 2:
+            raise KeepLayer("MyConv only at ratio 2")
+        return GhostModule(4, 8, 3, ratio=ctx.ratio, relu=False, norm=False)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), MyConv(), ShiftedConv(8, 8, 1))
+    register_converter(MyConv, convert)
+    try:
+        g, rep = ghostify(model, input_size=(3, 8, 8))
+        rows = _rows(rep)
+        assert isinstance(g[1], GhostModule) and rows["1"].action == "ghost" and rows["1"].type == "MyConv"
+        assert "1.conv" not in rows  # traced as a leaf: its inner conv is not a separate row
+        assert rows["2"].reason == "ShiftedConv overrides Conv2d.forward (register a converter for it)"
+        _, rep = ghostify(model, ratio=4, input_size=(3, 8, 8), allow_empty=True)
+        assert _rows(rep)["1"].reason == "MyConv only at ratio 2"
+    finally:
+        _CONVERTERS.pop(MyConv)
+
+
+def test_untraceable_model_uses_registration_order():
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+            self.bn2 = nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            x = self.bn1(self.conv1(x))
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace this
+                x = x * 2
+            return self.bn2(self.conv2(x))
+
+    g, rep = ghostify(Branchy(), input_size=(3, 8, 8))
+    assert rep.graph == "registration-order" and "torch.fx" in rep.warnings[0]
+    rows = _rows(rep)
+    assert rows["conv1"].action == "kept" and rows["conv2"].bn == "bn2"
+    assert isinstance(g.bn2, nn.Identity) and isinstance(g.bn1, nn.BatchNorm2d)

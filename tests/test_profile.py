@@ -1,0 +1,248 @@
+"""`ghostcli profile` and ghostcli.analysis: known MAC/param values, memory, latency stats, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+from torch import nn
+
+from ghostcli.analysis import ForwardError, profile_model, profile_models
+from ghostcli.analysis.latency import measure, percentile, summarize
+from ghostcli.analysis.macs import count_macs
+from ghostcli.analysis.memory import probe_forward
+from ghostcli.analysis.params import count_params, weight_bytes
+from ghostcli.cli.app import app
+from ghostcli.errors import DeviceError, UsageError
+from ghostcli.units import format_macs
+
+FAST = ["--runs", "3", "--warmup", "1"]
+
+
+# ------------------------------------------------------------------ known values
+
+def test_resnet50_known_values() -> None:
+    p = profile_model("resnet50", latency=False, memory=False)
+    # fvcore's default total counts conv + linear + batch_norm + adaptive_avg_pool2d
+    assert p.macs == 4_111_512_576 and format_macs(p.macs) == "4.11 GMac"
+    assert p.macs_by_operator == {"conv": 4_087_136_256, "batch_norm": 22_227_968, "linear": 2_048_000,
+                                  "adaptive_avg_pool2d": 100_352}
+    assert p.macs_conv_linear == 4_089_184_256  # the paper's convention (BN excluded): 4.1B
+    assert p.flops == 2 * p.macs
+    assert p.params == p.trainable_params == 25_557_032
+    assert p.uncounted_ops == {"relu_": 49, "add_": 16, "max_pool2d": 1}
+    assert p.weight_bytes == 4 * 25_557_032 + 4 * 2 * 26_560 + 8 * 53  # fp32 params + BN stats + counters
+
+
+def test_mobilenet_v2_and_ghostnet_known_values() -> None:
+    mb = profile_model("mobilenet_v2", latency=False, memory=False)
+    assert 0.30e9 <= mb.macs_conv_linear <= mb.macs <= 0.32e9
+    assert mb.params == 3_504_872
+    assert "hardtanh_" in mb.uncounted_ops  # ReLU6 is listed, not silently zero
+    g = profile_model("ghostnet_100", latency=False, memory=False)
+    assert g.params == 5_182_508
+    assert abs(g.macs_conv_linear - 141e6) < 0.5e6  # paper: 141M MACs (conv + linear)
+    assert {"hardsigmoid", "mul"} <= set(g.uncounted_ops)
+
+
+def test_macs_match_hand_count() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Flatten(),
+                          nn.Linear(8 * 10 * 10, 5)).eval()
+    mc = count_macs(model, torch.randn(1, 3, 10, 10))
+    conv = 8 * 10 * 10 * 3 * 3 * 3
+    assert mc.by_operator["conv"] == conv and mc.by_operator["linear"] == 800 * 5
+    assert mc.conv_linear == conv + 4000 and mc.total == conv + 4000 + mc.by_operator["batch_norm"]
+    assert count_params(model) == (8 * 27 + 16 + 4005, 8 * 27 + 16 + 4005)
+
+
+def test_weight_bytes_follow_dtype() -> None:
+    model = nn.Linear(10, 10)
+    assert weight_bytes(model) == 440 and weight_bytes(model, torch.bfloat16) == 220
+
+
+# ------------------------------------------------------------------ memory and failures
+
+def test_cpu_peak_memory_counts_live_tensors() -> None:
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()).eval()
+    # conv output and ReLU output are alive together: 2 x 16x32x32 floats
+    assert probe_forward(m, torch.randn(1, 3, 32, 32)).activations_peak_bytes == 2 * 16 * 32 * 32 * 4
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(16, 8, 1)).eval()
+    assert probe_forward(m, torch.randn(2, 3, 32, 32)).activations_peak_bytes == 2 * (16 + 8) * 32 * 32 * 4
+
+
+def test_memory_scales_with_batch_and_includes_weights() -> None:
+    p = profile_model("resnet20", latency=False, batch_sizes=[1, 4])
+    m1, m4 = p.memory
+    assert m1.weights_bytes == m4.weights_bytes == p.weight_bytes
+    assert m4.input_bytes == 4 * m1.input_bytes == 4 * 3 * 32 * 32 * 4
+    assert m4.activations_peak_bytes == 4 * m1.activations_peak_bytes > 0
+    assert m1.peak_bytes == m1.weights_bytes + m1.input_bytes + m1.activations_peak_bytes
+
+
+def test_failing_layer_is_named() -> None:
+    with pytest.raises(ForwardError, match=r"at layer 'classifier' \(Linear, input 1x2048\)"):
+        profile_models(["vgg16"], input_size=(3, 64, 64), latency=False)
+
+
+def test_tree_and_layers() -> None:
+    p = profile_model("resnet20", latency=False, memory=False, depth=1, per_layer=True)
+    top = [m for m in p.modules if m.depth == 1]
+    assert p.modules[0].name == "" and p.modules[0].macs == p.macs
+    assert sum(m.macs for m in top) == p.macs and {m.name for m in top} >= {"conv1", "layer1", "fc"}
+    fc = next(m for m in p.layers if m.name == "fc")
+    assert fc.type == "Linear" and fc.output_shape == [1, 10] and fc.macs == 64 * 10 and fc.params == 650
+    assert sum(m.params for m in p.layers) == p.params
+
+
+def test_library_rejects_bad_options() -> None:
+    with pytest.raises(UsageError):
+        profile_models(["resnet20"], runs=0)
+    with pytest.raises(UsageError):
+        profile_models(["resnet20"], batch_sizes=[0])
+    with pytest.raises(UsageError):
+        profile_models(["resnet20"], device="tpu")
+
+
+# ------------------------------------------------------------------ latency statistics
+
+def test_summarize_statistics() -> None:
+    s = summarize([float(v) for v in range(100, 0, -1)], batch_size=4, warmup=2)
+    assert (s.median_ms, s.min_ms, s.max_ms, s.runs) == (50.5, 1.0, 100.0, 100)
+    assert s.p90_ms == pytest.approx(90.1) and s.p99_ms == pytest.approx(99.01)
+    assert s.mean_ms == 50.5 and s.std_ms == pytest.approx(29.011491975882016)
+    assert s.throughput_ips == pytest.approx(4 * 1000 / 50.5)
+    assert percentile([5.0], 99) == 5.0
+
+
+def test_measure_interleaves_and_respects_budget() -> None:
+    calls: list[str] = []
+
+    def make(tag: str, ms: float):
+        def run() -> float:
+            calls.append(tag)
+            return ms
+        return run
+
+    times = measure([make("a", 1.0), make("b", 2.0)], warmup=2, runs=3)
+    assert calls == ["a", "a", "b", "b", "a", "b", "a", "b", "a", "b"]
+    assert times == [[1.0] * 3, [2.0] * 3]
+    calls.clear()
+    times = measure([make("a", 1.0)], warmup=0, runs=1000, max_seconds=0.0, min_runs=4)
+    assert len(times[0]) == 4
+
+
+# ------------------------------------------------------------------ CLI
+
+def test_cli_json_schema(runner) -> None:
+    res = runner.invoke(app, ["profile", "resnet20", *FAST, "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["schema_version"] == "1.0" and data["kind"] == "ghostcli.profile"
+    assert data["environment"]["torch"] == torch.__version__ and data["environment"]["fvcore"]
+    c = data["conditions"]
+    assert c["device"] == "cpu" and c["batch_sizes"] == [1] and c["threads"] == torch.get_num_threads()
+    (m,) = data["models"]
+    assert m["macs"] == 40_931_968 and m["flops"] == 2 * m["macs"] and m["params"] == 269_722
+    lat = m["latency"][0]
+    assert lat["runs"] == 3 and lat["warmup"] == 1 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
+    assert lat["throughput_ips"] == pytest.approx(1000 / lat["median_ms"])
+
+
+def test_cli_comparison_table(runner) -> None:
+    res = runner.invoke(app, ["profile", "resnet20", "resnet56", "--no-latency", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    (cmp,) = data["comparisons"]
+    assert cmp["name"] == "resnet56" and cmp["reference"] == "resnet20"
+    assert cmp["macs_ratio"] == pytest.approx(126_554_752 / 40_931_968) and cmp["latency_ratio"] is None
+    res = runner.invoke(app, ["profile", "resnet20", "resnet56", "--no-latency"])
+    assert "Comparison (ratios against resnet20" in res.stdout and "3.09x" in res.stdout
+    assert "Conditions: device: cpu" in res.stdout
+
+
+def test_cli_human_and_markdown(runner) -> None:
+    res = runner.invoke(app, ["profile", "resnet20", *FAST, "--depth", "1", "--batch-size", "1,2"])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    for text in ("40.93 MMac", "269.72 k (269,722)", "MACs by operator", "Not counted", "pad x2", "Latency",
+                 "Modules", "batch: 1,2", "warm-up 1, runs 3", "torch " + torch.__version__):
+        assert text in out, text
+    md = runner.invoke(app, ["profile", "resnet20", "--no-latency", "--markdown"]).stdout
+    assert "| Metric | Value |" in md and "| MACs (fvcore total) | 40.93 MMac |" in md
+
+
+@pytest.mark.parametrize(("args", "code", "text"), [
+    (["--input-size", "3xax9"], 2, "input size"),
+    (["--batch-size", "0"], 2, "batch size must be at least 1"),
+    (["--batch-size", "1,x"], 2, "cannot read batch size"),
+    (["--runs", "0"], 2, "--runs must be at least 1"),
+    (["--device", "tpu"], 2, "unknown device 'tpu'"),
+    (["--dtype", "int8"], 2, "unknown dtype"),
+    (["--ov-precision", "f16"], 2, "only with --device openvino"),
+    (["--input-size", "3x64x64"], 1, "at layer 'classifier' (Linear, input 1x2048)"),
+])
+def test_cli_bad_input_one_line(runner, args: list[str], code: int, text: str) -> None:
+    model = "vgg16" if "3x64x64" in args else "resnet20"
+    res = runner.invoke(app, ["profile", model, "--no-latency", *args])
+    assert res.exit_code == code, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and text in lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_one_line_error(runner) -> None:
+    res = runner.invoke(app, ["profile", "resnet20", "--device", "cuda"])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "CUDA is not available" in res.stderr
+    with pytest.raises(DeviceError):
+        profile_models(["resnet20"], device="cuda")
+
+
+def test_bfloat16_cpu(runner) -> None:
+    res = runner.invoke(app, ["profile", "resnet20", *FAST, "--dtype", "bf16", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["conditions"]["dtype"] == "bfloat16"
+    m = data["models"][0]
+    assert m["macs"] == 40_931_968  # counted in float32, independent of dtype
+    assert m["weight_bytes"] < 0.51 * 4 * m["params"] + 4096 and m["latency"][0]["runs"] == 3
+
+
+def test_openvino_latency_reports_precision(runner) -> None:
+    res = runner.invoke(app, ["profile", "resnet20", *FAST, "--device", "openvino", "--ov-precision", "f32",
+                              "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    c = data["conditions"]
+    assert c["inference_precision"] == "f32" and c["performance_hint"] == "LATENCY" and c["threads"] == 1
+    assert c["device_name"].startswith("OpenVINO CPU") and data["environment"]["openvino"]
+    assert data["models"][0]["latency"][0]["median_ms"] > 0
+
+
+def test_subprocess_entry_point(ghostcli_exe: str) -> None:
+    proc = subprocess.run([ghostcli_exe, "profile", "resnet20", "--no-latency", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["models"][0]["params"] == 269_722 and data["models"][0]["memory"][0]["peak_bytes"] > 0
+    assert "Warning" not in proc.stderr and "TracerWarning" not in proc.stderr
+    bad = subprocess.run([ghostcli_exe, "profile", "resnet20", "--runs", "0"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: ") and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_cuda_profile(runner) -> None:
+    res = runner.invoke(app, ["profile", "resnet20", "--device", "cuda", "--runs", "20", "--batch-size", "1,8",
+                              "--dtype", "float16", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    c = data["conditions"]
+    assert c["device"] == "cuda" and c["device_name"] == torch.cuda.get_device_name(0)
+    m = data["models"][0]
+    assert m["memory"][0]["method"].startswith("torch.cuda.max_memory_allocated")
+    assert m["memory"][1]["peak_bytes"] > m["memory"][0]["peak_bytes"] >= m["weight_bytes"]
+    assert all(s["median_ms"] > 0 for s in m["latency"]) and data["environment"]["gpu"]

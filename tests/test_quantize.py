@@ -1,0 +1,129 @@
+"""`ghostcli quantize`: NNCF INT8 into an OpenVINO IR, checked on the saved graph and the runtime's precisions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghostcli.cli.app import app
+
+FAST = ["--subset-size", "8", "--eval-size", "8", "--runs", "3", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def digits_result(tmp_path_factory):
+    """One real quantization of resnet20 calibrated on the digits set, shared by the assertions below."""
+    from ghostcli.deploy.quantize import quantize_model
+
+    out = tmp_path_factory.mktemp("q") / "r20_int8.xml"
+    result = quantize_model("resnet20", calib_data="digits", subset_size=32, eval_size=48, runs=5, warmup=1,
+                            output=out)
+    return result, out
+
+
+def test_saved_ir_is_int8(digits_result):
+    from ghostcli.deploy.graph import openvino_op_counts
+    from ghostcli.deploy.openvino_export import compile_cpu, core
+    from ghostcli.deploy.graph import executed_precisions
+    from ghostcli.deploy.quantize import int8_coverage
+
+    result, out = digits_result
+    assert out.exists() and out.with_suffix(".bin").exists()
+    assert result.output == str(out) and result.output_bin == str(out.with_suffix(".bin"))
+    ov_model = core().read_model(str(out))
+    fq = openvino_op_counts(ov_model).get("FakeQuantize", 0)
+    assert fq == result.fake_quantize and fq >= 20  # resnet20: 19 convs + FC, each with quantized inputs
+    compiled, _ = compile_cpu(ov_model)
+    executed = executed_precisions(compiled)
+    assert set(executed["Convolution"]) <= {"u8", "i8"}, executed
+    n_int8, total = int8_coverage(executed)
+    assert (n_int8, total) == (result.int8_layers, result.compute_layers) == (20, 20)
+    assert "int8 (20/20" in result.int8.executed_precision
+
+
+def test_report_values(digits_result):
+    result, out = digits_result
+    assert result.method == "ptq" and result.preset == "performance"
+    assert result.calib_images == 32 and result.eval_images == 48
+    assert not result.synthetic_calibration and result.labeled
+    assert result.fp32.executed_precision == "f32"
+    assert 0.7 <= result.top1_agreement <= 1.0  # INT8 picks FP32's class on almost every digit
+    assert 0.0 <= result.fp32.top1_accuracy <= 1.0 and 0.0 <= result.int8.top1_accuracy <= 1.0
+    assert result.accuracy_drop == pytest.approx(result.fp32.top1_accuracy - result.int8.top1_accuracy)
+    # int8 weights: about a quarter of the fp32 IR (plus scales and the xml)
+    assert result.int8.size_bytes == out.stat().st_size + out.with_suffix(".bin").stat().st_size
+    assert 0.2 < result.size_ratio < 0.5
+    for v in (result.fp32, result.fp32_default, result.int8):
+        assert 0 < v.latency_min_ms <= v.latency_ms <= v.latency_p90_ms
+    assert result.speedup == pytest.approx(result.fp32.latency_ms / result.int8.latency_ms)
+    assert result.measurement["batch"] == 1 and result.measurement["runs"] == 5
+    assert result.warnings == []
+
+
+def test_cli_json_synthetic_warns(runner):
+    res = runner.invoke(app, ["quantize", "resnet20", "--calib-data", "synthetic", "--json", *FAST])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["synthetic_calibration"] is True and data["labeled"] is False
+    assert data["fp32"]["top1_accuracy"] is None and data["accuracy_drop"] is None
+    assert data["calib_images"] == 8 and data["eval_images"] == 8
+    assert data["int8_layers"] == data["compute_layers"] == 20
+    assert set(data) >= {"fp32", "fp32_default", "int8", "speedup", "size_ratio", "top1_agreement", "fake_quantize"}
+    assert "UNKNOWN" in res.stderr
+    assert data["output"] is None
+
+
+def _image_folder(root: Path, classes: int = 10, per_class: int = 2) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = root / str(c)
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    (root / "0" / "README.txt").write_text("not an image")
+    return root
+
+
+def test_accuracy_control_on_labelled_folder(tmp_path, runner):
+    data = _image_folder(tmp_path / "imgs")
+    out = tmp_path / "m.xml"
+    res = runner.invoke(app, ["quantize", "resnet20", "--calib-data", str(data), "--max-accuracy-drop", "50%",
+                              "-o", str(out), "--json", *FAST])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["method"] == "accuracy_control" and report["max_accuracy_drop"] == 0.5
+    assert report["labeled"] is True and report["calib_images"] == 8
+    assert report["accuracy_drop"] <= 0.5
+    assert any("skipped 1 non-image" in w for w in report["warnings"])
+    assert out.exists() and out.with_suffix(".bin").exists()
+
+
+def test_bad_input(tmp_path, runner):
+    res = runner.invoke(app, ["quantize", "resnet20", "--preset", "fast"])
+    assert res.exit_code == 2 and "unknown preset" in res.stderr
+    res = runner.invoke(app, ["quantize", "resnet20", "-o", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 2 and ".xml" in res.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    res = runner.invoke(app, ["quantize", "resnet20", "--calib-data", str(empty), *FAST])
+    assert res.exit_code == 1 and "no usable images" in res.stderr and "1 other files skipped" in res.stderr
+    res = runner.invoke(app, ["quantize", "resnet20", "--calib-data", "synthetic", "--max-accuracy-drop", "1%", *FAST])
+    assert res.exit_code == 2 and "labelled" in res.stderr
+    assert list(tmp_path.glob("*.xml")) == []
+
+
+def test_subprocess_refuses_to_overwrite(tmp_path, ghostcli_exe):
+    out = tmp_path / "m.xml"
+    out.write_text("keep me")
+    proc = subprocess.run([ghostcli_exe, "quantize", "resnet20", "-o", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "already exists" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
+    assert out.read_text() == "keep me"
