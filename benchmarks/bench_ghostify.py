@@ -26,7 +26,6 @@ import copy
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -79,27 +78,10 @@ def eager_fns(base: torch.nn.Module, ghost: torch.nn.Module, x: torch.Tensor):
 
 
 def openvino_compile(model: torch.nn.Module, x: torch.Tensor, precision: str | None, threads: int | None):
-    import openvino as ov
+    """Convert and compile for the OpenVINO CPU plugin (LATENCY hint) with ghostcli's own deploy helpers."""
+    from ghostcli.deploy.openvino_export import compile_cpu, to_openvino
 
-    core = ov.Core()
-    ov_model = ov.convert_model(model, example_input=x)
-    cfg = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision:
-        cfg["INFERENCE_PRECISION_HINT"] = precision
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(ov_model, "CPU", cfg)
-
-
-def executed_layers(compiled) -> Counter:
-    """Layer type (and runtime precision) of every node OpenVINO executes."""
-    counts: Counter = Counter()
-    for op in compiled.get_runtime_model().get_ops():
-        rt = op.get_rt_info()
-        layer_type = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
-        prec = rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"
-        counts[f"{layer_type}:{prec}"] += 1
-    return counts
+    return compile_cpu(to_openvino(model, tuple(x.shape)), precision, threads=threads or None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,18 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         elif backend in ("ov-f32", "ov-default"):
             import openvino as ov
 
+            from ghostcli.deploy.graph import executed_precisions
+
             prec = "f32" if backend == "ov-f32" else None
-            cb = openvino_compile(base, x, prec, args.threads)
-            cg = openvino_compile(ghost, x, prec, args.threads)
+            cb, _ = openvino_compile(base, x, prec, args.threads)
+            cg, ran = openvino_compile(ghost, x, prec, args.threads)
             rb, rg = cb.create_infer_request(), cg.create_infer_request()
             xn = x.numpy()
             fns = (lambda: rb.infer([xn]), lambda: rg.infer([xn]))
-            cond = (f"openvino {ov.__version__.split('-')[0]}, precision {cg.get_property('INFERENCE_PRECISION_HINT')}, "
+            cond = (f"openvino {ov.__version__.split('-')[0]}, precision {ran}, "
                     f"{cg.get_property('INFERENCE_NUM_THREADS')} threads")
             if args.layers:
                 print(f"[{backend}] executed by OpenVINO for Ghost-ResNet-50:", file=sys.stderr)
-                for k, v in sorted(executed_layers(cg).items()):
-                    print(f"  {v:4d}  {k}", file=sys.stderr)
+                for layer, precs in executed_precisions(cg).items():
+                    print(f"  {layer:<20} " + ", ".join(f"{p} x{n}" for p, n in precs.items()), file=sys.stderr)
         else:
             ap.error(f"unknown backend {backend!r}")
         a, b = interleaved(fns, args.rounds, args.warmup)

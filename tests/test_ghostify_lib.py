@@ -211,3 +211,48 @@ def test_untraceable_model_uses_registration_order():
     rows = _rows(rep)
     assert rows["conv1"].action == "kept" and rows["conv2"].bn == "bn2"
     assert isinstance(g.bn2, nn.Identity) and isinstance(g.bn1, nn.BatchNorm2d)
+
+
+class ConvBnRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.act = nn.ReLU(inplace=True)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.bn(self.conv(self.stem(x)))))
+
+
+def test_single_use_relu_moves_inside_the_module_exactly_for_primary_channels():
+    model = randomize_bn(ConvBnRelu(), seed=5).eval()
+    g, rep = ghostify(model, input_size=(3, 12, 12))
+    assert isinstance(g.act, nn.Identity)
+    assert isinstance(g.conv.primary_conv[2], nn.ReLU) and isinstance(g.conv.cheap_operation[2], nn.ReLU)
+    assert "ReLU moved inside" in _rows(rep)["conv"].reason
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        want = model.act(model.bn(model.conv(x)))
+        got = g.conv(x)
+    torch.testing.assert_close(got[:, :8], want[:, :8])
+    assert (got >= 0).all()
+
+
+def test_torchvision_resnet_blocks_drop_the_shared_relu_calls():
+    import torchvision
+
+    model = randomize_bn(torchvision.models.resnet18(num_classes=10), seed=2).eval()
+    g, rep = ghostify(model, input_size=(3, 32, 32))
+    block = g.layer1[0]
+    assert type(block).__name__ == "GhostReluBasicBlock" and isinstance(block, torchvision.models.resnet.BasicBlock)
+    assert isinstance(block.conv1.primary_conv[2], nn.ReLU) and isinstance(block.conv2.primary_conv[2], nn.Identity)
+    assert sum("ReLU moved inside" in r.reason for r in rep.rows) == 8
+    # the block computes relu(bn2(conv2(relu-activated conv1)) + x): same as the unfused graph
+    x = torch.randn(1, 64, 8, 8)
+    with torch.no_grad():
+        ref = block.relu(block.conv2(block.conv1(x)) + x)
+        assert torch.equal(block(x), ref)
+    g2, _ = ghostify(torchvision.models.resnet18(num_classes=10), input_size=(3, 32, 32), inherit_weights=False)
+    assert list(g2.state_dict()) == list(g.state_dict())

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ghostcli.convert.activation import absorb_relus
 from ghostcli.convert.graph import analyze, is_conv
 from ghostcli.convert.options import GhostifyOptions
 from ghostcli.convert.report import ConvRow, GhostifyReport, count_params, measure
@@ -135,6 +136,12 @@ def ghostify(
         row.params_after = count_params(new)
         inherited += [{"tensor": f"{name}.{t}", "source": s} for t, s in ctx.inherited]
         replaced.append((row, layer, new))
+
+    activated = set(absorb_relus(model, info.relu_after,
+                                 {row.name: row.bn for row, _, _ in replaced if row.bn is not None}))
+    for row, _, _ in replaced:
+        if row.name in activated:
+            row.reason += ", ReLU moved inside"
 
     for pattern in unmatched_patterns(conv_names, opts.include):
         warnings.append(f"--include {pattern} matches no conv layer")

@@ -27,6 +27,7 @@ class GraphInfo:
 
     method: str  # "fx" or "registration-order"
     bn_after: dict[str, str] = field(default_factory=dict)  # conv name -> BatchNorm name it alone feeds
+    relu_after: dict[str, str] = field(default_factory=dict)  # BatchNorm name -> single-use nn.ReLU it alone feeds
     stems: set[str] = field(default_factory=set)  # convs that read the input image
     note: str = ""
 
@@ -98,6 +99,12 @@ def _analyze_fx(model: nn.Module, conv_types: tuple[type, ...]) -> GraphInfo:
             if (bn is not None and calls[u.target] == 1 and len(u.args) == 1 and u.args[0] is node
                     and not u.kwargs and _pairable(m, bn)):
                 info.bn_after[node.target] = u.target
+                relu_users = list(u.users)
+                if len(relu_users) == 1:
+                    r = relu_users[0]
+                    if (type(mod(r)) is nn.ReLU and calls[r.target] == 1 and len(r.args) == 1
+                            and r.args[0] is u and not r.kwargs):
+                        info.relu_after[u.target] = r.target
     return info
 
 

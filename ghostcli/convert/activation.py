@@ -1,0 +1,101 @@
+"""Move the ReLU that follows a converted conv + BN into the Ghost module's branches.
+
+``relu(concat(a, b)) == concat(relu(a), relu(b))``, so a Ghost module built with
+``relu=True`` can replace conv -> BN -> ReLU. Deployed graphs then fuse each ReLU
+into its conv (primary and cheap) instead of running a separate element-wise
+pass over the concatenated tensor; ``benchmarks/bench_ghostify.py`` measures the
+difference. The primary channels stay exactly as before (conv -> BN -> ReLU);
+the cheap operation now reads the activated intrinsic maps, as in the paper's
+own Ghost module, and its ghost channels are new in any case.
+
+Two cases are handled, both deterministic so that artifacts rebuild exactly:
+
+- a ReLU module that is called once, right after the absorbed BN (found by
+  torch.fx): it is replaced by ``nn.Identity``;
+- torchvision's ResNet blocks, which call one shared ``self.relu`` several
+  times: the block's class is swapped for a subclass whose forward leaves out
+  the ReLUs now inside ``conv1`` (and ``conv2``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ghostcli.layers import GhostModule
+
+
+def activate(gm: GhostModule) -> None:
+    """Give both branches of ``gm`` a ReLU (the paper's activated Ghost module)."""
+    gm.primary_conv[2] = nn.ReLU(inplace=True)
+    gm.cheap_operation[2] = nn.ReLU(inplace=True)
+
+
+def _absorbed(block: nn.Module, conv: str, bn: str) -> bool:
+    gm = getattr(block, conv, None)
+    return (isinstance(gm, GhostModule) and isinstance(getattr(block, bn, None), nn.Identity)
+            and isinstance(gm.primary_conv[1], nn.BatchNorm2d) and isinstance(gm.primary_conv[2], nn.Identity))
+
+
+def _fused_block_types() -> dict[type, tuple[type, tuple[str, ...]]]:
+    """torchvision block type -> (subclass with ReLUs left out, convs whose ReLU moves inside)."""
+    try:
+        from torchvision.models.resnet import BasicBlock, Bottleneck
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return {}
+
+    class GhostReluBasicBlock(BasicBlock):
+        """torchvision BasicBlock whose ``conv1`` Ghost module applies the first ReLU itself."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+            return self.relu(out + identity)
+
+    class GhostReluBottleneck(Bottleneck):
+        """torchvision Bottleneck whose ``conv1``/``conv2`` Ghost modules apply their ReLUs themselves."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+            out = self.bn3(self.conv3(out))
+            return self.relu(out + identity)
+
+    return {BasicBlock: (GhostReluBasicBlock, ("1",)), Bottleneck: (GhostReluBottleneck, ("1", "2"))}
+
+
+_BLOCKS: dict[type, tuple[type, tuple[str, ...]]] | None = None
+
+
+def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dict[str, str]) -> list[str]:
+    """Move ReLUs into converted Ghost modules; returns the names of the modules activated.
+
+    ``relu_after`` maps a BN name to the single-use ReLU module that alone reads it;
+    ``absorbed_bns`` maps a converted conv's name to the BN its module took over.
+    """
+    global _BLOCKS
+    if _BLOCKS is None:
+        _BLOCKS = _fused_block_types()
+    named = dict(model.named_modules())
+    done: list[str] = []
+    for conv_name, bn_name in absorbed_bns.items():
+        relu_name = relu_after.get(bn_name)
+        relu = named.get(relu_name) if relu_name else None
+        gm = named.get(conv_name)
+        if type(relu) is nn.ReLU and isinstance(gm, GhostModule):
+            parent_name, _, child = relu_name.rpartition(".")
+            parent = named[parent_name] if parent_name else model
+            parent._modules[child] = nn.Identity()
+            activate(gm)
+            done.append(conv_name)
+    for name, block in named.items():
+        entry = _BLOCKS.get(type(block))
+        if entry is None:
+            continue
+        fused_cls, idx = entry
+        if all(_absorbed(block, f"conv{i}", f"bn{i}") for i in idx):
+            for i in idx:
+                activate(getattr(block, f"conv{i}"))
+                done.append(f"{name}.conv{i}")
+            block.__class__ = fused_cls
+    return done
