@@ -12,7 +12,7 @@ digits images upsampled to 224x224. ``--profile`` adds the plugin's per-layer-ty
 (docs/deploy.md, "Why INT8 Ghost models were slow").
 
     python benchmarks/bench_deploy.py --runs 200 --profile
-    python benchmarks/bench_deploy.py --ghost-variant naive --ghost-variant ghostify --json
+    python benchmarks/bench_deploy.py --ghost-variant ghost-naive --ghost-variant ghost --json
 """
 
 from __future__ import annotations
@@ -67,30 +67,8 @@ def _naive_ghost_resnet50() -> nn.Module:
     return model
 
 
-def _relu_in_branch_ghost_resnet50() -> nn.Module:
-    """ghostify's structure, with the ReLU that follows a Ghost module moved into both of its branches."""
-    from torchvision.models.resnet import Bottleneck
-
-    from ghostcli.resolve import resolve_model
-
-    model = resolve_model("ghost_resnet50").model
-
-    def forward(self: Bottleneck, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.conv2(self.conv1(x))  # ReLUs now inside the Ghost modules
-        return torch.relu(self.conv3(out) + identity)
-
-    for blk in model.modules():
-        if isinstance(blk, Bottleneck):
-            for gm in (blk.conv1, blk.conv2):
-                gm.primary_conv[2] = nn.ReLU()
-                gm.cheap_operation[2] = nn.ReLU()
-            blk.forward = forward.__get__(blk)
-    return model
-
-
 def build(name: str) -> nn.Module:
-    """resnet50 | ghost-naive | ghost (ghostify, the zoo's ghost_resnet50) | ghost-relu-in-branch."""
+    """resnet50 | ghost-naive | ghost (ghostify, the zoo's ghost_resnet50: ReLUs inside the Ghost modules)."""
     from ghostcli.resolve import resolve_model
 
     if name == "resnet50":
@@ -99,8 +77,6 @@ def build(name: str) -> nn.Module:
         model = _naive_ghost_resnet50()
     elif name == "ghost":
         model = resolve_model("ghost_resnet50").model
-    elif name == "ghost-relu-in-branch":
-        model = _relu_in_branch_ghost_resnet50()
     else:
         raise SystemExit(f"unknown model variant {name!r}")
     return _randomize_bn(model).eval()
@@ -136,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subset-size", type=int, default=32, help="calibration images (digits, 224x224)")
     ap.add_argument("--preset", default="performance", choices=("performance", "mixed"))
     ap.add_argument("--ghost-variant", action="append", default=None,
-                    choices=("ghost", "ghost-naive", "ghost-relu-in-branch"),
+                    choices=("ghost", "ghost-naive"),
                     help="Ghost-ResNet-50 structure(s) to time (default: ghost, the zoo's ghost_resnet50)")
     ap.add_argument("--ignore-type", action="append", default=[], help="op type NNCF must not quantize")
     ap.add_argument("--bf16", action="store_true", help="also time FP32 models at the CPU's default precision")

@@ -63,7 +63,7 @@ def main() -> int:
         verdict = "OK" if best < target else "OVER TARGET"
         print(f"{label}: " + ", ".join(f"{t:.2f}s" for t in times)
               + f" | best {best:.2f}s vs target {target}s: {verdict} ({best / target:.2f}x of target)"
-              + f" | CPU time (user+sys) " + ", ".join(f"{c:.2f}s" for c in cpu) + extra)
+              + " | CPU time (user+sys) " + ", ".join(f"{c:.2f}s" for c in cpu) + extra)
         ok &= best < target
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0 if ok else 1

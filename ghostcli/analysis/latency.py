@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,10 +17,9 @@ import torch
 from torch import nn
 
 from ghostcli.analysis.report import LatencyStats
-from ghostcli.errors import DeviceError, GhostcliError
+from ghostcli.errors import DeviceError
 
 Runner = Callable[[], float]
-OV_PRECISIONS = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
 def torch_runner(model: nn.Module, example: torch.Tensor) -> Runner:
@@ -51,37 +49,17 @@ def torch_runner(model: nn.Module, example: torch.Tensor) -> Runner:
 
 def openvino_compile(model: nn.Module, example: torch.Tensor, *, precision: str | None,
                      threads: int | None) -> tuple[Any, str]:
-    """Convert with ``openvino.convert_model`` and compile on CPU with the LATENCY hint.
+    """Convert and compile on the OpenVINO CPU plugin with the LATENCY hint (ghostcli.deploy's helpers).
 
     Returns the compiled model and the inference precision that OpenVINO actually uses.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         raise DeviceError("--device openvino needs the openvino package (pip install openvino)") from None
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            ov_model = ov.convert_model(model, example_input=example)
-            ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(list(example.shape))})
-    except Exception as exc:
-        msg = " ".join(str(exc).split())[:200]
-        raise GhostcliError(f"OpenVINO could not convert the model: {msg}") from None
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision is not None:
-        config["INFERENCE_PRECISION_HINT"] = OV_PRECISIONS[precision]
-    if threads is not None:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    try:
-        compiled = ov.Core().compile_model(ov_model, "CPU", config)
-    except Exception as exc:
-        msg = " ".join(str(exc).split())[:200]
-        raise DeviceError(f"OpenVINO could not compile for CPU with {config}: {msg}") from None
-    prop = compiled.get_property("INFERENCE_PRECISION_HINT")
-    actual = prop.get_type_name() if hasattr(prop, "get_type_name") else str(prop)
-    return compiled, actual
+    from ghostcli.deploy.openvino_export import compile_cpu, to_openvino
+
+    return compile_cpu(to_openvino(model, tuple(example.shape)), precision, threads=threads)
 
 
 def openvino_runner(compiled: Any, example: torch.Tensor) -> Runner:

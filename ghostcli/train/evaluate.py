@@ -15,7 +15,6 @@ from ghostcli.errors import DataError, DeviceError, UsageError
 from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
 
-OV_PRECISIONS = ("f32", "bf16", "f16")
 
 
 @dataclass
@@ -143,22 +142,19 @@ class _ExportedRunner:
         self.backend, self.precision = "onnxruntime", "f32"
 
     def _init_openvino(self, path: Path, device: torch.device, precision: str) -> None:
-        import openvino as ov
+        from ghostcli.deploy.openvino_export import compile_cpu, core
 
         if device.type != "cpu":
             raise DeviceError("OpenVINO IR is evaluated on the CPU; use --device cpu")
-        if precision not in OV_PRECISIONS:
-            raise UsageError(f"unknown OpenVINO precision {precision!r} (choose from {', '.join(OV_PRECISIONS)})")
-        core = ov.Core()
         try:
-            model = core.read_model(str(path))
+            model = core().read_model(str(path))
         except Exception as exc:
             raise DataError(f"{path} is not a readable OpenVINO IR: {' '.join(str(exc).split())[:160]}") from None
         ps = model.inputs[0].get_partial_shape()
         self.shape = [d.get_length() if d.is_static else None for d in ps]
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+        self.compiled, self.precision = compile_cpu(model, precision)
         self.request = self.compiled.create_infer_request()
-        self.backend, self.precision = "openvino", precision
+        self.backend = "openvino"
 
     @property
     def fixed_batch(self) -> int | None:
