@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 HELP = """Rebuild MODEL with Ghost modules: every dense Conv2d except the stem becomes primary conv -> BN -> \
-cheap depthwise conv -> BN (GhostNet, Han et al. 2020), keeping the layer's geometry and output shape.
+cheap depthwise conv -> BN (GhostNet, Han et al. 2020), keeping the layer's geometry and output shape. A ReLU that followed the conv's BN moves inside both branches, so runtimes fuse it into the convs.
 
 Prints one row per conv (replaced, or kept and why) and the totals. MACs are conv + linear \
 multiply-accumulates counted by fvcore (BatchNorm excluded, the paper's "FLOPs"); JSON flops = 2 x MACs. \
