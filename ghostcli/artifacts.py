@@ -61,7 +61,8 @@ def rebuild(recipe: Recipe) -> nn.Module:
     if recipe.ghostify is not None:
         from ghostcli.convert import ghostify
 
-        model, _ = ghostify(model, input_size=tuple(recipe.input_size), inherit_weights=False, **recipe.ghostify)
+        model, _ = ghostify(model, input_size=tuple(recipe.input_size), inherit_weights=False, count_macs=False,
+                            **recipe.ghostify)
     return model
 
 

@@ -44,6 +44,7 @@ def ghostify(
     input_size: tuple[int, int, int] = (3, 224, 224),
     allow_empty: bool = False,
     inherit_weights: bool = True,
+    count_macs: bool = True,
 ) -> tuple[nn.Module, GhostifyReport]:
     """Return a copy of ``model`` whose dense convs are Ghost modules, and a report of every conv.
 
@@ -53,7 +54,8 @@ def ghostify(
     this conv feeds is absorbed into the module's own BNs and replaced by
     ``nn.Identity``. With ``inherit_weights`` the primary conv starts from the
     original filters of its channels and the BNs from the original statistics.
-    ``input_size`` (C, H, W) is used only to count MACs and check output shapes.
+    ``input_size`` (C, H, W) is used only to count MACs and check output shapes;
+    ``count_macs=False`` skips fvcore (per-layer hook counts only), e.g. for rebuilds.
     Raises ConversionError when nothing is eligible, unless ``allow_empty``.
     """
     opts = GhostifyOptions(ratio, dw_kernel, tuple(include), tuple(exclude), min_channels, keep_stem)
@@ -71,7 +73,7 @@ def ghostify(
     model = copy.deepcopy(model)
     extra_types = tuple(t for t in registered_types() if not issubclass(t, nn.modules.conv._ConvNd))
     info = analyze(model, extra_types)
-    before = measure(model, input_size)
+    before = measure(model, input_size, use_fvcore=count_macs)
     params_before = count_params(model)
     warnings = [info.note] if info.note else []
     if before.error:
@@ -152,7 +154,7 @@ def ghostify(
         summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3)) or "the model has no conv layer"
         raise ConversionError(f"nothing to ghostify: no conv layer is eligible ({summary})")
 
-    after = measure(model, input_size)
+    after = measure(model, input_size, use_fvcore=count_macs)
     if before.error is None:
         if after.error is not None:
             raise ConversionError(f"the ghostified model fails to run: {after.error}")
