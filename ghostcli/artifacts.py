@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghostcli import __version__
-from ghostcli.errors import ArtifactError
+from ghostcli.errors import ArtifactError, one_line
 from ghostcli.fsutil import atomic_path, check_output
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def read_recipe(path: str | Path) -> Recipe:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for bad headers
-        raise ArtifactError(f"{p} is not a readable safetensors file (truncated or corrupt?): {_short(exc)}") from None
+        raise ArtifactError(f"{p} is not a readable safetensors file (truncated or corrupt?): {one_line(exc)}") from None
     if RECIPE_KEY not in meta:
         raise ArtifactError(
             f"{p} holds weights but no ghostcli recipe: name the architecture and pass the file with --weights"
@@ -114,13 +114,8 @@ def load_artifact(path: str | Path) -> LoadedModel:
     try:
         load_model(model, str(p), strict=True)
     except RuntimeError as exc:
-        raise ArtifactError(f"{p} does not match the architecture its recipe describes: {_short(exc)}") from None
+        raise ArtifactError(f"{p} does not match the architecture its recipe describes: {one_line(exc)}") from None
     except Exception as exc:
-        raise ArtifactError(f"{p} could not be read (truncated or corrupt?): {_short(exc)}") from None
+        raise ArtifactError(f"{p} could not be read (truncated or corrupt?): {one_line(exc)}") from None
     model.eval()
     return LoadedModel(model=model, recipe=recipe, input_size=tuple(recipe.input_size), name=p.name, path=p)
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -40,14 +40,14 @@ def build(name: str, *, width: float | None = None, num_classes: int | None = No
 
 def output_shape(model: torch.nn.Module, input_size: tuple[int, ...]) -> tuple[int, ...]:
     """Shape of one forward pass at batch 1 (raises a ghostcli error naming the failure)."""
-    from ghostcli.errors import GhostcliError
+    from ghostcli.errors import GhostcliError, one_line
     from ghostcli.units import format_input_size
 
     try:
         with torch.inference_mode():
             out = model(torch.zeros(1, *input_size))
     except RuntimeError as exc:
-        msg = " ".join(str(exc).split())[:200]
+        msg = one_line(exc, 200)
         raise GhostcliError(f"the model fails on input 1x{format_input_size(input_size)}: {msg}") from None
     if isinstance(out, (tuple, list)):
         out = out[0]

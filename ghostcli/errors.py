@@ -57,3 +57,9 @@ class RegressionError(GhostcliError):
     """``check`` found a limit exceeded (exit 3)."""
 
     exit_code = EXIT_REGRESSION
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``exc``'s message on one line (whitespace collapsed), cut to ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from ghostcli.artifacts import Recipe, load_artifact
-from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError
+from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError, one_line
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -166,7 +166,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ArtifactError(f"{p} could not be read as weights (corrupt, truncated, or a pickled model?): "
-                            f"{' '.join(str(exc).split())[:160]}") from None
+                            f"{one_line(exc, 160)}") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -201,7 +201,7 @@ def _load_torch_file(p: Path, allow_pickle: bool) -> LoadedModel:
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise ArtifactError(f"{p} could not be unpickled: {' '.join(str(exc).split())[:160]}") from None
+            raise ArtifactError(f"{p} could not be unpickled: {one_line(exc, 160)}") from None
     except Exception:
         raise ArtifactError(f"{p} is not a readable PyTorch file (truncated or corrupt?)") from None
     if isinstance(obj, nn.Module):

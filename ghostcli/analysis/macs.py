@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ghostcli.errors import GhostcliError
+from ghostcli.errors import GhostcliError, one_line
 
 # fvcore operator names (after its simplification) that belong to the paper's convention.
 CONV_LINEAR_OPS = frozenset({"conv", "linear", "addmm", "mm", "matmul", "bmm", "einsum"})
@@ -60,7 +60,7 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> MacCount:
         except GhostcliError:
             raise
         except Exception as exc:  # tracing failures: dynamic control flow, non-tensor outputs ...
-            msg = " ".join(str(exc).split())[:200]
+            msg = one_line(exc, 200)
             raise GhostcliError(f"fvcore could not trace the model to count MACs: {type(exc).__name__}: {msg}") from None
         finally:
             fvlog.setLevel(old_level)

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ghostcli.errors import one_line
+
 # fvcore operator names that are multiply-accumulates of conv / linear layers
 MAC_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
 
@@ -178,7 +180,7 @@ def measure(model: nn.Module, input_size: tuple[int, ...], use_fvcore: bool = Tr
                 model(x)
         return Measurement(macs, outputs[0], fvcore=count)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the structure does not depend on it
-        return Measurement({}, [], f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        return Measurement({}, [], f"{type(exc).__name__}: {one_line(exc, 200)}")
     finally:
         for h in handles:
             h.remove()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ghostcli.errors import ArtifactError
+from ghostcli.errors import ArtifactError, one_line
 from ghostcli.fsutil import atomic_path
 
 CHECKPOINT_FORMAT = "ghostcli-checkpoint/1"
@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ArtifactError(f"{p} is not a readable ghostcli checkpoint (truncated or corrupt?): "
-                            f"{' '.join(str(exc).split())[:160]}") from None
+                            f"{one_line(exc, 160)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{p} is not a ghostcli training checkpoint")
     return ckpt

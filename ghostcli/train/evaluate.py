@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghostcli.errors import DataError, DeviceError, UsageError
+from ghostcli.errors import DataError, DeviceError, UsageError, one_line
 from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
 
@@ -135,7 +135,7 @@ class _ExportedRunner:
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:
-            raise DataError(f"{path} is not a loadable ONNX model: {' '.join(str(exc).split())[:160]}") from None
+            raise DataError(f"{path} is not a loadable ONNX model: {one_line(exc, 160)}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.shape = [d if isinstance(d, int) else None for d in inp.shape]
@@ -149,7 +149,7 @@ class _ExportedRunner:
         try:
             model = core().read_model(str(path))
         except Exception as exc:
-            raise DataError(f"{path} is not a readable OpenVINO IR: {' '.join(str(exc).split())[:160]}") from None
+            raise DataError(f"{path} is not a readable OpenVINO IR: {one_line(exc, 160)}") from None
         ps = model.inputs[0].get_partial_shape()
         self.shape = [d.get_length() if d.is_static else None for d in ps]
         self.compiled, self.precision = compile_cpu(model, precision)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError
+from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError, one_line
 from ghostcli.fsutil import check_output
 from ghostcli.train import checkpoint as ckpt_mod
 from ghostcli.train import distributed as dist_mod
@@ -229,7 +229,7 @@ def _num_outputs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
             out = model(torch.zeros(1, *input_size))
     except Exception as exc:
         raise DataError(f"the model cannot run on {'x'.join(map(str, input_size))} inputs: "
-                        f"{' '.join(str(exc).split())[:160]}") from None
+                        f"{one_line(exc, 160)}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
