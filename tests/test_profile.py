@@ -200,6 +200,37 @@ def test_cuda_without_gpu_is_one_line_error(runner) -> None:
         profile_models(["resnet20"], device="cuda")
 
 
+class _LayoutProbe(nn.Module):
+    """A conv whose forward records, in a list shared by all copies, whether its input was NHWC."""
+
+    seen: list[bool] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return self.conv(x)
+
+
+def test_channels_last_runs_models_and_inputs_nhwc(runner) -> None:
+    probe = _LayoutProbe()
+    seen = _LayoutProbe.seen
+    report = profile_models([probe], input_size=(3, 16, 16), runs=3, warmup=1, memory=False, channels_last=True)
+    assert report.conditions.memory_format == "channels_last" and report.models[0].latency[0].runs == 3
+    assert seen[-4:] == [True] * 4  # warm-up + timed runs, all in NHWC
+    assert probe.conv.weight.is_contiguous()  # the caller's module is left as it was
+    seen.clear()
+    plain = profile_models([probe], input_size=(3, 16, 16), runs=3, warmup=1, memory=False)
+    assert plain.conditions.memory_format == "contiguous" and seen[-4:] == [False] * 4
+    res = runner.invoke(app, ["profile", "resnet20", *FAST, "--channels-last"])
+    assert res.exit_code == 0, res.output
+    assert "memory format: channels_last (NHWC)" in res.output
+    res = runner.invoke(app, ["profile", "resnet20", "--device", "openvino", "--channels-last"])
+    assert res.exit_code == 2 and "--channels-last applies to cpu and cuda" in res.output
+
+
 def test_bfloat16_cpu(runner) -> None:
     res = runner.invoke(app, ["profile", "resnet20", *FAST, "--dtype", "bf16", "--json"])
     assert res.exit_code == 0, res.output

@@ -49,7 +49,8 @@ def normalize_dtype(dtype: str) -> str:
 
 
 def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], warmup: int, runs: int,
-                     threads: int | None, ov_precision: str | None, depth: int) -> None:
+                     threads: int | None, ov_precision: str | None, depth: int,
+                     channels_last: bool = False) -> None:
     """Raise UsageError/DeviceError for impossible settings, before any model is built."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r} (choose cpu, cuda or openvino)")
@@ -73,6 +74,8 @@ def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], war
             raise UsageError(f"unknown --ov-precision {ov_precision!r} (choose f32, bf16 or f16)")
     if device == "openvino" and dtype != "float32":
         raise UsageError("--dtype applies to cpu and cuda; with --device openvino use --ov-precision")
+    if device == "openvino" and channels_last:
+        raise UsageError("--channels-last applies to cpu and cuda; OpenVINO chooses its own memory layouts")
     if device == "cuda" and not torch.cuda.is_available():
         built = torch.version.cuda
         why = "no NVIDIA GPU is visible" if built else "this torch build has no CUDA support"
@@ -139,9 +142,15 @@ def _static_profile(model: nn.Module, name: str, source: str, size: tuple[int, .
     return prof
 
 
-def _memory(model: nn.Module, size: tuple[int, ...], batch: int, device: str, dtype: torch.dtype,
-            name: str) -> MemoryStats:
+def _example(batch: int, size: tuple[int, ...], device: str, dtype: torch.dtype,
+             fmt: torch.memory_format) -> torch.Tensor:
     x = torch.randn(batch, *size, dtype=dtype, device="cuda" if device == "cuda" else "cpu")
+    return x.contiguous(memory_format=fmt) if x.dim() == 4 else x
+
+
+def _memory(model: nn.Module, size: tuple[int, ...], batch: int, device: str, dtype: torch.dtype,
+            name: str, fmt: torch.memory_format = torch.contiguous_format) -> MemoryStats:
+    x = _example(batch, size, device, dtype, fmt)
     w = weight_bytes(model)
     inp = x.numel() * x.element_size()
     if device == "cuda":
@@ -171,6 +180,7 @@ def profile_models(
     depth: int = 0,
     per_layer: bool = False,
     weights: str | None = None,
+    channels_last: bool = False,
     progress: ProgressFn | None = None,
 ) -> ProfileReport:
     """Profile each model (spec string, ``LoadedModel`` or ``nn.Module``) under the same conditions.
@@ -180,11 +190,13 @@ def profile_models(
     several models are interleaved. The first model is the reference for ratios.
     ``time_budget_s`` ends timing of a batch size early (after at least 10 runs) once that
     many seconds were spent; the CLI sets it only when ``--runs`` was not given.
+    ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (PyTorch's CPU
+    depthwise convolutions, as in Ghost modules, reorder NCHW tensors on every call).
     """
     dtype = normalize_dtype(dtype)
     batch_sizes = [int(b) for b in batch_sizes]
     validate_options(device=device, dtype=dtype, batch_sizes=batch_sizes, warmup=warmup, runs=runs,
-                     threads=threads, ov_precision=ov_precision, depth=depth)
+                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last)
     if not models:
         raise UsageError("no MODEL given")
     old_threads = torch.get_num_threads()
@@ -193,7 +205,8 @@ def profile_models(
     try:
         return _profile(models, input_size=input_size, batch_sizes=batch_sizes, device=device, dtype=dtype,
                         ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs, time_budget_s=time_budget_s,
-                        latency=latency, memory=memory, depth=depth, per_layer=per_layer, weights=weights, progress=progress)
+                        latency=latency, memory=memory, depth=depth, per_layer=per_layer, weights=weights,
+                        channels_last=channels_last, progress=progress)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -201,8 +214,9 @@ def profile_models(
 def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | None, batch_sizes: list[int],
              device: str, dtype: str, ov_precision: str | None, threads: int | None, warmup: int, runs: int,
              time_budget_s: float | None, latency: bool, memory: bool, depth: int, per_layer: bool, weights: str | None,
-             progress: ProgressFn | None) -> ProfileReport:
+             channels_last: bool, progress: ProgressFn | None) -> ProfileReport:
     tdtype = DTYPES[dtype]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     profiles: list[ModelProfile] = []
     modules: list[nn.Module] = []
     n = len(models)
@@ -212,11 +226,11 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
         model, name, source, default_size, owned = _resolve(item, weights)
         size = tuple(input_size or default_size or (3, 224, 224))
         prof = _static_profile(model, name, source, size, depth=depth, per_layer=per_layer)
-        if device != "openvino" and (device != "cpu" or tdtype != torch.float32):
+        if device != "openvino" and (device != "cpu" or tdtype != torch.float32 or channels_last):
             if not owned:
                 model = copy.deepcopy(model)
             try:
-                model = model.to(device="cuda" if device == "cuda" else "cpu", dtype=tdtype)
+                model = model.to(device="cuda" if device == "cuda" else "cpu", dtype=tdtype, memory_format=fmt)
             except Exception as exc:
                 raise DeviceError(f"cannot move {name} to {device}/{dtype}: {exc}") from None
             prof.weight_bytes = weight_bytes(model)
@@ -231,7 +245,7 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
         for prof, model in zip(profiles, modules):
             for b in batch_sizes:
                 try:
-                    prof.memory.append(_memory(model, tuple(prof.input_size), b, device, tdtype, prof.name))
+                    prof.memory.append(_memory(model, tuple(prof.input_size), b, device, tdtype, prof.name, fmt))
                 except RuntimeError as exc:  # e.g. an op without a float16 CPU kernel
                     raise DeviceError(f"{prof.name} cannot run on {device} in {dtype}: "
                                       f"{(str(exc).splitlines() or [''])[0][:200]}") from None
@@ -248,8 +262,7 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
                     ov_threads = int(compiled.get_property("INFERENCE_NUM_THREADS") or 0) or threads
                     runners.append(openvino_runner(compiled, torch.randn(b, *size)))
                 else:
-                    dev = "cuda" if device == "cuda" else "cpu"
-                    runners.append(torch_runner(model, torch.randn(b, *size, device=dev, dtype=tdtype)))
+                    runners.append(torch_runner(model, _example(b, size, device, tdtype, fmt)))
             step = (lambda d, t, b=b: progress(f"timing batch {b}", d, t)) if progress else None
             try:
                 times = measure(runners, warmup=warmup, runs=runs, max_seconds=time_budget_s, on_step=step)
@@ -271,6 +284,7 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
         inference_precision=precision, performance_hint="LATENCY" if device == "openvino" else None,
         timer={"cuda": "CUDA events + synchronize", "openvino": "time.perf_counter around infer()"}.get(
             device, "time.perf_counter around forward()"),
+        memory_format="channels_last" if channels_last else "contiguous",
     )
     report = ProfileReport(models=profiles, conditions=conditions,
                            environment=collect_environment(with_cuda=device == "cuda"))

@@ -87,6 +87,7 @@ class Conditions:
     inference_precision: str | None = None  # OpenVINO: the precision that actually ran
     performance_hint: str | None = None  # OpenVINO
     timer: str = ""
+    memory_format: str = "contiguous"  # cpu/cuda: "contiguous" (NCHW) or "channels_last" (NHWC)
 
 
 @dataclass

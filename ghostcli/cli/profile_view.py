@@ -39,6 +39,8 @@ def conditions_line(report: ProfileReport) -> str:
     c, e = report.conditions, report.environment
     parts = [f"device: {c.device} ({c.device_name})", f"threads: {c.threads}", f"dtype: {c.dtype}",
              f"batch: {','.join(str(b) for b in c.batch_sizes)}"]
+    if c.device != "openvino":
+        parts.append("memory format: " + ("channels_last (NHWC)" if c.memory_format == "channels_last" else "NCHW"))
     if c.inference_precision:
         parts.append(f"OpenVINO precision: {c.inference_precision} (hint {c.performance_hint})")
     if c.runs:

@@ -50,7 +50,8 @@ def _fused_block_types() -> dict[type, tuple[type, tuple[str, ...]]]:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             identity = x if self.downsample is None else self.downsample(x)
             out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
-            return self.relu(out + identity)
+            out += identity  # in place, as torchvision does: ``out`` is a fresh tensor
+            return self.relu(out)
 
     class GhostReluBottleneck(Bottleneck):
         """torchvision Bottleneck whose ``conv1``/``conv2`` Ghost modules apply their ReLUs themselves."""
@@ -59,7 +60,8 @@ def _fused_block_types() -> dict[type, tuple[type, tuple[str, ...]]]:
             identity = x if self.downsample is None else self.downsample(x)
             out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
             out = self.bn3(self.conv3(out))
-            return self.relu(out + identity)
+            out += identity
+            return self.relu(out)
 
     return {BasicBlock: (GhostReluBasicBlock, ("1",)), Bottleneck: (GhostReluBottleneck, ("1", "2"))}
 
