@@ -142,6 +142,25 @@ def test_latency_ratio_against_reference_in_same_run(tmp_path: Path) -> None:
     assert names[("latency_ratio", True)] is True  # compared with the recorded ratio, 10x slack
 
 
+def test_timed_check_reports_conditions_and_channels_last(runner, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ghostcli.toml").write_text('model = "resnet20"\nchannels-last = true\nthreads = 1\n')
+    res = runner.invoke(app, ["check", "--latency-reference", "resnet56", "--max-latency-ratio", "100", "--runs", "3",
+                              "--warmup", "1", "--input-size", "3x16x16", "--json"])
+    assert res.exit_code == 0, res.output
+    c = json.loads(res.stdout)["conditions"]
+    assert c["memory_format"] == "channels_last" and c["threads"] == 1 and c["runs"] == 3 and c["device"] == "cpu"
+    res = runner.invoke(app, ["check", "--max-latency-ms", "1e9", "--no-channels-last", "--runs", "2",
+                              "--input-size", "3x16x16"])
+    assert res.exit_code == 0, res.output
+    assert "Conditions: device: cpu" in res.stdout and "memory format: NCHW" in res.stdout
+    untimed = runner.invoke(app, ["check", "--max-macs", "1G", "--json"])
+    assert untimed.exit_code == 0 and json.loads(untimed.stdout)["conditions"] is None
+    (tmp_path / "ghostcli.toml").write_text('model = "resnet20"\nchannels-last = "yes"\nmax-macs = "1G"\n')
+    bad = runner.invoke(app, ["check"])
+    assert bad.exit_code == 2 and "channels-last must be true or false" in _one_line_error(bad)
+
+
 def test_subprocess_exit_codes(ghostcli_exe: str, tmp_path: Path) -> None:
     over = subprocess.run([ghostcli_exe, "check", "resnet20", "--max-params", "100k", "--no-config"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -18,13 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ghostcli.analysis.report import CHECK_KIND, PROFILE_KIND, SCHEMA_VERSION, Environment
+from ghostcli.analysis.report import CHECK_KIND, PROFILE_KIND, SCHEMA_VERSION, Conditions, Environment
 from ghostcli.errors import ArtifactError, UsageError
 from ghostcli.units import format_bytes, format_count, format_macs, format_ms, parse_percent, parse_quantity
 
 BASELINE_KIND = "ghostcli.baseline"
 CONFIG_KEYS = {
-    "model", "input-size", "batch-size", "device", "threads", "warmup", "runs",
+    "model", "input-size", "batch-size", "device", "threads", "warmup", "runs", "channels-last",
     "max-macs", "max-params", "max-weights", "max-latency-ms", "latency-reference", "max-latency-ratio",
     "baseline", "tolerance", "latency-tolerance",
 }
@@ -43,6 +43,7 @@ class CheckSettings:
     threads: int | None = None
     warmup: int = DEFAULT_CHECK_WARMUP
     runs: int = DEFAULT_CHECK_RUNS
+    channels_last: bool = False
     max_macs: float | None = None
     max_params: float | None = None
     max_weights: float | None = None  # bytes
@@ -102,6 +103,7 @@ class CheckReport:
     baseline: str | None = None
     baseline_updated: bool = False
     config: str | None = None
+    conditions: Conditions | None = None  # how latency was measured; None when nothing was timed
     schema_version: str = SCHEMA_VERSION
     kind: str = CHECK_KIND
 
@@ -233,6 +235,10 @@ def _apply(s: CheckSettings, key: str, value: Any, src: str, what: str, label: s
         s.warmup = _int(value, what, 0)
     elif key == "runs":
         s.runs = _int(value, what, 1)
+    elif key == "channels-last":
+        if not isinstance(value, bool):
+            raise UsageError(f"{what} must be true or false, got {value!r}")
+        s.channels_last = value
     elif key == "max-macs":
         s.max_macs = _positive(value, what)
     elif key == "max-params":
@@ -350,7 +356,7 @@ def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> Chec
     specs = [settings.model] + ([settings.latency_reference] if timed and settings.latency_reference else [])
     report = profile_models(specs, input_size=settings.input_size, batch_sizes=[settings.batch_size],
                             device=settings.device, threads=settings.threads, warmup=settings.warmup,
-                            runs=settings.runs, latency=timed, memory=False)
+                            runs=settings.runs, latency=timed, memory=False, channels_last=settings.channels_last)
     prof = report.models[0]
     median = prof.latency[0].median_ms if prof.latency else None
     ratio = report.comparisons[0].latency_ratio if report.comparisons else None
@@ -409,6 +415,7 @@ def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> Chec
         passed=all(r.passed for r in results), results=results, measured=measured,
         environment=report.environment, baseline=str(settings.baseline) if settings.baseline else None,
         baseline_updated=updated, config=str(settings.config_path) if settings.config_path else None,
+        conditions=report.conditions if timed else None,
     )
 
 

@@ -47,6 +47,7 @@ def check_cmd(
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for latency.")] = None,
     warmup: Annotated[Optional[int], typer.Option("--warmup", help="Untimed runs (default 5).")] = None,
     runs: Annotated[Optional[int], typer.Option("--runs", help="Timed runs (default 30).")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Time cpu/cuda models in channels_last (NHWC) memory format (default: off, or the config file's channels-last).", show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: nearest ghostcli.toml or pyproject.toml).")] = None,
     no_config: Annotated[bool, typer.Option("--no-config", help="Ignore config files.")] = False,
     json_out: JsonOpt = False,
@@ -64,6 +65,7 @@ def check_cmd(
         "max-latency-ratio": max_latency_ratio, "baseline": str(baseline) if baseline else None,
         "tolerance": tolerance, "latency-tolerance": latency_tolerance, "input-size": input_size,
         "batch-size": batch_size, "device": device, "threads": threads, "warmup": warmup, "runs": runs,
+        "channels-last": channels_last,
     }
     settings = build_settings(cli, cfg, cfg_path)
     report = run_check(settings, update_baseline=update_baseline)
@@ -89,6 +91,11 @@ def check_cmd(
             render.stdout.print(f"Baseline written to {report.baseline}.", highlight=False, soft_wrap=True)
         render.stdout.print("MACs: fvcore total (conv, linear, norms, pooling); 1 multiply-add = 1 MAC.",
                             highlight=False, soft_wrap=True)
+        if report.conditions is not None:
+            from ghostcli.cli.profile_view import format_conditions
+
+            render.stdout.print(format_conditions(report.conditions, report.environment), highlight=False,
+                                soft_wrap=True)
     if not report.passed:
         fails = report.failures
         what = "; ".join(f"{r.name} {format_value(r.measured, r.unit)} > {format_value(r.limit, r.unit)}" for r in fails)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ghostcli import render
-from ghostcli.analysis.report import ModelProfile, ModuleStat, ProfileReport
+from ghostcli.analysis.report import Conditions, Environment, ModelProfile, ModuleStat, ProfileReport
 from ghostcli.units import format_bytes, format_count, format_input_size, format_macs, format_ms, format_ratio
 
 MACS_NOTE = ("MACs: 1 multiply-add = 1 MAC (the GhostNet paper's FLOP). 'MACs' = fvcore total "
@@ -36,7 +36,11 @@ def _shape(s: list[int] | None) -> str:
 
 def conditions_line(report: ProfileReport) -> str:
     """One line with the measurement conditions and versions."""
-    c, e = report.conditions, report.environment
+    return format_conditions(report.conditions, report.environment)
+
+
+def format_conditions(c: Conditions, e: Environment) -> str:
+    """``Conditions: device ...; threads ...; ...`` for a profile or a check that timed models."""
     parts = [f"device: {c.device} ({c.device_name})", f"threads: {c.threads}", f"dtype: {c.dtype}",
              f"batch: {','.join(str(b) for b in c.batch_sizes)}"]
     if c.device != "openvino":
