@@ -13,6 +13,7 @@ digits images upsampled to 224x224. ``--profile`` adds the plugin's per-layer-ty
 
     python benchmarks/bench_deploy.py --runs 200 --profile
     python benchmarks/bench_deploy.py --ghost-variant ghost-naive --ghost-variant ghost --json
+    python benchmarks/bench_deploy.py --threads 1 --ghost-variant ghost --ghost-variant ghost-int8
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from torch import nn
 
 TARGET_INT8_SPEEDUP = 2.0
 TARGET_GHOST_VS_RESNET = 0.65
+# ghost-int8 keeps dense the convs with fan-in < 128: in ResNet-50 the five stage-1 1x1 convs reading 64
+# channels, whose Ghost modules are no faster than the dense i8 conv (docs/deploy.md, "Which layers pay back").
+INT8_MIN_FAN_IN = 128
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -68,7 +72,8 @@ def _naive_ghost_resnet50() -> nn.Module:
 
 
 def build(name: str) -> nn.Module:
-    """resnet50 | ghost-naive | ghost (ghostify, the zoo's ghost_resnet50: ReLUs inside the Ghost modules)."""
+    """resnet50 | ghost-naive | ghost (ghostify, the zoo's ghost_resnet50: ReLUs inside the Ghost modules)
+    | ghost-int8 (ghostify with min_fan_in=128: the stage-1 1x1 convs reading 64 channels stay dense)."""
     from ghostcli.resolve import resolve_model
 
     if name == "resnet50":
@@ -77,6 +82,12 @@ def build(name: str) -> nn.Module:
         model = _naive_ghost_resnet50()
     elif name == "ghost":
         model = resolve_model("ghost_resnet50").model
+    elif name == "ghost-int8":
+        import torchvision
+
+        from ghostcli.convert import ghostify
+
+        model, _ = ghostify(torchvision.models.resnet50(), ratio=2, min_fan_in=INT8_MIN_FAN_IN)
     else:
         raise SystemExit(f"unknown model variant {name!r}")
     return _randomize_bn(model).eval()
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subset-size", type=int, default=32, help="calibration images (digits, 224x224)")
     ap.add_argument("--preset", default="performance", choices=("performance", "mixed"))
     ap.add_argument("--ghost-variant", action="append", default=None,
-                    choices=("ghost", "ghost-naive"),
+                    choices=("ghost", "ghost-naive", "ghost-int8"),
                     help="Ghost-ResNet-50 structure(s) to time (default: ghost, the zoo's ghost_resnet50)")
     ap.add_argument("--ignore-type", action="append", default=[], help="op type NNCF must not quantize")
     ap.add_argument("--bf16", action="store_true", help="also time FP32 models at the CPU's default precision")

@@ -151,7 +151,8 @@ def test_nothing_eligible_and_already_ghostified():
 
 
 def test_options_round_trip_and_determinism():
-    opts = GhostifyOptions(ratio=3, dw_kernel=5, include=("a",), exclude=("c",), min_channels=4, keep_stem=False)
+    opts = GhostifyOptions(ratio=3, dw_kernel=5, include=("a",), exclude=("c",), min_channels=4, keep_stem=False,
+                           min_fan_in=9)
     assert GhostifyOptions.from_dict(opts.to_dict()) == opts
     a, ra = ghostify(Odd(), input_size=(3, 12, 12), inherit_weights=False, **opts.to_dict())
     b, rb = ghostify(Odd(), input_size=(3, 20, 20), **opts.to_dict())
@@ -256,3 +257,23 @@ def test_torchvision_resnet_blocks_drop_the_shared_relu_calls():
         assert torch.equal(block(x), ref)
     g2, _ = ghostify(torchvision.models.resnet18(num_classes=10), input_size=(3, 32, 32), inherit_weights=False)
     assert list(g2.state_dict()) == list(g.state_dict())
+
+
+def test_min_fan_in_keeps_low_fan_in_convs_and_the_block_keeps_its_own_relu():
+    import torchvision
+
+    model = randomize_bn(torchvision.models.resnet50(num_classes=10), seed=3).eval()
+    g, rep = ghostify(model, input_size=(3, 32, 32), min_fan_in=128)
+    kept = sorted(r.name for r in rep.rows if r.reason == "fan-in 64 (k*k*in) < --min-fan-in 128")
+    assert kept == ["layer1.0.conv1", "layer1.0.conv3", "layer1.0.downsample.0", "layer1.1.conv3", "layer1.2.conv3"]
+    assert rep.options["min_fan_in"] == 128
+    block = g.layer1[0]  # conv1 kept dense, conv2 a Ghost module with the ReLU inside
+    assert isinstance(block.conv1, nn.Conv2d) and isinstance(block.conv2.primary_conv[2], nn.ReLU)
+    assert block.relu_inside == frozenset({"2"}) and g.layer1[1].relu_inside == frozenset({"1", "2"})
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        mid = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))  # bn2 absorbed: Identity
+        ref = block.relu(block.bn3(block.conv3(mid)) + block.downsample(x))
+        assert torch.equal(block(x), ref)
+    with pytest.raises(UsageError, match="--min-fan-in"):
+        ghostify(model, min_fan_in=-1)

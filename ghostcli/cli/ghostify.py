@@ -52,6 +52,9 @@ def ghostify_command(
                                                       "(repeatable).")] = None,
     min_channels: Annotated[int, typer.Option("--min-channels", help="Keep convs with fewer output "
                                                                      "channels.")] = 0,
+    min_fan_in: Annotated[int, typer.Option("--min-fan-in", help="Keep convs whose fan-in k*k*in_channels is "
+                                                                 "smaller (e.g. 128 for INT8 ResNet-50: the Ghost "
+                                                                 "module does not pay back there).")] = 0,
     keep_stem: Annotated[bool, typer.Option("--keep-stem/--no-keep-stem", help="Keep the conv(s) that read the "
                                                                                "input image.")] = True,
     input_size: Annotated[str | None, typer.Option("--input-size", metavar="CxHxW", help="CxHxW used to count MACs [default: the "
@@ -81,7 +84,8 @@ def ghostify_command(
     from ghostcli.convert import GhostifyOptions, ghostify
     from ghostcli.resolve import resolve_model
 
-    opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem)
+    opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
+                           min_fan_in)
     loaded = resolve_model(model, weights=weights)
     if loaded.is_ghostified:
         how = f"with {loaded.recipe.ghostify}" if loaded.recipe.ghostify else "it contains Ghost modules"

@@ -14,7 +14,7 @@ Two cases are handled, both deterministic so that artifacts rebuild exactly:
   torch.fx): it is replaced by ``nn.Identity``;
 - torchvision's ResNet blocks, which call one shared ``self.relu`` several
   times: the block's class is swapped for a subclass whose forward leaves out
-  the ReLUs now inside ``conv1`` (and ``conv2``).
+  the ReLUs now inside ``conv1`` and/or ``conv2`` (``block.relu_inside`` says which).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def _fused_block_types() -> dict[type, tuple[type, tuple[str, ...]]]:
     class GhostReluBasicBlock(BasicBlock):
         """torchvision BasicBlock whose ``conv1`` Ghost module applies the first ReLU itself."""
 
+        relu_inside: frozenset[str] = frozenset({"1"})
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             identity = x if self.downsample is None else self.downsample(x)
             out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
@@ -54,11 +56,19 @@ def _fused_block_types() -> dict[type, tuple[type, tuple[str, ...]]]:
             return self.relu(out)
 
     class GhostReluBottleneck(Bottleneck):
-        """torchvision Bottleneck whose ``conv1``/``conv2`` Ghost modules apply their ReLUs themselves."""
+        """torchvision Bottleneck whose ``conv1`` and/or ``conv2`` (``relu_inside``) Ghost modules apply
+        their ReLUs themselves."""
+
+        relu_inside: frozenset[str] = frozenset({"1", "2"})
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             identity = x if self.downsample is None else self.downsample(x)
-            out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+            out = self.bn1(self.conv1(x))
+            if "1" not in self.relu_inside:
+                out = self.relu(out)
+            out = self.bn2(self.conv2(out))
+            if "2" not in self.relu_inside:
+                out = self.relu(out)
             out = self.bn3(self.conv3(out))
             out += identity
             return self.relu(out)
@@ -95,9 +105,12 @@ def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dic
         if entry is None:
             continue
         fused_cls, idx = entry
-        if all(_absorbed(block, f"conv{i}", f"bn{i}") for i in idx):
-            for i in idx:
+        inside = frozenset(i for i in idx if _absorbed(block, f"conv{i}", f"bn{i}"))
+        if inside:
+            for i in sorted(inside):
                 activate(getattr(block, f"conv{i}"))
                 done.append(f"{name}.conv{i}")
             block.__class__ = fused_cls
+            if inside != fused_cls.relu_inside:
+                block.relu_inside = inside
     return done

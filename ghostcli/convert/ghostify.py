@@ -41,6 +41,7 @@ def ghostify(
     exclude: Iterable[str] = (),
     min_channels: int = 0,
     keep_stem: bool = True,
+    min_fan_in: int = 0,
     input_size: tuple[int, int, int] = (3, 224, 224),
     allow_empty: bool = False,
     inherit_weights: bool = True,
@@ -49,7 +50,7 @@ def ghostify(
     """Return a copy of ``model`` whose dense convs are Ghost modules, and a report of every conv.
 
     Every dense ``nn.Conv2d`` that passes the selection (``include``/``exclude``
-    globs on module names, the stem rule, ``min_channels``) becomes a
+    globs on module names, the stem rule, ``min_channels``, ``min_fan_in``) becomes a
     ``GhostModule(ratio, dw_kernel)`` with the same geometry; a BatchNorm that only
     this conv feeds is absorbed into the module's own BNs and replaced by
     ``nn.Identity``. With ``inherit_weights`` the primary conv starts from the
@@ -58,7 +59,7 @@ def ghostify(
     ``count_macs=False`` skips fvcore (per-layer hook counts only), e.g. for rebuilds.
     Raises ConversionError when nothing is eligible, unless ``allow_empty``.
     """
-    opts = GhostifyOptions(ratio, dw_kernel, tuple(include), tuple(exclude), min_channels, keep_stem)
+    opts = GhostifyOptions(ratio, dw_kernel, tuple(include), tuple(exclude), min_channels, keep_stem, min_fan_in)
     if not isinstance(model, nn.Module):
         raise UsageError(f"ghostify needs a torch nn.Module, got {type(model).__name__}")
     if getattr(model, GHOSTIFY_ATTR, None) is not None:
@@ -105,7 +106,7 @@ def ghostify(
             reason = reason or None
         bn_name = info.bn_after.get(name)
         ctx = ConvertContext(name=name, ratio=opts.ratio, dw_kernel=opts.dw_kernel, min_channels=opts.min_channels,
-                             inherit_weights=inherit_weights, bn=named.get(bn_name) if bn_name else None,
+                             min_fan_in=opts.min_fan_in, inherit_weights=inherit_weights, bn=named.get(bn_name) if bn_name else None,
                              bn_name=bn_name)
         new: nn.Module | None = None
         if converter is not None:

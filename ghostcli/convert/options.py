@@ -29,6 +29,7 @@ class GhostifyOptions:
     exclude: tuple[str, ...] = ()
     min_channels: int = 0
     keep_stem: bool = True
+    min_fan_in: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, int) or self.ratio < 2:
@@ -38,6 +39,8 @@ class GhostifyOptions:
             raise UsageError(f"--dw-kernel must be a positive odd integer (1, 3, 5 ...), got {self.dw_kernel!r}")
         if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, int) or self.min_channels < 0:
             raise UsageError(f"--min-channels must be a non-negative integer, got {self.min_channels!r}")
+        if isinstance(self.min_fan_in, bool) or not isinstance(self.min_fan_in, int) or self.min_fan_in < 0:
+            raise UsageError(f"--min-fan-in must be a non-negative integer, got {self.min_fan_in!r}")
         object.__setattr__(self, "include", _patterns(self.include, "--include"))
         object.__setattr__(self, "exclude", _patterns(self.exclude, "--exclude"))
         object.__setattr__(self, "keep_stem", bool(self.keep_stem))
@@ -50,6 +53,7 @@ class GhostifyOptions:
             "include": list(self.include),
             "exclude": list(self.exclude),
             "min_channels": self.min_channels,
+            "min_fan_in": self.min_fan_in,
             "keep_stem": self.keep_stem,
         }
 

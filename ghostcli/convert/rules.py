@@ -32,6 +32,7 @@ class ConvertContext:
     dw_kernel: int
     min_channels: int
     inherit_weights: bool
+    min_fan_in: int = 0
     bn: nn.Module | None = None  # the BatchNorm fed only by this layer, or None
     bn_name: str | None = None
     absorbed_bn: bool = False  # set by the converter when the new module took over ``bn``
@@ -104,6 +105,9 @@ def convert_conv2d(conv: nn.Conv2d, ctx: ConvertContext) -> nn.Module:
         raise KeepLayer(f"{n} output channels < ratio {s}")
     if n < ctx.min_channels:
         raise KeepLayer(f"{n} output channels < --min-channels {ctx.min_channels}")
+    fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    if fan_in < ctx.min_fan_in:
+        raise KeepLayer(f"fan-in {fan_in} (k*k*in) < --min-fan-in {ctx.min_fan_in}")
     bn = ctx.bn
     norm = isinstance(bn, nn.BatchNorm2d)
     has_bias = conv.bias is not None
