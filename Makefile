@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: install
 	mkdir -p $(OUT)
 	$(VENV)/bin/ghostcli ghostify resnet50 -o $(OUT)/ghost_resnet50.safetensors --force
-	$(VENV)/bin/ghostcli profile resnet50 $(OUT)/ghost_resnet50.safetensors
+	$(VENV)/bin/ghostcli profile resnet50 $(OUT)/ghost_resnet50.safetensors --channels-last
 
 test: install
 	$(PY) -m pytest -q
