@@ -230,7 +230,8 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
             if not owned:
                 model = copy.deepcopy(model)
             try:
-                model = model.to(device="cuda" if device == "cuda" else "cpu", dtype=tdtype, memory_format=fmt)
+                layout = {"memory_format": fmt} if channels_last else {}  # else keep the model's own
+                model = model.to(device="cuda" if device == "cuda" else "cpu", dtype=tdtype, **layout)
             except Exception as exc:
                 raise DeviceError(f"cannot move {name} to {device}/{dtype}: {exc}") from None
             prof.weight_bytes = weight_bytes(model)
