@@ -74,7 +74,7 @@ def train_command(
         str, typer.Option("--schedule", help="Learning-rate schedule per step: cosine, step (x0.1 at 50% "
             "and 75%) or constant.")
     ] = "cosine",
-    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", help="Linear warm-up length in epochs.")] = 0.0,
+    warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", help="Linear warm-up length in epochs (default: 1, or a tenth of --epochs when that is shorter; 0 turns it off).", show_default=False)] = None,
     label_smoothing: Annotated[
         float, typer.Option("--label-smoothing", help="Label smoothing of the cross-entropy.")
     ] = 0.0,

@@ -56,7 +56,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float | None = None  # default: 5e-4 (sgd) or 0.05 (adamw)
     schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    warmup_epochs: float | None = None  # default: default_warmup_epochs(epochs)
     label_smoothing: float = 0.0
     amp: bool = False
     channels_last: bool = False
@@ -188,12 +188,21 @@ def _validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--kd-temperature must be positive, got {cfg.kd_temperature}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise UsageError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
+    if cfg.warmup_epochs is not None and not 0 <= cfg.warmup_epochs <= cfg.epochs:
         raise UsageError("--warmup-epochs must be between 0 and --epochs")
     if cfg.workers < 0:
         raise UsageError("--workers must be >= 0")
     if cfg.output is not None and Path(cfg.output).suffix != ".safetensors":
         raise UsageError(f"the trained model is saved as .safetensors, got {Path(cfg.output).name!r}")
+
+
+def default_warmup_epochs(epochs: int) -> float:
+    """Linear warm-up used when none is given: one epoch, or a tenth of a shorter run.
+
+    Without it, SGD at lr 0.1 diverged early on deep nets (ResNet-56 on digits: 41.9% after
+    10 epochs, 90.6% with one warm-up epoch).
+    """
+    return min(1.0, epochs / 10)
 
 
 def _seed_all(seed: int) -> None:
@@ -342,7 +351,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
     wd = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
     optimizer = build_optimizer(student, cfg.optimizer, lr, wd, cfg.momentum)
     scheduler = build_scheduler(optimizer, schedule=cfg.schedule, epochs=cfg.epochs, steps_per_epoch=steps,
-                                warmup_epochs=cfg.warmup_epochs)
+                                warmup_epochs=cfg.warmup_epochs if cfg.warmup_epochs is not None
+                                else default_warmup_epochs(cfg.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
 
     start_epoch, start_step = 0, 0
