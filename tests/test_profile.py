@@ -277,3 +277,49 @@ def test_cuda_profile(runner) -> None:
     assert m["memory"][0]["method"].startswith("torch.cuda.max_memory_allocated")
     assert m["memory"][1]["peak_bytes"] > m["memory"][0]["peak_bytes"] >= m["weight_bytes"]
     assert all(s["median_ms"] > 0 for s in m["latency"]) and data["environment"]["gpu"]
+
+
+def test_layer_times_attribute_nodes_to_modules() -> None:
+    from ghostcli.analysis.layer_times import RUNTIME, attribute, module_of, units
+    from ghostcli.convert import ghostify
+
+    assert module_of("__module.layer1.0.conv3.primary_conv.0/aten::_convolution/Convolution,Multiply_1") == \
+        "layer1.0.conv3.primary_conv.0"
+    assert module_of("__module/aten::flatten/Reshape") == "" and module_of("Subtract_14095") is None
+    g, _ = ghostify(_StemBodyNet(), input_size=(3, 8, 8))
+    u = units(g)
+    assert u == {"stem": "Conv2d", "body": "GhostModule", "act": "ReLU"}  # a Ghost module is one unit
+    assert attribute("body.cheap_operation.0", u) == "body" and attribute("body", u) == "body"
+    assert attribute("", u) == "(model)" and attribute(None, u) == RUNTIME and attribute("x.y", u) == "x.y"
+
+
+class _StemBodyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 16, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(self.stem(x)))
+
+
+def test_cli_layer_times_line_up_ghostified_layers(runner, tmp_path) -> None:
+    ghost = tmp_path / "g.safetensors"
+    assert runner.invoke(app, ["ghostify", "resnet20", "-o", str(ghost)]).exit_code == 0
+    res = runner.invoke(app, ["profile", "resnet20", str(ghost), "--device", "openvino", "--ov-precision", "f32",
+                              "--threads", "1", "--layer-times", *FAST, "--json"])
+    assert res.exit_code == 0, res.output
+    base, g = (m["layer_times"] for m in json.loads(res.stdout)["models"])
+    kinds = {t["name"]: t["kind"] for t in g}
+    assert {t["name"]: t["kind"] for t in base}["layer1.0.conv1"] == "Conv2d" and kinds["layer1.0.conv1"] == "GhostModule"
+    assert not any("primary_conv" in t["name"] or "cheap_operation" in t["name"] for t in g)
+    assert kinds["conv1"] == "Conv2d" and kinds["fc"] == "Linear"  # the stem and the head stay
+    assert all(t["ms"] > 0 and t["nodes"] >= 1 for t in base + g)
+    assert {t["name"] for t in base} <= {t["name"] for t in g} | {"(runtime)"}
+    ghost_nodes = {t["name"]: t["nodes"] for t in g}
+    assert ghost_nodes["layer1.0.conv1"] >= 3  # primary conv, cheap conv, concat
+    text = runner.invoke(app, ["profile", "resnet20", "--device", "openvino", "--layer-times", *FAST])
+    assert text.exit_code == 0 and "Time per layer (OpenVINO CPU)" in text.output and "sum of the rows" in text.output
+    bad = runner.invoke(app, ["profile", "resnet20", "--layer-times"])
+    assert bad.exit_code == 2 and "--layer-times needs --device openvino" in bad.output

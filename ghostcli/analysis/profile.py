@@ -50,7 +50,7 @@ def normalize_dtype(dtype: str) -> str:
 
 def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], warmup: int, runs: int,
                      threads: int | None, ov_precision: str | None, depth: int,
-                     channels_last: bool = False) -> None:
+                     channels_last: bool = False, layer_times: bool = False) -> None:
     """Raise UsageError/DeviceError for impossible settings, before any model is built."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r} (choose cpu, cuda or openvino)")
@@ -74,6 +74,8 @@ def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], war
             raise UsageError(f"unknown --ov-precision {ov_precision!r} (choose f32, bf16 or f16)")
     if device == "openvino" and dtype != "float32":
         raise UsageError("--dtype applies to cpu and cuda; with --device openvino use --ov-precision")
+    if layer_times and device != "openvino":
+        raise UsageError("--layer-times needs --device openvino (it reads the OpenVINO CPU plugin's per-node counters)")
     if device == "openvino" and channels_last:
         raise UsageError("--channels-last applies to cpu and cuda; OpenVINO chooses its own memory layouts")
     if device == "cuda" and not torch.cuda.is_available():
@@ -181,6 +183,7 @@ def profile_models(
     per_layer: bool = False,
     weights: str | None = None,
     channels_last: bool = False,
+    layer_times: bool = False,
     progress: ProgressFn | None = None,
 ) -> ProfileReport:
     """Profile each model (spec string, ``LoadedModel`` or ``nn.Module``) under the same conditions.
@@ -192,11 +195,14 @@ def profile_models(
     many seconds were spent; the CLI sets it only when ``--runs`` was not given.
     ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (PyTorch's CPU
     depthwise convolutions, as in Ghost modules, reorder NCHW tensors on every call).
+    ``layer_times`` (OpenVINO only) adds the time per module at the first batch size, from
+    the plugin's per-node counters (:mod:`ghostcli.analysis.layer_times`).
     """
     dtype = normalize_dtype(dtype)
     batch_sizes = [int(b) for b in batch_sizes]
     validate_options(device=device, dtype=dtype, batch_sizes=batch_sizes, warmup=warmup, runs=runs,
-                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last)
+                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last,
+                     layer_times=layer_times)
     if not models:
         raise UsageError("no MODEL given")
     old_threads = torch.get_num_threads()
@@ -206,7 +212,7 @@ def profile_models(
         return _profile(models, input_size=input_size, batch_sizes=batch_sizes, device=device, dtype=dtype,
                         ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs, time_budget_s=time_budget_s,
                         latency=latency, memory=memory, depth=depth, per_layer=per_layer, weights=weights,
-                        channels_last=channels_last, progress=progress)
+                        channels_last=channels_last, layer_times=layer_times, progress=progress)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -214,7 +220,7 @@ def profile_models(
 def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | None, batch_sizes: list[int],
              device: str, dtype: str, ov_precision: str | None, threads: int | None, warmup: int, runs: int,
              time_budget_s: float | None, latency: bool, memory: bool, depth: int, per_layer: bool, weights: str | None,
-             channels_last: bool, progress: ProgressFn | None) -> ProfileReport:
+             channels_last: bool, layer_times: bool, progress: ProgressFn | None) -> ProfileReport:
     tdtype = DTYPES[dtype]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     profiles: list[ModelProfile] = []
@@ -251,6 +257,16 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
                     raise DeviceError(f"{prof.name} cannot run on {device} in {dtype}: "
                                       f"{(str(exc).splitlines() or [''])[0][:200]}") from None
 
+    if layer_times:  # before the latency models are compiled: with those alive, the PERF_COUNT copies'
+        # stage-1 layers of Ghost-ResNet-50 came out up to 2x slower than alone (measured, cause unknown)
+        from ghostcli.analysis.layer_times import openvino_layer_times
+
+        if progress:
+            progress("layer times (PERF_COUNT)", 0, 1)
+        examples = [torch.randn(batch_sizes[0], *prof.input_size) for prof in profiles]
+        for prof, times in zip(profiles, openvino_layer_times(modules, examples, precision=ov_precision,
+                                                              threads=threads)):
+            prof.layer_times = times
     ov_threads = threads
     if latency:
         for b in batch_sizes:

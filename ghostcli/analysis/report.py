@@ -91,6 +91,16 @@ class Conditions:
 
 
 @dataclass
+class LayerTime:
+    """Median time of one OpenVINO inference spent in one module (``profile --layer-times``)."""
+
+    name: str  # module path, e.g. "layer1.0.conv3"; a block path for ops outside any layer; "(runtime)"
+    kind: str  # module class (Conv2d, GhostModule ...) or, for block-level ops, the OpenVINO node types
+    ms: float
+    nodes: int  # executed OpenVINO nodes summed into ``ms``
+
+
+@dataclass
 class ModelProfile:
     """Everything measured for one model."""
 
@@ -110,6 +120,7 @@ class ModelProfile:
     latency: list[LatencyStats] = field(default_factory=list)
     modules: list[ModuleStat] = field(default_factory=list)  # the --depth tree
     layers: list[ModuleStat] = field(default_factory=list)  # the --per-layer leaves
+    layer_times: list[LayerTime] = field(default_factory=list)  # --layer-times (OpenVINO PERF_COUNT)
     notes: list[str] = field(default_factory=list)
 
 

@@ -26,6 +26,8 @@ Examples:
 
   ghostcli profile ghostnet_100 --device openvino --ov-precision bf16 --threads 4
 
+  ghostcli profile resnet50 ghost_resnet50.safetensors --device openvino --layer-times --threads 1
+
   ghostcli profile resnet56 --per-layer --json > profile.json
 """
 
@@ -58,6 +60,7 @@ def profile_cmd(
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip timing (MACs, params and memory only).")] = False,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Table of every leaf layer: output shape, MACs, params.")] = False,
     depth: Annotated[int, typer.Option("--depth", help="Module tree to this depth with MACs and params (0: none).")] = 0,
+    layer_times: Annotated[bool, typer.Option("--layer-times", help="With --device openvino: time per module (a Ghost module counts as one), from the plugin's per-node counters; several models line up layer by layer.")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Run cpu/cuda models and inputs in channels_last (NHWC) memory format: PyTorch's CPU depthwise convs, as in Ghost modules, are much faster in it.")] = False,
     weights: WeightsOpt = None,
     allow_pickle: AllowPickleOpt = False,
@@ -81,7 +84,8 @@ def profile_cmd(
 
     dt = device.strip().lower()
     validate_options(device=dt, dtype=_dtype(dtype), batch_sizes=batches, warmup=warmup, runs=runs or 1,
-                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last)
+                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last,
+                     layer_times=layer_times)
     loaded: list[Any] = []
     if allow_pickle or weights is not None:
         from ghostcli.resolve import resolve_model
@@ -98,7 +102,8 @@ def profile_cmd(
             loaded or list(models), input_size=size, batch_sizes=batches, device=dt, dtype=dtype,
             ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs or DEFAULT_RUNS,
             time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
-            depth=depth, per_layer=per_layer, channels_last=channels_last, progress=on_progress,
+            depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times,
+            progress=on_progress,
         )
     if json_out:
         render.print_json(report.to_dict())

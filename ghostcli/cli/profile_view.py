@@ -151,12 +151,60 @@ def _print_comparison(report: ProfileReport, markdown: bool) -> None:
                   _module_rows(p.layers, False), (3, 4), markdown)
 
 
+def _print_layer_times(report: ProfileReport, markdown: bool) -> None:
+    """One row per module, one time column per model (and its ratio to the first), in execution order."""
+    models = [p for p in report.models if p.layer_times]
+    if not models:
+        return
+    times = [{t.name: t for t in p.layer_times} for p in models]
+    names: list[str] = []
+    for p in models:  # merge the execution orders: a row new in a later model goes after its predecessor
+        at = 0
+        for t in p.layer_times:
+            if t.name in names:
+                at = names.index(t.name) + 1
+            else:
+                names.insert(at, t.name)
+                at += 1
+    rows = []
+    for name in names:
+        kinds = [tt[name].kind for tt in times if name in tt]
+        row = [name, " -> ".join(dict.fromkeys(kinds))]
+        for i, tt in enumerate(times):
+            row.append(format_ms(tt[name].ms) if name in tt else "-")
+            if i:
+                first = times[0].get(name)
+                row.append(format_ratio(tt[name].ms / first.ms) if name in tt and first and first.ms > 0 else "-")
+        rows.append(row)
+    total = [sum(t.ms for t in p.layer_times) for p in models]
+    foot = ["sum of the rows", ""]
+    for i, v in enumerate(total):
+        foot.append(format_ms(v))
+        if i:
+            foot.append(format_ratio(v / total[0]) if total[0] > 0 else "-")
+    rows.append(foot)
+    cols = ["Layer", "Kind"]
+    for i, p in enumerate(models):
+        cols.append(p.name if len(models) > 1 else "Time")
+        if i:
+            cols.append("x")
+    _emit("Time per layer (OpenVINO CPU)", cols, rows, tuple(range(2, len(cols))), markdown)
+    lat = [f"{p.name} {format_ms(p.latency[0].median_ms)}" for p in models if p.latency]
+    _line("Layer times: the plugin's per-node counters (PERF_COUNT), median of 10 inferences of a BN-folded copy "
+          "compiled like the timed model; a Ghost module is one row (primary conv + cheap conv + concat), ops fused "
+          "into a conv count with it, ops outside any layer (e.g. a residual add that could not fuse) show under "
+          "their block. The counters add their own overhead to every node, so compare rows and models with each "
+          "other rather than the total with the whole-inference median" + (f" ({', '.join(lat)})." if lat else "."),
+          markdown)
+
+
 def print_report(report: ProfileReport, *, markdown: bool = False) -> None:
     """Print ``report`` as tables (one model: details; several: a comparison table)."""
     if len(report.models) == 1:
         _print_single(report.models[0], report, markdown)
     else:
         _print_comparison(report, markdown)
+    _print_layer_times(report, markdown)
     _line(MACS_NOTE, markdown)
     _line(conditions_line(report), markdown)
     mem = report.models[0].memory
