@@ -315,7 +315,8 @@ def test_cli_layer_times_line_up_ghostified_layers(runner, tmp_path) -> None:
     assert {t["name"]: t["kind"] for t in base}["layer1.0.conv1"] == "Conv2d" and kinds["layer1.0.conv1"] == "GhostModule"
     assert not any("primary_conv" in t["name"] or "cheap_operation" in t["name"] for t in g)
     assert kinds["conv1"] == "Conv2d" and kinds["fc"] == "Linear"  # the stem and the head stay
-    assert all(t["ms"] > 0 and t["nodes"] >= 1 for t in base + g)
+    assert all(t["ms"] >= 0 and t["nodes"] >= 1 for t in base + g)  # a tiny eltwise can read 0 us
+    assert all(t["ms"] > 0 for t in base + g if t["kind"] in ("Conv2d", "GhostModule"))
     assert {t["name"] for t in base} <= {t["name"] for t in g} | {"(runtime)"}
     ghost_nodes = {t["name"]: t["nodes"] for t in g}
     assert ghost_nodes["layer1.0.conv1"] >= 3  # primary conv, cheap conv, concat
