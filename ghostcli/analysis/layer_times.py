@@ -67,14 +67,14 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
                          threads: int | None, runs: int = 10, warmup: int = 3) -> list[list[LayerTime]]:
     """Per-module time of one OpenVINO CPU inference (median over ``runs``) for each model, in execution order.
 
-    Each model runs its warm-up and timed runs back to back. Interleaving the models (A, B, A, B),
-    as latency timing does, made the first layers after every switch run with cold caches: on
-    ResNet-50 vs Ghost-ResNet-50 both sums grew by about 9 ms, most of it in stage 1.
+    One model at a time is compiled, warmed up and run, then released. Interleaved runs (A, B, A, B)
+    or other compiled models kept alive made the stage-1 rows of Ghost-ResNet-50 up to 2x slower
+    than measured alone, so the models do not share the machine here as they do in latency timing.
     """
     from ghostcli.deploy.fold import fold_batchnorm
     from ghostcli.deploy.openvino_export import compile_cpu, to_openvino
 
-    sessions = []
+    out = []
     for model, example in zip(models, examples):
         folded, _ = fold_batchnorm(model)
         compiled, _ = compile_cpu(to_openvino(folded, tuple(example.shape)), precision, threads=threads,
@@ -83,10 +83,9 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
         for op in compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
             owner[op.get_friendly_name()] = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+        unit_paths = units(model)
+        request = compiled.create_infer_request()
         data = example.detach().cpu().numpy().astype(np.float32)
-        sessions.append((compiled.create_infer_request(), data, owner, units(model)))
-    out = []
-    for request, data, owner, unit_paths in sessions:
         for _ in range(warmup):
             request.infer({0: data})
         per_run: dict[str, np.ndarray] = {}  # unit -> ms in each run, in first-seen (execution) order
@@ -104,12 +103,8 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
                     kinds[unit].add(str(p.node_type))
         out.append([LayerTime(u, unit_paths.get(u) or "+".join(sorted(kinds[u])), float(np.median(t)), nodes[u])
                     for u, t in per_run.items()])
+        del request, compiled
     return out
 
 
-def total_ms(times: list[LayerTime]) -> float:
-    """Sum of the per-module times (kernel time; a whole inference also spends time between kernels)."""
-    return sum(t.ms for t in times)
-
-
-__all__ = ["LayerTime", "RUNTIME", "attribute", "module_of", "openvino_layer_times", "total_ms", "units"]
+__all__ = ["LayerTime", "RUNTIME", "attribute", "module_of", "openvino_layer_times", "units"]
