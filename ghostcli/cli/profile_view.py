@@ -166,23 +166,17 @@ def _print_layer_times(report: ProfileReport, markdown: bool) -> None:
             else:
                 names.insert(at, t.name)
                 at += 1
-    rows = []
-    for name in names:
-        kinds = [tt[name].kind for tt in times if name in tt]
-        row = [name, " -> ".join(dict.fromkeys(kinds))]
-        for i, tt in enumerate(times):
-            row.append(format_ms(tt[name].ms) if name in tt else "-")
+    def cells(values: list[float | None]) -> list[str]:  # each time, and after the first its ratio to the first
+        out = []
+        for i, v in enumerate(values):
+            out.append(format_ms(v) if v is not None else "-")
             if i:
-                first = times[0].get(name)
-                row.append(format_ratio(tt[name].ms / first.ms) if name in tt and first and first.ms > 0 else "-")
-        rows.append(row)
-    total = [sum(t.ms for t in p.layer_times) for p in models]
-    foot = ["sum of the rows", ""]
-    for i, v in enumerate(total):
-        foot.append(format_ms(v))
-        if i:
-            foot.append(format_ratio(v / total[0]) if total[0] > 0 else "-")
-    rows.append(foot)
+                out.append(format_ratio(v / values[0]) if v is not None and values[0] else "-")
+        return out
+
+    rows = [[name, " -> ".join(dict.fromkeys(tt[name].kind for tt in times if name in tt))]
+            + cells([tt[name].ms if name in tt else None for tt in times]) for name in names]
+    rows.append(["sum of the rows", ""] + cells([sum(t.ms for t in p.layer_times) for p in models]))
     cols = ["Layer", "Kind"]
     for i, p in enumerate(models):
         cols.append(p.name if len(models) > 1 else "Time")
