@@ -322,5 +322,18 @@ def test_cli_layer_times_line_up_ghostified_layers(runner, tmp_path) -> None:
     assert ghost_nodes["layer1.0.conv1"] >= 3  # primary conv, cheap conv, concat
     text = runner.invoke(app, ["profile", "resnet20", "--device", "openvino", "--layer-times", *FAST])
     assert text.exit_code == 0 and "Time per layer (OpenVINO CPU)" in text.output and "sum of the rows" in text.output
-    bad = runner.invoke(app, ["profile", "resnet20", "--layer-times"])
-    assert bad.exit_code == 2 and "--layer-times needs --device openvino" in bad.output
+
+
+def test_cli_layer_times_in_pytorch_time_units_and_the_code_between_them(runner, tmp_path) -> None:
+    ghost = tmp_path / "g.safetensors"
+    assert runner.invoke(app, ["ghostify", "resnet20", "-o", str(ghost)]).exit_code == 0
+    res = runner.invoke(app, ["profile", "resnet20", str(ghost), "--layer-times", "--channels-last", *FAST, "--json"])
+    assert res.exit_code == 0, res.output
+    base, g = (m["layer_times"] for m in json.loads(res.stdout)["models"])
+    kinds = {t["name"]: t["kind"] for t in g}
+    assert kinds["layer1.0.conv1"] == "GhostModule" and {t["name"]: t["kind"] for t in base}["layer1.0.conv1"] == "Conv2d"
+    assert not any("primary_conv" in t["name"] for t in g)
+    assert base[-1]["name"] == g[-1]["name"] == "(outside layers)" and g[-1]["ms"] >= 0  # residual adds, cat ...
+    assert all(t["nodes"] >= 1 and t["ms"] > 0 for t in g[:-1] if t["kind"] == "GhostModule")  # nodes = calls
+    text = runner.invoke(app, ["profile", "resnet20", "--layer-times", *FAST])
+    assert text.exit_code == 0 and "Time per layer (PyTorch cpu)" in text.output and "forward hooks" in text.output

@@ -1,17 +1,24 @@
-"""Where an OpenVINO CPU inference spends its time, per PyTorch module.
+"""Where an inference spends its time, per PyTorch module.
 
-The model is BN-folded (so that every convolution keeps its PyTorch name through
-conversion), compiled with ``PERF_COUNT`` and run a few times; each executed node's
-time goes to the module that produced it, read from the runtime graph's
-``originalLayersNames``. Ghost modules count as one unit (primary conv, cheap conv and
+Reporting units are leaf modules and whole Ghost modules (primary conv, cheap conv and
 concat together), so a ghostified model lines up with the original layer by layer.
-Nodes fused into a convolution (its BN, ReLU, a residual add) count with that conv;
-ops outside any unit (a residual add that could not be fused) go to their block.
+
+OpenVINO: the model is BN-folded (so that every convolution keeps its PyTorch name
+through conversion), compiled with ``PERF_COUNT`` and run a few times; each executed
+node's time goes to the module that produced it, read from the runtime graph's
+``originalLayersNames``. Nodes fused into a convolution (its BN, ReLU, a residual add)
+count with that conv; ops outside any unit (a residual add that could not be fused) go
+to their block.
+
+PyTorch (cpu/cuda): forward hooks time each unit call with ``perf_counter`` (CUDA
+synchronizes around every unit); what runs in ``forward`` code outside any unit (a
+residual add, ``torch.cat``, ``flatten``) is the row ``(outside layers)``.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -23,6 +30,7 @@ from ghostcli.analysis.report import LayerTime
 
 _MODULE = re.compile(r"__module(?:\.([A-Za-z0-9_.]+?))?/")
 RUNTIME = "(runtime)"  # input/output reorders and other nodes that belong to no module
+OUTSIDE = "(outside layers)"  # PyTorch: forward code between the timed units
 
 
 def units(model: nn.Module) -> dict[str, str]:
@@ -107,4 +115,58 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
     return out
 
 
-__all__ = ["LayerTime", "RUNTIME", "attribute", "module_of", "openvino_layer_times", "units"]
+def torch_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.Tensor], *, runs: int = 10,
+                      warmup: int = 3) -> list[list[LayerTime]]:
+    """Per-unit time of one PyTorch forward (median over ``runs``) for each model, in call order."""
+    out = []
+    for model, example in zip(models, examples):
+        cuda = example.device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        unit_paths = units(model)
+        named = dict(model.named_modules())
+        per_run: dict[str, np.ndarray] = {}
+        calls: dict[str, int] = defaultdict(int)
+        state = {"run": -1, "t0": 0.0}
+
+        def pre(name: str):
+            def hook(mod: nn.Module, args: object) -> None:
+                sync()
+                state[name] = time.perf_counter()
+            return hook
+
+        def post(name: str):
+            def hook(mod: nn.Module, args: object, result: object) -> None:
+                sync()
+                if state["run"] >= 0:
+                    per_run.setdefault(name, np.zeros(runs))[state["run"]] += (time.perf_counter() - state[name]) * 1e3
+                    if state["run"] == 0:
+                        calls[name] += 1
+            return hook
+
+        handles = []
+        for name in unit_paths:
+            handles.append(named[name].register_forward_pre_hook(pre(name)))
+            handles.append(named[name].register_forward_hook(post(name)))
+        whole = np.zeros(runs)
+        try:
+            with torch.inference_mode():
+                for i in range(-warmup, runs):
+                    state["run"] = i
+                    sync()
+                    t0 = time.perf_counter()
+                    model(example)
+                    sync()
+                    if i >= 0:
+                        whole[i] = (time.perf_counter() - t0) * 1e3
+        finally:
+            for h in handles:
+                h.remove()
+        rows = [LayerTime(u, unit_paths[u], float(np.median(t)), calls[u]) for u, t in per_run.items()]
+        outside = whole - sum(per_run.values(), np.zeros(runs))
+        rows.append(LayerTime(OUTSIDE, "forward code", float(max(0.0, np.median(outside))), 0))
+        out.append(rows)
+    return out
+
+
+__all__ = ["LayerTime", "OUTSIDE", "RUNTIME", "attribute", "module_of", "openvino_layer_times", "torch_layer_times",
+           "units"]

@@ -74,8 +74,6 @@ def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], war
             raise UsageError(f"unknown --ov-precision {ov_precision!r} (choose f32, bf16 or f16)")
     if device == "openvino" and dtype != "float32":
         raise UsageError("--dtype applies to cpu and cuda; with --device openvino use --ov-precision")
-    if layer_times and device != "openvino":
-        raise UsageError("--layer-times needs --device openvino (it reads the OpenVINO CPU plugin's per-node counters)")
     if device == "openvino" and channels_last:
         raise UsageError("--channels-last applies to cpu and cuda; OpenVINO chooses its own memory layouts")
     if device == "cuda" and not torch.cuda.is_available():
@@ -195,8 +193,8 @@ def profile_models(
     many seconds were spent; the CLI sets it only when ``--runs`` was not given.
     ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (PyTorch's CPU
     depthwise convolutions, as in Ghost modules, reorder NCHW tensors on every call).
-    ``layer_times`` (OpenVINO only) adds the time per module at the first batch size, from
-    the plugin's per-node counters (:mod:`ghostcli.analysis.layer_times`).
+    ``layer_times`` adds the time per module at the first batch size: OpenVINO's per-node
+    counters, or forward hooks in PyTorch (:mod:`ghostcli.analysis.layer_times`).
     """
     dtype = normalize_dtype(dtype)
     batch_sizes = [int(b) for b in batch_sizes]
@@ -259,13 +257,17 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
 
     if layer_times:  # before the latency models are compiled: with those alive, the PERF_COUNT copies'
         # stage-1 layers of Ghost-ResNet-50 came out up to 2x slower than alone (measured, cause unknown)
-        from ghostcli.analysis.layer_times import openvino_layer_times
+        from ghostcli.analysis.layer_times import openvino_layer_times, torch_layer_times
 
         if progress:
-            progress("layer times (PERF_COUNT)", 0, 1)
-        examples = [torch.randn(batch_sizes[0], *prof.input_size) for prof in profiles]
-        for prof, times in zip(profiles, openvino_layer_times(modules, examples, precision=ov_precision,
-                                                              threads=threads)):
+            progress("layer times", 0, 1)
+        if device == "openvino":
+            per_model = openvino_layer_times(modules, [torch.randn(batch_sizes[0], *p.input_size) for p in profiles],
+                                             precision=ov_precision, threads=threads)
+        else:
+            per_model = torch_layer_times(
+                modules, [_example(batch_sizes[0], tuple(p.input_size), device, tdtype, fmt) for p in profiles])
+        for prof, times in zip(profiles, per_model):
             prof.layer_times = times
     ov_threads = threads
     if latency:

@@ -92,12 +92,12 @@ class Conditions:
 
 @dataclass
 class LayerTime:
-    """Median time of one OpenVINO inference spent in one module (``profile --layer-times``)."""
+    """Median time of one inference spent in one module (``profile --layer-times``)."""
 
     name: str  # module path, e.g. "layer1.0.conv3"; a block path for ops outside any layer; "(runtime)"
     kind: str  # module class (Conv2d, GhostModule ...) or, for block-level ops, the OpenVINO node types
     ms: float
-    nodes: int  # executed OpenVINO nodes summed into ``ms``
+    nodes: int  # OpenVINO: executed nodes summed into ``ms``; PyTorch: calls of the module per forward
 
 
 @dataclass

@@ -182,14 +182,20 @@ def _print_layer_times(report: ProfileReport, markdown: bool) -> None:
         cols.append(p.name if len(models) > 1 else "Time")
         if i:
             cols.append("x")
-    _emit("Time per layer (OpenVINO CPU)", cols, rows, tuple(range(2, len(cols))), markdown)
+    ov = report.conditions.device == "openvino"
+    _emit(f"Time per layer ({'OpenVINO CPU' if ov else 'PyTorch ' + report.conditions.device})", cols, rows,
+          tuple(range(2, len(cols))), markdown)
     lat = [f"{p.name} {format_ms(p.latency[0].median_ms)}" for p in models if p.latency]
-    _line("Layer times: the plugin's per-node counters (PERF_COUNT), median of 10 inferences of a BN-folded copy "
-          "compiled like the timed model; a Ghost module is one row (primary conv + cheap conv + concat), ops fused "
-          "into a conv count with it, ops outside any layer (e.g. a residual add that could not fuse) show under "
-          "their block. The counters add their own overhead to every node, so compare rows and models with each "
-          "other rather than the total with the whole-inference median" + (f" ({', '.join(lat)})." if lat else "."),
-          markdown)
+    how = ("the plugin's per-node counters (PERF_COUNT), median of 10 inferences of a BN-folded copy compiled like "
+           "the timed model, one model at a time; ops fused into a conv count with it, ops outside any layer (e.g. a "
+           "residual add that could not fuse) show under their block. The counters add their own overhead to every "
+           "node" if ov else
+           "forward hooks around each layer (perf_counter; CUDA synchronized), median of 10 forwards; "
+           "'(outside layers)' is the rest of forward (residual adds, torch.cat, flatten ...). The hooks add a few "
+           "microseconds per layer")
+    _line(f"Layer times: {how}; a Ghost module is one row (primary conv + cheap conv + concat). Compare rows and "
+          "models with each other rather than the sum with the whole-inference median"
+          + (f" ({', '.join(lat)})." if lat else "."), markdown)
 
 
 def print_report(report: ProfileReport, *, markdown: bool = False) -> None:
