@@ -4,24 +4,29 @@
 >>> p = profile_model("resnet50", latency=False)   # doctest: +SKIP
 >>> p.macs, p.params                                # doctest: +SKIP
 (4111512576, 25557032)
+
+Names are imported on first use, so that ``ghostcli.analysis.budget`` / ``.report`` (no
+torch) stay cheap to import.
 """
 
-from ghostcli.analysis.memory import ForwardError
-from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_WARMUP, compare, profile_model, profile_models
-from ghostcli.analysis.report import (
-    SCHEMA_VERSION,
-    Comparison,
-    Conditions,
-    Environment,
-    LatencyStats,
-    MemoryStats,
-    ModelProfile,
-    ModuleStat,
-    ProfileReport,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_RUNS", "DEFAULT_WARMUP", "SCHEMA_VERSION", "Comparison", "Conditions", "Environment", "ForwardError",
-    "LatencyStats", "MemoryStats", "ModelProfile", "ModuleStat", "ProfileReport", "compare", "profile_model",
-    "profile_models",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ForwardError": "ghostcli.analysis.memory",
+    **{n: "ghostcli.analysis.profile" for n in ("DEFAULT_RUNS", "DEFAULT_WARMUP", "compare", "profile_model",
+                                                 "profile_models")},
+    **{n: "ghostcli.analysis.report" for n in ("SCHEMA_VERSION", "Comparison", "Conditions", "Environment",
+                                                "LatencyStats", "MemoryStats", "ModelProfile", "ModuleStat",
+                                                "ProfileReport")},
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ghostcli.analysis' has no attribute {name!r}")

@@ -125,8 +125,8 @@ def _static_profile(model: nn.Module, name: str, source: str, size: tuple[int, .
     probe = probe_forward(model, x, model_name=name, track_memory=False)
     mc = count_macs(model, x)
     total, trainable = count_params(model)
-    acts = sum(rec.output_numel for n, rec in probe.layers.items()
-               if isinstance(dict(model.named_modules()).get(n), _ACTIVATION_LAYERS))
+    named = dict(model.named_modules())
+    acts = sum(rec.output_numel for n, rec in probe.layers.items() if isinstance(named.get(n), _ACTIVATION_LAYERS))
     prof = ModelProfile(
         name=name, source=source, input_size=list(size), macs=mc.total, macs_conv_linear=mc.conv_linear,
         flops=2 * mc.total, macs_by_operator=mc.by_operator, uncounted_ops=mc.uncounted,

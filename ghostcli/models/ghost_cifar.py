@@ -12,7 +12,8 @@ from ghostcli.models.registry import register_model
 def _ghost(model: nn.Module, ratio: int, dw_kernel: int, input_size: tuple[int, int, int]) -> nn.Module:
     from ghostcli.convert import ghostify
 
-    return ghostify(model, ratio=ratio, dw_kernel=dw_kernel, input_size=input_size, inherit_weights=False)[0]
+    return ghostify(model, ratio=ratio, dw_kernel=dw_kernel, input_size=input_size, inherit_weights=False,
+                    count_macs=False)[0]  # the report is dropped: no fvcore pass
 
 
 @register_model("ghost_resnet56", family="cifar", description="Ghost-ResNet-56 (s=2, d=3) for CIFAR-10: "
