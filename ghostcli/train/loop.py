@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,10 @@ class TrainResult:
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data without the module."""
-        d = {k: v for k, v in asdict(self).items() if k != "model"}
+        """The fields without the module (not ``asdict``: it would deep-copy the module first)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        d["history"] = [asdict(r) for r in self.history]
+        d["notes"] = list(self.notes)
         return d
 
 
@@ -432,8 +434,9 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
                                                      label_smoothing=cfg.label_smoothing)
                         else:
                             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                    if not torch.isfinite(loss):
-                        raise GhostcliError(f"the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}: "
+                    loss_value = float(loss.detach())  # one device sync per step, reused below
+                    if not math.isfinite(loss_value):
+                        raise GhostcliError(f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1}: "
                                             "lower --lr (or drop --amp)")
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -441,7 +444,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
                     scaler.update()
                     scheduler.step()
                     step += 1
-                    meter.update(float(loss.detach()), logits.detach().float(), y)
+                    meter.update(loss_value, logits.detach().float(), y)
                     n_epoch += int(y.shape[0])
                     if env.is_main:
                         el = time.perf_counter() - t_epoch
@@ -474,8 +477,6 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
     dist_mod.restore_batchnorm(swapped)
     student.eval()
     final = student.to("cpu").to(memory_format=torch.contiguous_format)
-    for p in final.parameters():
-        p.data = p.data.contiguous()
     val_size = len(sets.val) if sets.val is not None else 0  # type: ignore[arg-type]
     last = history[-1] if history else None
     best = max((r for r in history if r.val_top1 is not None), key=lambda r: r.val_top1 or 0.0, default=None)

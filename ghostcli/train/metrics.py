@@ -23,7 +23,7 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices
     hits = top.eq(target.view(-1, 1))
-    return [int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+    return torch.stack([hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks]).tolist()  # one device sync
 
 
 @dataclass
@@ -38,8 +38,7 @@ class Meter:
 
     def update(self, loss: float, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch whose mean loss is ``loss``."""
-        check_targets(logits, target)
-        c1, c5 = topk_correct(logits.detach(), target)
+        c1, c5 = topk_correct(logits.detach(), target)  # labels are checked by the callers, once
         n = int(target.shape[0])
         self.loss_sum += float(loss) * n
         self.top1 += c1
