@@ -8,12 +8,8 @@ from torch import nn
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameters; tensors shared between modules are counted once."""
-    seen: set[int] = set()
     total = trainable = 0
     for p in model.parameters():  # parameters() already de-duplicates shared tensors
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
         total += p.numel()
         if p.requires_grad:
             trainable += p.numel()

@@ -2,7 +2,8 @@
 
 from ghostcli.convert.ghostify import GHOSTIFY_ATTR, ghostify
 from ghostcli.convert.options import GhostifyOptions
-from ghostcli.convert.report import ConvRow, GhostifyReport, count_params, fvcore_macs
+from ghostcli.analysis.params import module_params as count_params  # an int (analysis.params.count_params: a pair)
+from ghostcli.convert.report import ConvRow, GhostifyReport, fvcore_macs
 from ghostcli.convert.rules import ConvertContext, KeepLayer, convert_conv2d, register_converter
 
 __all__ = [

@@ -11,7 +11,8 @@ from torch import nn
 from ghostcli.convert.activation import absorb_relus
 from ghostcli.convert.graph import analyze, is_conv
 from ghostcli.convert.options import GhostifyOptions
-from ghostcli.convert.report import ConvRow, GhostifyReport, count_params, measure
+from ghostcli.analysis.params import module_params
+from ghostcli.convert.report import ConvRow, GhostifyReport, measure
 from ghostcli.convert.rules import ConvertContext, KeepLayer, find_converter, registered_types
 from ghostcli.convert.select import selection_reason, unmatched_patterns
 from ghostcli.errors import ConversionError, UsageError
@@ -75,7 +76,7 @@ def ghostify(
     extra_types = tuple(t for t in registered_types() if not issubclass(t, nn.modules.conv._ConvNd))
     info = analyze(model, extra_types)
     before = measure(model, input_size, use_fvcore=count_macs)
-    params_before = count_params(model)
+    params_before = module_params(model)
     warnings = [info.note] if info.note else []
     if before.error:
         warnings.append(f"the model did not run at input size {'x'.join(map(str, input_size))} "
@@ -120,7 +121,7 @@ def ghostify(
             in_channels=int(getattr(layer, "in_channels", 0)), out_channels=int(getattr(layer, "out_channels", 0)),
             stride=_pair(getattr(layer, "stride", ())), groups=int(getattr(layer, "groups", 1)),
             action="kept" if new is None else "ghost", reason=reason or "",
-            bn=None, params_before=count_params(layer), params_after=count_params(layer),
+            bn=None, params_before=module_params(layer), params_after=module_params(layer),
             macs_before=macs, macs_after=macs,
         )
         rows.append(row)
@@ -131,12 +132,12 @@ def ghostify(
         _set_module(model, aliases, layer, new)
         if ctx.absorbed_bn and ctx.bn is not None:
             row.bn = bn_name
-            row.params_before += count_params(ctx.bn)
+            row.params_before += module_params(ctx.bn)
             _set_module(model, aliases, ctx.bn, nn.Identity())
             row.reason = f"took over {bn_name}"
         else:
             row.reason = "no BatchNorm follows: biased convs"
-        row.params_after = count_params(new)
+        row.params_after = module_params(new)
         inherited += [{"tensor": f"{name}.{t}", "source": s} for t, s in ctx.inherited]
         replaced.append((row, layer, new))
 
@@ -178,7 +179,7 @@ def ghostify(
     report = GhostifyReport(
         options=opts.to_dict(), input_size=list(input_size), graph=info.method, rows=rows,
         replaced=len(replaced), kept=len(rows) - len(replaced), params_before=params_before,
-        params_after=count_params(model), macs_before=macs_before, macs_after=macs_after, macs_counter=counter,
+        params_after=module_params(model), macs_before=macs_before, macs_after=macs_after, macs_counter=counter,
         inherited=inherited if inherit_weights else [], warnings=warnings,
     )
     return model, report

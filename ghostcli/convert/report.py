@@ -7,17 +7,14 @@ GhostNet paper's "FLOPs"; ``flops`` fields are ``2 x MACs``.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ghostcli.analysis.macs import count_macs
 from ghostcli.errors import one_line
-
-# fvcore operator names that are multiply-accumulates of conv / linear layers
-MAC_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
 
 
 @dataclass
@@ -82,11 +79,6 @@ class GhostifyReport:
         return d
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (BatchNorm affine included, buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def _dummy(model: nn.Module, input_size: tuple[int, ...]) -> torch.Tensor:
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -137,14 +129,7 @@ def _shapes(out: Any) -> list[tuple[int, ...]]:
 
 def _fvcore_count(model: nn.Module, x: torch.Tensor) -> int | None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from fvcore.nn import FlopCountAnalysis
-
-            fca = FlopCountAnalysis(model, x)
-            fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            by_op = fca.by_operator()
-        return int(sum(v for k, v in by_op.items() if k in MAC_OPS))
+        return count_macs(model, x).conv_linear
     except Exception:  # noqa: BLE001 - fvcore cannot trace every model: the caller falls back to hooks
         return None
 
