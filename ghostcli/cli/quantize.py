@@ -98,7 +98,7 @@ def quantize_command(
     preset: Annotated[str, typer.Option("--preset", help="NNCF preset: 'performance' (symmetric) or 'mixed' "
                                         "(asymmetric activations).")] = "performance",
     eval_data: Annotated[str | None, typer.Option("--eval-data", help="Evaluation images (folder | digits | "
-                                                  "synthetic); default: the calibration source's val split.")]
+                                                  "synthetic); default: digits' val split, or the calibration images themselves for a folder.")]
     = None,
     eval_size: Annotated[int, typer.Option("--eval-size", help="At most this many evaluation images.")] = 300,
     max_accuracy_drop: Annotated[str | None, typer.Option("--max-accuracy-drop", help="Largest absolute top-1 drop "
@@ -141,8 +141,6 @@ def quantize_command(
         check_output(output, force)
         check_output(output.with_suffix(".bin"), force)
     loaded = resolve_model(model, weights=weights)
-    if calib_data == "synthetic":
-        render.warn("calibrating on synthetic noise: the INT8 model's accuracy is UNKNOWN")
     with render.progress() as bar:
         result = quantize_model(
             loaded, calib_data=calib_data, subset_size=subset_size, preset=preset, eval_data=eval_data,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ghostcli.errors import ExportError
+from ghostcli.errors import ExportError, one_line
 
 # A single protobuf cannot exceed 2 GiB; keep a margin for the graph itself.
 PROTOBUF_LIMIT = 2**31
@@ -139,7 +139,7 @@ def check_model(proto: Any) -> None:
         else:  # too large to serialize for the checker; check the structure only
             onnx.checker.check_graph(proto.graph)
     except Exception as exc:
-        raise ExportError(f"onnx.checker rejected the exported model: {str(exc).splitlines()[0][:300]}") from exc
+        raise ExportError(f"onnx.checker rejected the exported model: {one_line(exc, 300)}") from exc
 
 
 def simplify(proto: Any) -> tuple[Any, str]:

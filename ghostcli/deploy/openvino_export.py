@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ghostcli.errors import DeviceError, ExportError, UsageError
+from ghostcli.errors import DeviceError, ExportError, UsageError, one_line
 from ghostcli.fsutil import atomic_dir, check_output
 
 PRECISIONS = ("f32", "bf16", "f16")
@@ -103,7 +103,7 @@ def compile_cpu(ov_model: Any, precision: str | None = None, threads: int | None
     try:
         compiled = ie.compile_model(ov_model, "CPU", config)
     except Exception as exc:
-        raise ExportError(f"OpenVINO could not compile the model for CPU: {str(exc).splitlines()[0][:300]}") from exc
+        raise ExportError(f"OpenVINO could not compile the model for CPU: {one_line(exc, 300)}") from exc
     executed = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     if precision is not None and executed != precision:
         raise DeviceError(f"the CPU runs {executed} instead of the requested {precision} "
@@ -138,7 +138,7 @@ def save_ir(ov_model: Any, xml_path: str | Path, *, fp16: bool = False, force: b
         try:
             ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=bool(fp16))
         except Exception as exc:
-            raise ExportError(f"could not write the OpenVINO IR: {str(exc).splitlines()[0][:300]}") from exc
+            raise ExportError(f"could not write the OpenVINO IR: {one_line(exc, 300)}") from exc
         if verify is not None:
             verify(tmp_xml)
     return xml

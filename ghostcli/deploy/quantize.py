@@ -18,13 +18,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ghostcli.errors import ExportError, UsageError
+from ghostcli.errors import ExportError, UsageError, one_line
 from ghostcli.fsutil import check_output
 
 PRESETS = ("performance", "mixed")
@@ -187,10 +187,6 @@ def _stats(name: str, hint: str, executed: str, t: np.ndarray) -> VariantStats:
                         latency_p90_ms=float(np.percentile(t, 90)))
 
 
-def _first_line(exc: BaseException) -> str:
-    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]
-
-
 def _calibration_dataset(images: list[np.ndarray], progress: Any) -> Any:
     import nncf
 
@@ -236,7 +232,7 @@ def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: 
         with _quiet_nncf():
             return nncf.quantize(ov_model, _calibration_dataset(calib_images, progress), **kwargs)
     except Exception as exc:
-        raise ExportError(f"NNCF quantization failed: {_first_line(exc)}") from exc
+        raise ExportError(f"NNCF quantization failed: {one_line(exc, 300)}") from exc
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -266,7 +262,8 @@ def quantize_model(
 
     ``loaded_or_model``: a MODEL string, a :class:`ghostcli.resolve.LoadedModel` or an ``nn.Module``
     (then ``input_size`` is required). ``calib_data`` / ``eval_data``: ``digits`` | ``synthetic`` |
-    an image folder; evaluation defaults to the calibration source's ``val`` split. With labelled
+    an image folder; evaluation defaults to digits' ``val`` split, or for a folder (which has no
+    split) to the calibration images themselves, with a warning. With labelled
     evaluation images and ``max_accuracy_drop`` (absolute, e.g. 0.01), NNCF's accuracy-controlled
     quantization keeps sensitive layers in floating point until the drop is within bounds.
     ``ignored_types``: OpenVINO op types NNCF must not quantize (e.g. ``GroupConvolution``).
@@ -305,10 +302,19 @@ def quantize_model(
     if len(calib) < subset_size and not calib.synthetic:
         warnings.append(f"only {len(calib)} calibration images available (asked for {subset_size})")
     eval_spec = eval_data or calib_data
-    evalset = load_image_set(eval_spec, split="val", input_size=size, limit=eval_size, mean=mean, std=std,
-                             progress=progress, description="loading evaluation images")
-    if eval_data is not None and evalset.skipped:
-        warnings.append(f"skipped {evalset.skipped} non-image file(s) in {eval_data}")
+    if eval_data is None and calib_data != "digits":  # a folder or noise has no separate split: don't decode the
+        # same images again, and say that accuracy is measured on the calibration images
+        evalset = replace(calib, split="val", images=calib.images[:eval_size], labels=calib.labels[:eval_size])
+        eval_label = f"{calib_data} (the calibration images)"
+        if not calib.synthetic:
+            warnings.append("evaluated on the calibration images (an image folder has no separate split); "
+                            "pass --eval-data DIR for held-out images")
+    else:
+        evalset = load_image_set(eval_spec, split="val", input_size=size, limit=eval_size, mean=mean, std=std,
+                                 progress=progress, description="loading evaluation images")
+        eval_label = eval_spec if eval_data is not None else f"{calib_data} (val split)"
+        if eval_data is not None and evalset.skipped:
+            warnings.append(f"skipped {evalset.skipped} non-image file(s) in {eval_data}")
 
     try:
         from ghostcli.deploy.fold import fold_batchnorm
@@ -344,7 +350,7 @@ def quantize_model(
                     drop_type=nncf.DropType.ABSOLUTE, **common)
         except Exception as exc:
             raise ExportError(f"NNCF accuracy-controlled quantization failed: "
-                              f"{_first_line(exc)}") from exc
+                              f"{one_line(exc, 300)}") from exc
 
     fp32_c, _ = compile_cpu(ov_model, "f32", threads=threads)
     default_c, default_prec = compile_cpu(ov_model, None, threads=threads)
@@ -392,7 +398,7 @@ def quantize_model(
     return QuantizeResult(
         model=name, input_size=list(size), method=method, preset=preset, calib_data=calib_data,
         calib_images=len(calib), subset_size=subset_size, synthetic_calibration=calib.synthetic,
-        eval_data=eval_spec if eval_data is not None else f"{calib_data} (val split)",
+        eval_data=eval_label,
         eval_images=len(evalset), labeled=has_accuracy,
         fp32=fp32, fp32_default=fp32_default, int8=int8,
         speedup=fp32.latency_ms / int8.latency_ms,
