@@ -98,12 +98,9 @@ def build(name: str) -> nn.Module:
 
 def profile_split(ov_model: Any, x: np.ndarray, threads: int | None, runs: int = 20) -> dict[str, float]:
     """Mean ms per (layer type, kernel) from the plugin's performance counters (PERF_COUNT)."""
-    from ghostcli.deploy.openvino_export import core
+    from ghostcli.deploy.openvino_export import compile_cpu
 
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    request = core().compile_model(ov_model, "CPU", config).create_infer_request()
+    request = compile_cpu(ov_model, None, threads=threads or None, perf_count=True)[0].create_infer_request()
     for _ in range(3):
         request.infer({0: x})
     acc: dict[str, float] = defaultdict(float)
@@ -131,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
+    from ghostcli.convert.report import measure
     from ghostcli.deploy.calibration import load_image_set
     from ghostcli.deploy.fold import fold_batchnorm
     from ghostcli.deploy.openvino_export import compile_cpu, core, to_openvino
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         t0 = time.perf_counter()
         model, _ = fold_batchnorm(build(name))
-        macs = _macs(model, size)
+        macs = measure(model, size, use_fvcore=False).total  # conv + linear, the paper's convention
         ov_model = to_openvino(model, (1, *size))
         q_model = quantize_ov_model(ov_model, calib, preset=args.preset, ignored_types=tuple(args.ignore_type))
         compiled[f"{name}/fp32"], _ = compile_cpu(ov_model, "f32", threads=args.threads)
@@ -200,26 +198,6 @@ def main(argv: list[str] | None = None) -> int:
             for layer, ms in list(split.items())[:10]:
                 print(f"    {layer:50s} {ms:7.2f} ms")
     return 0
-
-
-def _macs(model: nn.Module, size: tuple[int, int, int]) -> int:
-    """Conv + linear MACs from forward hooks (the paper's convention)."""
-    total = 0
-
-    def hook(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-            total += out.numel() * k
-        elif isinstance(mod, nn.Linear):
-            total += out.numel() * mod.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        model(torch.zeros(1, *size))
-    for h in handles:
-        h.remove()
-    return total
 
 
 if __name__ == "__main__":
