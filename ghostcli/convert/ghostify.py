@@ -156,21 +156,16 @@ def ghostify(
         summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3)) or "the model has no conv layer"
         raise ConversionError(f"nothing to ghostify: no conv layer is eligible ({summary})")
 
-    after = measure(model, input_size, use_fvcore=count_macs)
-    if before.error is None:
+    macs_before = macs_after = None
+    counter = "none"
+    if before.error is None:  # when the original did not run, the ghostified one is not run either
+        after = measure(model, input_size, use_fvcore=count_macs)
         if after.error is not None:
             raise ConversionError(f"the ghostified model fails to run: {after.error}")
         if after.outputs != before.outputs:
             raise ConversionError(f"ghostify changed the output shape {before.outputs} -> {after.outputs}")
         for row, _, new in replaced:
             row.macs_after = after.of(new)
-    else:
-        for row, _, _ in replaced:
-            row.macs_after = None
-
-    macs_before = macs_after = None
-    counter = "none"
-    if before.error is None:
         if before.fvcore is not None and after.fvcore is not None:
             macs_before, macs_after, counter = before.fvcore, after.fvcore, "fvcore"
         else:
