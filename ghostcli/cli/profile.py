@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -74,23 +74,9 @@ def profile_cmd(
         raise UsageError("choose one of --json and --markdown")
     size = parse_input_size(input_size) if input_size else None
     batches = parse_batch_sizes(batch_size)
-    if runs is not None and runs < 1:
-        raise UsageError(f"--runs must be at least 1, got {runs} (use --no-latency to skip timing)")
-    if weights is not None and len(models) > 1:
-        raise UsageError("--weights applies to a single MODEL")
 
     from ghostcli import render
-    from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_TIME_BUDGET_S, profile_models, validate_options
-
-    dt = device.strip().lower()
-    validate_options(device=dt, dtype=_dtype(dtype), batch_sizes=batches, warmup=warmup, runs=runs or 1,
-                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last,
-                     layer_times=layer_times)
-    loaded: list[Any] = []
-    if allow_pickle or weights is not None:
-        from ghostcli.resolve import resolve_model
-
-        loaded = [resolve_model(m, weights=str(weights) if weights else None, allow_pickle=allow_pickle) for m in models]
+    from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_TIME_BUDGET_S, profile_models
 
     with render.progress() as bar:
         task = bar.add_task("profiling", total=None, info="")
@@ -99,11 +85,11 @@ def profile_cmd(
             bar.update(task, description=desc, completed=done, total=total)
 
         report = profile_models(
-            loaded or list(models), input_size=size, batch_sizes=batches, device=dt, dtype=dtype,
-            ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs or DEFAULT_RUNS,
+            list(models), input_size=size, batch_sizes=batches, device=device.strip().lower(), dtype=dtype,
+            ov_precision=ov_precision, threads=threads, warmup=warmup, runs=DEFAULT_RUNS if runs is None else runs,
             time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
-            depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times,
-            progress=on_progress,
+            depth=depth, per_layer=per_layer, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
+            channels_last=channels_last, layer_times=layer_times, progress=on_progress,
         )
     if json_out:
         render.print_json(report.to_dict())
@@ -111,12 +97,6 @@ def profile_cmd(
     from ghostcli.cli.profile_view import print_report
 
     print_report(report, markdown=markdown)
-
-
-def _dtype(name: str) -> str:
-    from ghostcli.analysis.profile import normalize_dtype
-
-    return normalize_dtype(name)
 
 
 def register(app: typer.Typer) -> None:
