@@ -34,11 +34,6 @@ def _shape(s: list[int] | None) -> str:
     return format_input_size(s) if s else "-"
 
 
-def conditions_line(report: ProfileReport) -> str:
-    """One line with the measurement conditions and versions."""
-    return format_conditions(report.conditions, report.environment)
-
-
 def format_conditions(c: Conditions, e: Environment) -> str:
     """``Conditions: device ...; threads ...; ...`` for a profile or a check that timed models."""
     parts = [f"device: {c.device} ({c.device_name})", f"threads: {c.threads}", f"dtype: {c.dtype}",
@@ -206,7 +201,7 @@ def print_report(report: ProfileReport, *, markdown: bool = False) -> None:
         _print_comparison(report, markdown)
     _print_layer_times(report, markdown)
     _line(MACS_NOTE, markdown)
-    _line(conditions_line(report), markdown)
+    _line(format_conditions(report.conditions, report.environment), markdown)
     mem = report.models[0].memory
     if mem:
         _line(f"Memory: {mem[0].method}.", markdown)
