@@ -17,7 +17,7 @@ from ghostcli.cli.app import app
 from ghostcli.deploy import graph
 from ghostcli.deploy.export import export_model
 from ghostcli.deploy.fold import fold_batchnorm
-from ghostcli.deploy.onnx_export import needs_external_data, run_onnx
+from ghostcli.deploy.onnx_export import needs_external_data, onnx_runner
 from ghostcli.deploy.openvino_export import compile_cpu, core, run_compiled, save_ir, to_openvino
 from ghostcli.deploy.verify import compare_outputs, merge_results
 from ghostcli.errors import ExportError, OutputExistsError, UsageError
@@ -131,7 +131,7 @@ def test_ghostnet_onnx_has_no_bn_and_no_slice(tmp_path: Path, simplify: bool) ->
     assert r.verification is not None and r.verification.passed and r.verification.backend == "onnxruntime"
     # independent check of the written file against the unfolded PyTorch model
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    got, _ = run_onnx(out, x)
+    got, _ = onnx_runner(out)(x)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-3)
@@ -217,8 +217,9 @@ def test_onnx_dynamic_batch_runs_at_1_and_8(tmp_path: Path) -> None:
     r = export_model(model, "onnx", out, input_size=(3, 32, 32), dynamic_batch=True)
     assert r.input_shape == ["batch", 3, 32, 32] and r.verification.passed
     x = np.random.default_rng(3).standard_normal((8, 3, 32, 32)).astype(np.float32)
-    y8, _ = run_onnx(out, x)
-    y1 = np.concatenate([run_onnx(out, x[i:i + 1])[0] for i in range(8)])
+    run = onnx_runner(out)
+    y8, _ = run(x)
+    y1 = np.concatenate([run(x[i:i + 1])[0] for i in range(8)])
     np.testing.assert_allclose(y8, y1, atol=1e-5, rtol=1e-4)
 
 

@@ -220,7 +220,7 @@ def _export_onnx(net: nn.Module, out: Path, name: str, shape: tuple[int, ...], s
     with atomic_dir(out) as tmp:
         written = onnx_export.save(proto, tmp / out.name, external_data=external)
         if verify:
-            verification = _verify(lambda a: onnx_export.run_onnx(tmp / out.name, a), x, ref, dynamic, atol, rtol,
+            verification = _verify(onnx_export.onnx_runner(tmp / out.name), x, ref, dynamic, atol, rtol,
                                    "onnxruntime")
             if not verification.passed:
                 raise ExportError(_fail_message(verification))

@@ -16,7 +16,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +182,10 @@ def save(proto: Any, path: str | Path, *, external_data: bool) -> list[Path]:
     return [path]
 
 
-def run_onnx(path: str | Path, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """Run the ONNX model at ``path`` on ``x`` on the CPU: onnxruntime, else OpenVINO (f32).
+def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, str]]:
+    """Load the ONNX model at ``path`` once for CPU inference: onnxruntime, else OpenVINO (f32).
 
-    Returns ``(first output, backend name)``.
+    Returns ``run(x) -> (first output, backend name)``; every call reuses the same session.
     """
     try:
         import onnxruntime as ort
@@ -196,8 +196,8 @@ def run_onnx(path: str | Path, x: np.ndarray) -> tuple[np.ndarray, str]:
         opts.log_severity_level = 3
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        return np.asarray(sess.run(None, {name: x})[0]), "onnxruntime"
+        return lambda x: (np.asarray(sess.run(None, {name: x})[0]), "onnxruntime")
     from ghostcli.deploy.openvino_export import compile_cpu, core, run_compiled
 
     compiled, _ = compile_cpu(core().read_model(str(path)), precision="f32")
-    return run_compiled(compiled, x), "openvino-cpu-f32"
+    return lambda x: (run_compiled(compiled, x), "openvino-cpu-f32")
