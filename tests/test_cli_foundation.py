@@ -102,3 +102,27 @@ def test_every_command_help_does_not_import_torch(ghostcli_exe: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[] False"
     assert torch.__version__  # the suite itself does use torch
+
+
+def test_export_and_quantize_usage_errors_fail_before_torch(tmp_path: Path) -> None:
+    """Impossible options are refused before any model (or torch) is loaded, with exit 2."""
+    cases = [
+        ["export", "resnet20", "--format", "tflite"],
+        ["export", "resnet20", "--format", "onnx", "--fp16"],
+        ["export", "resnet20", "--format", "ov", "--no-simplify"],
+        ["export", "resnet20", "--batch-size", "1", "--dynamic-batch"],
+        ["quantize", "resnet20", "--preset", "fast"],
+        ["quantize", "resnet20", "--subset-size", "0"],
+        ["quantize", "resnet20", "--max-accuracy-drop", "150%"],
+        ["quantize", "resnet20", "-o", str(tmp_path / "int8.onnx")],
+    ]
+    code = (
+        "import sys, json; from typer.testing import CliRunner; from ghostcli.cli.app import app; "
+        f"cases = json.loads({json.dumps(json.dumps(cases))}); "
+        "codes = [CliRunner().invoke(app, c).exit_code for c in cases]; "
+        "print(codes, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{[2] * len(cases)} False"
+    assert list(tmp_path.iterdir()) == []

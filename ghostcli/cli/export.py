@@ -62,24 +62,16 @@ def export_command(
     allow_pickle: AllowPickleOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    from ghostcli.errors import UsageError
+    from ghostcli.deploy.options import check_export_options, export_format
 
-    fmt_l = fmt.lower()
-    if fmt_l not in ("onnx", "openvino"):
-        raise UsageError(f"unknown --format {fmt!r} (choose from onnx, openvino)")
-    if dynamic_batch and batch_size is not None:
-        raise UsageError("--batch-size and --dynamic-batch exclude each other")
-    if no_simplify and fmt_l != "onnx":
-        raise UsageError("--no-simplify applies to --format onnx only")
     size = None
     if input_size is not None:
         from ghostcli.units import parse_input_size
 
         size = parse_input_size(input_size)
-    out = output if output is not None else _default_output(model, fmt_l)
-    from ghostcli.fsutil import check_output
-
-    check_output(out, force)  # fail before loading anything
+    fmt_l, out = check_export_options(  # fail before loading anything
+        fmt, output if output is not None else _default_output(model, export_format(fmt)), batch_size=batch_size,
+        dynamic_batch=dynamic_batch, opset=opset, simplify=not no_simplify, fp16=fp16, force=force)
 
     from ghostcli import render
     from ghostcli.deploy.export import export_model
@@ -88,7 +80,7 @@ def export_command(
     loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
     status = render.stderr.status(f"Exporting {loaded.name} to {fmt_l}...")
     with status if render.stderr.is_terminal else contextlib.nullcontext():
-        result = export_model(loaded, fmt_l, out, input_size=size, batch_size=batch_size or 1,
+        result = export_model(loaded, fmt_l, out, input_size=size, batch_size=batch_size,
                               dynamic_batch=dynamic_batch, opset=opset, simplify=not no_simplify, fp16=fp16,
                               verify=verify, atol=atol, rtol=rtol, force=force)
     for w in result.warnings:

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, ModelArg, WeightsOpt
+
 HELP = """INT8 post-training quantization with NNCF into an OpenVINO IR for Intel CPUs.
 
 Calibrates on real images (an image folder, or the built-in 'digits' set) or, with a loud warning, on synthetic noise. Then reports, side by side from one run: FP32 (f32 inference precision) vs INT8 latency on the OpenVINO CPU plugin (batch 1, interleaved runs, median; the CPU's default precision, often bf16, is shown too), IR size, the precision the layers really execute at, top-1 agreement with FP32 on the evaluation images, and accuracy when those have class labels. With labels and --max-accuracy-drop, NNCF's accuracy-controlled quantization keeps the most sensitive layers in floating point.
@@ -90,7 +92,7 @@ def _render(result: Any) -> None:
 
 
 def quantize_command(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name, torchvision name, timm:NAME, artifact path or pkg.mod:factory.")],
+    model: ModelArg,
     calib_data: Annotated[str, typer.Option("--calib-data", help="Calibration images: an image folder, 'digits' "
                                             "(built-in, real) or 'synthetic' (noise; accuracy then unknown).")]
     = "digits",
@@ -106,10 +108,10 @@ def quantize_command(
                                                           "images; uses NNCF accuracy control.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the INT8 IR here (.xml + .bin).")]
     = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
-    input_size: Annotated[str | None, typer.Option("--input-size", help="C x H x W, e.g. 3x224x224 "
-                                                   "(default: the model's).")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Weights file to load into MODEL.")] = None,
+    force: ForceOpt = False,
+    input_size: InputSizeOpt = None,
+    weights: WeightsOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     mean: Annotated[str | None, typer.Option("--mean", help="Normalization mean, e.g. 0.485,0.456,0.406 "
                                              "(default ImageNet).")] = None,
     std: Annotated[str | None, typer.Option("--std", help="Normalization std, e.g. 0.229,0.224,0.225.")] = None,
@@ -119,28 +121,22 @@ def quantize_command(
     = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per variant (interleaved).")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Warm-up runs per variant.")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (see docs/deploy.md).")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Quantize MODEL to INT8 (see the command help)."""
     from ghostcli import render
-    from ghostcli.deploy.quantize import quantize_model
-    from ghostcli.errors import UsageError
-    from ghostcli.resolve import resolve_model
+    from ghostcli.deploy.options import check_quantize_options
     from ghostcli.units import parse_input_size, parse_percent
 
-    if preset not in ("performance", "mixed"):
-        raise UsageError(f"unknown preset {preset!r} (choose from performance, mixed)")
     drop = parse_percent(max_accuracy_drop) if max_accuracy_drop is not None else None
     size = parse_input_size(input_size) if input_size else None
     mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
-    if output is not None:  # refuse before the expensive part
-        from ghostcli.fsutil import check_output
+    check_quantize_options(preset=preset, subset_size=subset_size, eval_size=eval_size, max_accuracy_drop=drop,
+                           output=output, force=force)  # refuse before the expensive part
+    from ghostcli.deploy.quantize import quantize_model
+    from ghostcli.resolve import resolve_model
 
-        if output.suffix.lower() != ".xml":
-            raise UsageError(f"the INT8 model is an OpenVINO IR: the output must end in .xml, got {output}")
-        check_output(output, force)
-        check_output(output.with_suffix(".bin"), force)
-    loaded = resolve_model(model, weights=weights)
+    loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
     with render.progress() as bar:
         result = quantize_model(
             loaded, calib_data=calib_data, subset_size=subset_size, preset=preset, eval_data=eval_data,

@@ -15,10 +15,9 @@ from ghostcli.deploy import graph, onnx_export, openvino_export
 from ghostcli.deploy.fold import fold_batchnorm
 from ghostcli.deploy.verify import VerifyResult, compare_outputs, default_tolerances, merge_results
 from ghostcli.errors import ExportError, UsageError
+from ghostcli.deploy.options import check_export_options
 from ghostcli.fsutil import atomic_dir, check_output
 
-FORMATS = ("onnx", "openvino")
-_FORMAT_ALIASES = {"onnx": "onnx", "openvino": "openvino", "ov": "openvino", "ir": "openvino"}
 DYNAMIC_CHECK_BATCH = 8
 
 
@@ -115,7 +114,7 @@ def export_model(
     output: str | Path,
     *,
     input_size: tuple[int, int, int] | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     dynamic_batch: bool = False,
     opset: int | None = None,
     simplify: bool = True,
@@ -134,33 +133,15 @@ def export_model(
     for IR) *before* it is moved into place, so a failed check leaves no file. ``atol`` /
     ``rtol`` default to 1e-4 / 1e-3 (1e-2 / 1e-2 with ``fp16``).
     """
-    fmt_key = _FORMAT_ALIASES.get(str(fmt).lower())
-    if fmt_key is None:
-        raise UsageError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    fmt_key, out = check_export_options(fmt, output, batch_size=batch_size, dynamic_batch=dynamic_batch,
+                                        opset=opset, simplify=simplify, fp16=fp16, force=force)
     model, default_size, name = _unwrap(model_or_loaded)
     chw = tuple(int(v) for v in (input_size or default_size or ()))
     if not chw:
         raise UsageError("input_size is required for a bare nn.Module (e.g. (3, 224, 224))")
     if any(v <= 0 for v in chw):
         raise UsageError(f"invalid input size {list(chw)}")
-    if batch_size < 1:
-        raise UsageError(f"batch size must be at least 1, got {batch_size}")
-    if dynamic_batch and batch_size != 1:
-        raise UsageError("--batch-size and --dynamic-batch exclude each other")
-    if opset is not None and fmt_key != "onnx":
-        raise UsageError("--opset applies to --format onnx only")
-    if fp16 and fmt_key != "openvino":
-        raise UsageError("--fp16 (FP16 weight compression) applies to --format openvino only")
-    if opset is not None and not 7 <= opset <= onnx_export.max_opset():
-        raise UsageError(f"opset must be between 7 and {onnx_export.max_opset()}, got {opset}")
     atol_v, rtol_v = default_tolerances(fp16, atol, rtol)
-    out = Path(output)
-    want = ".onnx" if fmt_key == "onnx" else ".xml"
-    if out.suffix.lower() != want:
-        raise UsageError(f"the {fmt_key} output must end in {want}, got {out}")
-    check_output(out, force)
-    if fmt_key == "openvino":
-        check_output(out.with_suffix(".bin"), force)
 
     warnings_: list[str] = []
     ghosts, sliced = _ghost_counts(model)
@@ -178,6 +159,7 @@ def export_model(
 
         export_net, bn_folded = copy.deepcopy(model).eval(), 0
 
+    batch_size = batch_size or 1
     check_batch = DYNAMIC_CHECK_BATCH if dynamic_batch else batch_size
     x = ref = None
     if verify:

@@ -99,16 +99,6 @@ def torch_to_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ..
         raise ExportError(f"ONNX export failed{where}: {first[:300]}") from exc
 
 
-def max_opset() -> int:
-    """The highest opset ``torch.onnx.export`` accepts in this torch version."""
-    try:
-        from torch.onnx import _constants
-
-        return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
-    except Exception:  # private module moved: fall back to the TorchScript exporter's own maximum
-        return 20
-
-
 def tensor_bytes(proto: Any) -> int:
     """Bytes held by the graph's initializers (and Constant nodes), without serializing."""
     total = 0

@@ -25,11 +25,8 @@ from typing import Any
 import numpy as np
 
 from ghostcli.errors import ExportError, UsageError, one_line
-from ghostcli.fsutil import check_output
+from ghostcli.deploy.options import DEFAULT_EVAL_SIZE, DEFAULT_SUBSET_SIZE, check_quantize_options
 
-PRESETS = ("performance", "mixed")
-DEFAULT_SUBSET_SIZE = 300
-DEFAULT_EVAL_SIZE = 300
 SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
                      "so the INT8 model's accuracy is UNKNOWN; use --calib-data DIR or digits")
 _COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
@@ -222,8 +219,7 @@ def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: 
     """
     import nncf
 
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    check_quantize_options(preset=preset)
     kwargs: dict[str, Any] = {"preset": nncf.QuantizationPreset(preset), "subset_size": len(calib_images)}
     if ignored_types:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
@@ -275,22 +271,8 @@ def quantize_model(
     from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
     from ghostcli.deploy.openvino_export import compile_cpu, save_ir, to_openvino
 
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    if subset_size < 1:
-        raise UsageError(f"--subset-size must be at least 1, got {subset_size}")
-    if eval_size < 1:
-        raise UsageError(f"--eval-size must be at least 1, got {eval_size}")
-    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop < 1:
-        raise UsageError(f"--max-accuracy-drop is a fraction in [0, 1), got {max_accuracy_drop}")
-    out_xml: Path | None = None
-    if output is not None:
-        out_xml = Path(output)
-        if out_xml.suffix.lower() != ".xml":
-            raise UsageError(f"the INT8 model is an OpenVINO IR: the output must end in .xml, got {out_xml}")
-        check_output(out_xml, force)
-        check_output(out_xml.with_suffix(".bin"), force)
-
+    out_xml = check_quantize_options(preset=preset, subset_size=subset_size, eval_size=eval_size,
+                                     max_accuracy_drop=max_accuracy_drop, output=output, force=force)
     model, name, size = _as_model(loaded_or_model, input_size)
     warnings: list[str] = []
     calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=mean, std=std,
