@@ -15,7 +15,7 @@ import torch
 from ghostcli.cli.app import app
 from ghostcli.train import TrainConfig, TrainingInterrupted, TrainReporter, train_model
 from ghostcli.train.checkpoint import load_checkpoint
-from train_fixtures import leftovers, make_image_folder, one_thread, save_ghost_resnet20
+from train_fixtures import leftovers, make_image_folder, one_thread, save_ghost_resnet20  # noqa: F401 (pytest fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

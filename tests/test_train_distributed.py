@@ -14,7 +14,7 @@ import torch
 from ghostcli.resolve import resolve_model
 from ghostcli.train import TrainConfig, train_model
 from ghostcli.train.distributed import DistEnv, detect
-from train_fixtures import free_port, make_image_folder, one_thread
+from train_fixtures import free_port, make_image_folder, one_thread  # noqa: F401 (pytest fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

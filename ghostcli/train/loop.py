@@ -27,7 +27,7 @@ from ghostcli.train.data import eval_loader, load_datasets, steps_per_epoch, tra
 from ghostcli.train.distill import distillation_loss
 from ghostcli.train.evaluate import autocast, check_outputs, resolve_device, run_eval
 from ghostcli.train.metrics import Meter
-from ghostcli.train.schedule import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from ghostcli.train.schedule import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, build_optimizer, build_scheduler, check_choice
 
 
 class TrainingInterrupted(GhostcliError):
@@ -176,10 +176,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise UsageError("--epochs must be at least 1")
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {cfg.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
-    if cfg.schedule not in SCHEDULES:
-        raise UsageError(f"unknown schedule {cfg.schedule!r} (choose from {', '.join(SCHEDULES)})")
+    check_choice("optimizer", cfg.optimizer)
+    check_choice("schedule", cfg.schedule)
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UsageError(f"--lr must be a positive number, got {cfg.lr}")
     if cfg.weight_decay is not None and cfg.weight_decay < 0:

@@ -15,11 +15,17 @@ DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
 
 
+def check_choice(kind: str, name: str) -> None:
+    """Raise ``UsageError`` unless ``name`` is a known ``kind`` ("optimizer" or "schedule")."""
+    choices = OPTIMIZERS if kind == "optimizer" else SCHEDULES
+    if name not in choices:
+        raise UsageError(f"unknown {kind} {name!r} (choose from {', '.join(choices)})")
+
+
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
     """SGD (Nesterov momentum) or AdamW; no weight decay on biases and normalization weights."""
-    if name not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
+    check_choice("optimizer", name)
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -42,14 +48,14 @@ def lr_factor(step: int, *, schedule: str, total_steps: int, warmup_steps: int) 
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "step":  # x0.1 at 50% and again at 75% of the run
         return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-    raise UsageError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+    check_choice("schedule", schedule)
+    raise AssertionError(f"schedule {schedule!r} has no factor")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, schedule: str, epochs: int, steps_per_epoch: int,
                     warmup_epochs: float) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` (its state dict holds only plain numbers)."""
-    if schedule not in SCHEDULES:
-        raise UsageError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+    check_choice("schedule", schedule)
     total = epochs * steps_per_epoch
     warmup = int(round(warmup_epochs * steps_per_epoch))
 
