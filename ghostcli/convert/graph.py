@@ -46,6 +46,25 @@ class _Tracer(fx.Tracer):
         return isinstance(m, self.leaf_types) or super().is_leaf_module(m, qualname)
 
 
+def sole_reader(node: fx.Node, calls: Counter) -> fx.Node | None:
+    """The module call that alone reads ``node``'s output as its only argument, else None.
+
+    Both modules must be called exactly once in the trace (a shared module cannot be rewired).
+    ``calls`` counts ``call_module`` nodes per target.
+    """
+    if node.op != "call_module" or calls[node.target] != 1 or len(node.users) != 1:
+        return None
+    user = next(iter(node.users))
+    if user.op == "call_module" and calls[user.target] == 1 and user.args == (node,) and not user.kwargs:
+        return user
+    return None
+
+
+def call_counts(graph: fx.Graph) -> Counter:
+    """How often each module is called in ``graph``."""
+    return Counter(n.target for n in graph.nodes if n.op == "call_module")
+
+
 def _pairable(conv: nn.Module, bn: nn.Module) -> bool:
     return (type(bn) in _BN_TYPES and isinstance(conv, nn.Conv2d) and bn.num_features == conv.out_channels
             and bn.affine and bn.track_running_stats)
@@ -71,10 +90,10 @@ def _analyze_fx(model: nn.Module, conv_types: tuple[type, ...]) -> GraphInfo:
         for m, t in was_training.items():
             m.training = t
     modules = dict(model.named_modules())
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    calls = call_counts(graph)
 
-    def mod(node: fx.Node) -> nn.Module | None:
-        return modules.get(node.target) if node.op == "call_module" else None
+    def mod(node: fx.Node | None) -> nn.Module | None:
+        return modules.get(node.target) if node is not None and node.op == "call_module" else None
 
     def conv_node(node: fx.Node) -> bool:
         m = mod(node)
@@ -92,19 +111,14 @@ def _analyze_fx(model: nn.Module, conv_types: tuple[type, ...]) -> GraphInfo:
             continue
         if not after_conv[node]:
             info.stems.add(node.target)
-        users = list(node.users)
-        if calls[node.target] == 1 and len(users) == 1:
-            u = users[0]
-            bn = mod(u)
-            if (bn is not None and calls[u.target] == 1 and len(u.args) == 1 and u.args[0] is node
-                    and not u.kwargs and _pairable(m, bn)):
-                info.bn_after[node.target] = u.target
-                relu_users = list(u.users)
-                if len(relu_users) == 1:
-                    r = relu_users[0]
-                    if (type(mod(r)) is nn.ReLU and calls[r.target] == 1 and len(r.args) == 1
-                            and r.args[0] is u and not r.kwargs):
-                        info.relu_after[u.target] = r.target
+        bn_node = sole_reader(node, calls)
+        bn = mod(bn_node)
+        if bn is None or not _pairable(m, bn):
+            continue
+        info.bn_after[node.target] = bn_node.target
+        relu_node = sole_reader(bn_node, calls)
+        if type(mod(relu_node)) is nn.ReLU:
+            info.relu_after[bn_node.target] = relu_node.target
     return info
 
 

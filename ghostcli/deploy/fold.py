@@ -13,7 +13,6 @@ followed by a BN inside an ``nn.Sequential``.
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -35,24 +34,21 @@ class FoldReport:
 
 
 def _pairs_by_fx(model: nn.Module) -> list[tuple[str, str]]:
-    """(conv name, bn name) pairs where the conv's only consumer is the BN (fx trace)."""
+    """(conv name, bn name) pairs where the BN alone reads the conv's output (fx trace)."""
     import torch.fx
+
+    from ghostcli.convert.graph import call_counts, sole_reader
 
     graph = torch.fx.Tracer().trace(model)
     modules = dict(model.named_modules())
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    calls = call_counts(graph)
     pairs: list[tuple[str, str]] = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), _BN):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), _CONV):
             continue
-        if len(node.args) != 1 or not isinstance(node.args[0], torch.fx.Node):
-            continue
-        src = node.args[0]
-        if src.op != "call_module" or not isinstance(modules.get(src.target), _CONV):
-            continue
-        if len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1:
-            continue  # the conv output is used elsewhere, or a module is shared
-        pairs.append((str(src.target), str(node.target)))
+        bn = sole_reader(node, calls)
+        if bn is not None and isinstance(modules.get(bn.target), _BN):
+            pairs.append((str(node.target), str(bn.target)))
     return pairs
 
 
