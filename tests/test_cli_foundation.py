@@ -126,3 +126,11 @@ def test_export_and_quantize_usage_errors_fail_before_torch(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"{[2] * len(cases)} False"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_shows_no_value_type_beside_flags(runner) -> None:
+    """On/off flags take no value, so the help must not print a type (``<bool>``) beside them."""
+    res = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "<bool>" not in res.output
+    assert "--fp16" in res.output and "<int" in res.output  # options that take values keep their type

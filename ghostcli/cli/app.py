@@ -53,6 +53,23 @@ class _ErrorMappingGroup(TyperGroup):
             raise typer.Exit(130) from None
 
 
+def _hide_flag_types() -> None:
+    """Typer 0.29 prints ``<bool>`` beside on/off flags, which reads as if they took a value: print nothing."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_ghostcli", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._ghostcli = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     name="ghostcli",
     cls=_ErrorMappingGroup,
