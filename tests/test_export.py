@@ -315,6 +315,12 @@ def test_usage_errors(tmp_path: Path) -> None:
         export_model(m, "onnx", tmp_path / "a.onnx", input_size=(3, 8, 8), fp16=True)
     with pytest.raises(UsageError, match="input_size is required"):
         export_model(m, "onnx", tmp_path / "a.onnx")
+    with pytest.raises(UsageError, match="--no-simplify applies to --format onnx only"):
+        export_model(m, "ov", tmp_path / "a.xml", input_size=(3, 8, 8), simplify=False)
+    with pytest.raises(UsageError, match="exclude each other"):
+        export_model(m, "onnx", tmp_path / "a.onnx", input_size=(3, 8, 8), batch_size=1, dynamic_batch=True)
+    with pytest.raises(UsageError, match="opset must be between 7 and"):
+        export_model(m, "onnx", tmp_path / "a.onnx", input_size=(3, 8, 8), opset=99)
     (tmp_path / "e.onnx").write_text("x")
     with pytest.raises(OutputExistsError):
         export_model(m, "onnx", tmp_path / "e.onnx", input_size=(3, 8, 8))
