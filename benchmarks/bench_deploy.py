@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     from ghostcli.convert.report import measure
     from ghostcli.deploy.calibration import load_image_set
     from ghostcli.deploy.fold import fold_batchnorm
-    from ghostcli.deploy.openvino_export import compile_cpu, core, to_openvino
     from ghostcli.deploy.graph import executed_precisions
+    from ghostcli.deploy.openvino_export import compile_cpu, core, to_openvino
     from ghostcli.deploy.quantize import int8_coverage, interleaved_latency, quantize_ov_model
 
     torch.manual_seed(0)

@@ -1,8 +1,8 @@
 """ghostify: replace a CNN's dense convs with Ghost modules (a rules table users can extend) and report it."""
 
+from ghostcli.analysis.params import module_params as count_params  # an int (analysis.params.count_params: a pair)
 from ghostcli.convert.ghostify import GHOSTIFY_ATTR, ghostify
 from ghostcli.convert.options import GhostifyOptions
-from ghostcli.analysis.params import module_params as count_params  # an int (analysis.params.count_params: a pair)
 from ghostcli.convert.report import ConvRow, GhostifyReport, fvcore_macs
 from ghostcli.convert.rules import ConvertContext, KeepLayer, convert_conv2d, register_converter
 

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ghostcli.analysis.params import module_params
 from ghostcli.convert.activation import absorb_relus
 from ghostcli.convert.graph import analyze, is_conv
 from ghostcli.convert.options import GhostifyOptions
-from ghostcli.analysis.params import module_params
 from ghostcli.convert.report import ConvRow, GhostifyReport, measure
 from ghostcli.convert.rules import ConvertContext, KeepLayer, find_converter, registered_types
 from ghostcli.convert.select import selection_reason, unmatched_patterns

@@ -13,9 +13,9 @@ from torch import nn
 
 from ghostcli.deploy import graph, onnx_export, openvino_export
 from ghostcli.deploy.fold import fold_batchnorm
+from ghostcli.deploy.options import check_export_options
 from ghostcli.deploy.verify import VerifyResult, compare_outputs, default_tolerances, merge_results
 from ghostcli.errors import ExportError, UsageError
-from ghostcli.deploy.options import check_export_options
 from ghostcli.fsutil import atomic_dir, check_output
 
 DYNAMIC_CHECK_BATCH = 8

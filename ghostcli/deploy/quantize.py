@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ghostcli.errors import ExportError, UsageError, one_line
 from ghostcli.deploy.options import DEFAULT_EVAL_SIZE, DEFAULT_SUBSET_SIZE, check_quantize_options
+from ghostcli.errors import ExportError, UsageError, one_line
 
 SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
                      "so the INT8 model's accuracy is UNKNOWN; use --calib-data DIR or digits")

@@ -16,7 +16,6 @@ from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
 
 
-
 @dataclass
 class EvalResult:
     """What ``ghostcli evaluate`` reports. Accuracies in percent; ``loss`` is the mean cross-entropy."""
