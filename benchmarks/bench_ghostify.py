@@ -17,6 +17,7 @@ Usage:
   python benchmarks/bench_ghostify.py [--rounds 30] [--warmup 5] [--threads 1]
                                       [--backends eager,eager-cl,ov-f32,ov-default]
                                       [--layers]   # also print the layer types OpenVINO executes for the Ghost model
+                                      [--scaling 2] # also: OpenVINO f32 at 1 and 2 threads, interleaved
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch / OpenVINO threads (0: the libraries' default)")
     ap.add_argument("--backends", default="eager,eager-cl,ov-f32,ov-default")
     ap.add_argument("--layers", action="store_true", help="print the layer types OpenVINO executes")
+    ap.add_argument("--scaling", type=int, default=0, metavar="N",
+                    help="also time OpenVINO f32 at 1 and N threads in one interleaved run (thread scaling)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,7 +146,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{backend:<11} {ma:8.2f}ms {mb:8.2f}ms {r:6.3f} {iqr:>11} {tgt:>5.2f} {flag:>6}  {cond}")
     print("IQR: 25th-75th percentile of the per-round ratios; the median moves by about +-0.01 between runs "
           "on a quiet machine, so a ratio within 0.01 of its target is a tie, not a verdict.")
+    if args.scaling > 1:
+        thread_scaling(base, ghost, x, args.scaling, args.rounds, args.warmup)
     return 0
+
+
+def thread_scaling(base: torch.nn.Module, ghost: torch.nn.Module, x: torch.Tensor, threads: int, rounds: int,
+                   warmup: int) -> None:
+    """OpenVINO f32 latency of both models at 1 and ``threads`` threads, all four timed round-robin."""
+    from ghostcli.deploy.openvino_export import to_openvino
+    from ghostcli.deploy.quantize import interleaved_latency
+
+    compiled = {}
+    for name, model in (("ResNet-50", base), ("Ghost-R50", ghost)):
+        ov_model = to_openvino(model, tuple(x.shape))
+        for t in (1, threads):
+            compiled[f"{name}@{t}"] = openvino_compile(ov_model, "f32", t)[0]
+    times = interleaved_latency(compiled, x.numpy(), warmup=warmup, runs=rounds)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"OpenVINO f32 thread scaling (1 -> {threads} threads, {rounds} interleaved rounds, medians):")
+    for name in ("ResNet-50", "Ghost-R50"):
+        one, many = med[f"{name}@1"], med[f"{name}@{threads}"]
+        print(f"  {name:<10} {one:8.2f}ms -> {many:8.2f}ms  speed-up {one / many:.2f}x")
+    for t in (1, threads):
+        print(f"  ratio at {t} thread(s): {med[f'Ghost-R50@{t}'] / med[f'ResNet-50@{t}']:.3f}")
 
 
 if __name__ == "__main__":
