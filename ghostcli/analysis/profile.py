@@ -50,7 +50,7 @@ def normalize_dtype(dtype: str) -> str:
 
 def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], warmup: int, runs: int,
                      threads: int | None, ov_precision: str | None, depth: int,
-                     channels_last: bool = False, layer_times: bool = False) -> None:
+                     channels_last: bool = False) -> None:
     """Raise UsageError/DeviceError for impossible settings, before any model is built."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r} (choose cpu, cuda or openvino)")
@@ -202,8 +202,7 @@ def profile_models(
     dtype = normalize_dtype(dtype)
     batch_sizes = [int(b) for b in batch_sizes]
     validate_options(device=device, dtype=dtype, batch_sizes=batch_sizes, warmup=warmup, runs=runs,
-                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last,
-                     layer_times=layer_times)
+                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last)
     if not models:
         raise UsageError("no MODEL given")
     if weights is not None and len(models) > 1:

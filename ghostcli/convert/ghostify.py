@@ -107,8 +107,8 @@ def ghostify(
             reason = reason or None
         bn_name = info.bn_after.get(name)
         ctx = ConvertContext(name=name, ratio=opts.ratio, dw_kernel=opts.dw_kernel, min_channels=opts.min_channels,
-                             min_fan_in=opts.min_fan_in, inherit_weights=inherit_weights, bn=named.get(bn_name) if bn_name else None,
-                             bn_name=bn_name)
+                             min_fan_in=opts.min_fan_in, inherit_weights=inherit_weights,
+                             bn=named.get(bn_name) if bn_name else None, bn_name=bn_name)
         new: nn.Module | None = None
         if converter is not None:
             try:
