@@ -99,7 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     base, ghost = build_models()
     x = torch.randn(1, 3, 224, 224)
-    converted: list = []  # (base, ghost) as openvino.Model, converted once for both OpenVINO backends
+    converted: list = []  # (base, ghost) as openvino.Model, converted once for every OpenVINO measurement
+
+    def to_ov() -> list:
+        if not converted:
+            from ghostcli.deploy.openvino_export import to_openvino
+
+            converted.extend(to_openvino(m, tuple(x.shape)) for m in (base, ghost))
+        return converted
+
     rows = []
     for backend in args.backends.split(","):
         if backend in ("eager", "eager-cl"):
@@ -116,12 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             from ghostcli.deploy.graph import executed_precisions
 
             prec = "f32" if backend == "ov-f32" else None
-            if not converted:
-                from ghostcli.deploy.openvino_export import to_openvino
-
-                converted = [to_openvino(m, tuple(x.shape)) for m in (base, ghost)]
-            cb, _ = openvino_compile(converted[0], prec, args.threads)
-            cg, ran = openvino_compile(converted[1], prec, args.threads)
+            base_ov, ghost_ov = to_ov()
+            cb, _ = openvino_compile(base_ov, prec, args.threads)
+            cg, ran = openvino_compile(ghost_ov, prec, args.threads)
             rb, rg = cb.create_infer_request(), cg.create_infer_request()
             xn = x.numpy()
             fns = (lambda: rb.infer([xn]), lambda: rg.infer([xn]))
@@ -147,22 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     print("IQR: 25th-75th percentile of the per-round ratios; the median moves by about +-0.01 between runs "
           "on a quiet machine, so a ratio within 0.01 of its target is a tie, not a verdict.")
     if args.scaling > 1:
-        thread_scaling(base, ghost, x, args.scaling, args.rounds, args.warmup)
+        thread_scaling(*to_ov(), x.numpy(), args.scaling, args.rounds, args.warmup)
     return 0
 
 
-def thread_scaling(base: torch.nn.Module, ghost: torch.nn.Module, x: torch.Tensor, threads: int, rounds: int,
-                   warmup: int) -> None:
-    """OpenVINO f32 latency of both models at 1 and ``threads`` threads, all four timed round-robin."""
-    from ghostcli.deploy.openvino_export import to_openvino
+def thread_scaling(base_ov, ghost_ov, x: np.ndarray, threads: int, rounds: int, warmup: int) -> None:
+    """OpenVINO f32 latency of both (converted) models at 1 and ``threads`` threads, all four timed round-robin."""
     from ghostcli.deploy.quantize import interleaved_latency
 
-    compiled = {}
-    for name, model in (("ResNet-50", base), ("Ghost-R50", ghost)):
-        ov_model = to_openvino(model, tuple(x.shape))
-        for t in (1, threads):
-            compiled[f"{name}@{t}"] = openvino_compile(ov_model, "f32", t)[0]
-    times = interleaved_latency(compiled, x.numpy(), warmup=warmup, runs=rounds)
+    compiled = {f"{name}@{t}": openvino_compile(ov_model, "f32", t)[0]
+                for name, ov_model in (("ResNet-50", base_ov), ("Ghost-R50", ghost_ov)) for t in (1, threads)}
+    times = interleaved_latency(compiled, x, warmup=warmup, runs=rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"OpenVINO f32 thread scaling (1 -> {threads} threads, {rounds} interleaved rounds, medians):")
     for name in ("ResNet-50", "Ghost-R50"):
