@@ -193,8 +193,8 @@ def profile_models(
     several models are interleaved. The first model is the reference for ratios.
     ``time_budget_s`` ends timing of a batch size early (after at least 10 runs) once that
     many seconds were spent; the CLI sets it only when ``--runs`` was not given.
-    ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (PyTorch's CPU
-    depthwise convolutions, as in Ghost modules, reorder NCHW tensors on every call).
+    ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (Ghost-ResNet-50
+    runs 0.64x of ResNet-50 that way on one CPU thread, 0.69x in NCHW: docs/ghostify.md).
     ``weights`` (one model only) and ``allow_pickle`` are passed to ``resolve_model``.
     ``layer_times`` adds the time per module at the first batch size: OpenVINO's per-node
     counters, or forward hooks in PyTorch (:mod:`ghostcli.analysis.layer_times`).

@@ -61,7 +61,7 @@ def profile_cmd(
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Table of every leaf layer: output shape, MACs, params.")] = False,
     depth: Annotated[int, typer.Option("--depth", help="Module tree to this depth with MACs and params (0: none).")] = 0,
     layer_times: Annotated[bool, typer.Option("--layer-times", help="Time per layer (a Ghost module counts as one): OpenVINO's per-node counters, or forward hooks in PyTorch; several models line up layer by layer.")] = False,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Run cpu/cuda models and inputs in channels_last (NHWC) memory format: PyTorch's CPU depthwise convs, as in Ghost modules, are much faster in it.")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Run cpu/cuda models and inputs in channels_last (NHWC) memory format: ghostified models run faster in it on CPU (docs/ghostify.md).")] = False,
     weights: WeightsOpt = None,
     allow_pickle: AllowPickleOpt = False,
     json_out: JsonOpt = False,
