@@ -237,3 +237,18 @@ def test_cuda_amp_training_saves_a_cpu_loadable_model(folder: Path, tmp_path: Pa
     x = torch.randn(2, *SIZE)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), r.model.eval()(x))
+
+
+def test_learning_rate_schedules_follow_warmup_then_decay() -> None:
+    from ghostcli.errors import UsageError
+    from ghostcli.train.schedule import lr_factor
+
+    def f(step: int, schedule: str) -> float:
+        return lr_factor(step, schedule=schedule, total_steps=104, warmup_steps=4)
+
+    assert [f(s, "cosine") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up
+    assert f(4, "cosine") == 1.0 and f(54, "cosine") == pytest.approx(0.5) and f(104, "cosine") == pytest.approx(0.0)
+    assert [f(s, "step") for s in (4, 53, 54, 78, 79, 104)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert f(100, "constant") == 1.0
+    with pytest.raises(UsageError, match="unknown schedule 'linear'"):
+        f(10, "linear")

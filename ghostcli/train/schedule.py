@@ -38,6 +38,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
 
 def lr_factor(step: int, *, schedule: str, total_steps: int, warmup_steps: int) -> float:
     """Multiplier of the base learning rate after ``step`` optimizer steps."""
+    check_choice("schedule", schedule)
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
@@ -46,10 +47,7 @@ def lr_factor(step: int, *, schedule: str, total_steps: int, warmup_steps: int) 
     progress = min(1.0, (step - warmup_steps) / span)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "step":  # x0.1 at 50% and again at 75% of the run
-        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-    check_choice("schedule", schedule)
-    raise AssertionError(f"schedule {schedule!r} has no factor")
+    return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))  # "step": x0.1 at 50% and again at 75%
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, schedule: str, epochs: int, steps_per_epoch: int,
