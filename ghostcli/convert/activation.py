@@ -37,8 +37,8 @@ def _absorbed(block: nn.Module, conv: str, bn: str) -> bool:
             and isinstance(gm.primary_conv[1], nn.BatchNorm2d) and isinstance(gm.primary_conv[2], nn.Identity))
 
 
-def _fused_block_types() -> dict[type, tuple[type, tuple[str, ...]]]:
-    """torchvision block type -> (subclass with ReLUs left out, convs whose ReLU moves inside)."""
+def _fused_block_types() -> dict[type, type]:
+    """torchvision block type -> its subclass with ReLUs left out (``relu_inside``: the convs that can take them)."""
     try:
         from torchvision.models.resnet import BasicBlock, Bottleneck
     except ImportError:  # pragma: no cover - torchvision is a dependency
@@ -73,10 +73,10 @@ def _fused_block_types() -> dict[type, tuple[type, tuple[str, ...]]]:
             out += identity
             return self.relu(out)
 
-    return {BasicBlock: (GhostReluBasicBlock, ("1",)), Bottleneck: (GhostReluBottleneck, ("1", "2"))}
+    return {BasicBlock: GhostReluBasicBlock, Bottleneck: GhostReluBottleneck}
 
 
-_BLOCKS: dict[type, tuple[type, tuple[str, ...]]] | None = None
+_BLOCKS: dict[type, type] | None = None
 
 
 def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dict[str, str]) -> list[str]:
@@ -101,11 +101,10 @@ def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dic
             activate(gm)
             done.append(conv_name)
     for name, block in named.items():
-        entry = _BLOCKS.get(type(block))
-        if entry is None:
+        fused_cls = _BLOCKS.get(type(block))
+        if fused_cls is None:
             continue
-        fused_cls, idx = entry
-        inside = frozenset(i for i in idx if _absorbed(block, f"conv{i}", f"bn{i}"))
+        inside = frozenset(i for i in fused_cls.relu_inside if _absorbed(block, f"conv{i}", f"bn{i}"))
         if inside:
             for i in sorted(inside):
                 activate(getattr(block, f"conv{i}"))
