@@ -126,20 +126,21 @@ def torch_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.Tens
         named = dict(model.named_modules())
         per_run: dict[str, np.ndarray] = {}
         calls: dict[str, int] = defaultdict(int)
-        state = {"run": -1, "t0": 0.0}
+        run = [-1]  # index of the current timed forward; < 0 while warming up
+        started: dict[str, float] = {}
 
         def pre(name: str):
             def hook(mod: nn.Module, args: object) -> None:
                 sync()
-                state[name] = time.perf_counter()
+                started[name] = time.perf_counter()
             return hook
 
         def post(name: str):
             def hook(mod: nn.Module, args: object, result: object) -> None:
                 sync()
-                if state["run"] >= 0:
-                    per_run.setdefault(name, np.zeros(runs))[state["run"]] += (time.perf_counter() - state[name]) * 1e3
-                    if state["run"] == 0:
+                if run[0] >= 0:
+                    per_run.setdefault(name, np.zeros(runs))[run[0]] += (time.perf_counter() - started[name]) * 1e3
+                    if run[0] == 0:
                         calls[name] += 1
             return hook
 
@@ -151,7 +152,7 @@ def torch_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.Tens
         try:
             with torch.inference_mode():
                 for i in range(-warmup, runs):
-                    state["run"] = i
+                    run[0] = i
                     sync()
                     t0 = time.perf_counter()
                     model(example)
