@@ -31,6 +31,7 @@ from ghostcli.analysis.report import LayerTime
 _MODULE = re.compile(r"__module(?:\.([A-Za-z0-9_.]+?))?/")
 RUNTIME = "(runtime)"  # input/output reorders and other nodes that belong to no module
 OUTSIDE = "(outside layers)"  # PyTorch: forward code between the timed units
+_NOT_KERNELS = ("Input", "Output", "Const")  # runtime-graph layer types that execute nothing
 
 
 def units(model: nn.Module) -> dict[str, str]:
@@ -87,10 +88,13 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
         folded, _ = fold_batchnorm(model)
         compiled, _ = compile_cpu(to_openvino(folded, tuple(example.shape)), precision, threads=threads,
                                   perf_count=True)
-        owner: dict[str, str] = {}
+        owner: dict[str, str] = {}  # runtime node -> the PyTorch ops it executes
+        kernels: set[str] = set()  # runtime nodes that run a kernel (not the graph's inputs, outputs, constants)
         for op in compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
             owner[op.get_friendly_name()] = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+            if info["layerType"].astype(str) not in _NOT_KERNELS:
+                kernels.add(op.get_friendly_name())
         unit_paths = units(model)
         request = compiled.create_infer_request()
         data = example.detach().cpu().numpy().astype(np.float32)
@@ -102,8 +106,8 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
         for i in range(runs):
             request.infer({0: data})
             for p in request.profiling_info:
-                if p.status.name != "EXECUTED":
-                    continue
+                if p.status.name != "EXECUTED" and p.node_name not in kernels:
+                    continue  # fused into another node; a kernel that took < 1 us also reads NOT_RUN, but counts
                 unit = attribute(module_of(owner.get(p.node_name, "") or p.node_name), unit_paths)
                 per_run.setdefault(unit, np.zeros(runs))[i] += p.real_time.total_seconds() * 1e3
                 if i == 0:
