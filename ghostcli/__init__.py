@@ -18,7 +18,7 @@ _LAZY = {
     "list_models": "ghostcli.models",
     "resolve_model": "ghostcli.resolve",
     "save_artifact": "ghostcli.artifacts",
-    "load_artifact": "ghostcli.artifacts",
+    "load_artifact": "ghostcli.resolve",
     "ghostify": "ghostcli.convert",
     "register_converter": "ghostcli.convert",
     "profile_model": "ghostcli.analysis",

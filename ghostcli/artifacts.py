@@ -1,14 +1,18 @@
-"""Saved models: safetensors weights plus a JSON recipe that says how to rebuild the architecture.
+"""Saved models, file I/O only: safetensors weights plus a JSON recipe that says how to rebuild the architecture.
 
-The recipe lives in the safetensors metadata under ``ghostcli_recipe``; loading
-rebuilds the network from it (the source model, then ghostify with the recorded
-options) and loads the weights strictly. Nothing is unpickled.
+The recipe lives in the safetensors metadata under ``ghostcli_recipe``. Reading a
+file never imports or calls anything it names: :meth:`Recipe.from_dict` checks
+every field against a fixed schema, and rebuilding the network from a recipe is
+:func:`ghostcli.resolve.load_artifact`'s job (where a ``factory:`` source needs the
+caller's explicit opt-in). Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,19 +21,90 @@ from ghostcli.errors import ArtifactError, one_line
 from ghostcli.fsutil import atomic_path, check_output
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
-
-    from ghostcli.resolve import LoadedModel
 
 FORMAT = "ghostcli-artifact/1"
 RECIPE_KEY = "ghostcli_recipe"
+SOURCE_KINDS = ("zoo", "torchvision", "timm", "factory")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_OPTION_KEY = re.compile(r"^[A-Za-z_]\w{0,63}$")
+MAX_SIDE = 16384
+
+
+class CorruptRecipe(ArtifactError):
+    """A recipe whose JSON does not fit the schema."""
+
+
+def _corrupt(why: str) -> CorruptRecipe:
+    return CorruptRecipe(f"corrupt ghostcli recipe: {why}")
+
+
+def check_source(source: Any) -> str:
+    """Validate a canonical source string (``zoo:NAME``, ``torchvision:NAME``, ``timm:NAME``, ``factory:mod:fn``)."""
+    if not isinstance(source, str):
+        raise _corrupt(f"'source' must be a string, not {type(source).__name__}")
+    kind, _, name = source.partition(":")
+    if kind == "pickle":
+        raise ArtifactError("the recipe says the model came from a pickled file: no recipe can rebuild it")
+    if kind not in SOURCE_KINDS:
+        raise _corrupt(f"unknown source {source[:80]!r} (expected one of {', '.join(k + ':' for k in SOURCE_KINDS)})")
+    if not (_FACTORY if kind == "factory" else _NAME).match(name):
+        raise _corrupt(f"malformed source {source[:80]!r}")
+    return source
+
+
+def _json_value(value: Any, where: str, depth: int = 0) -> Any:
+    """A builder option value: a finite number, a short string, a bool, null, or a short list of those."""
+    if value is None or isinstance(value, (bool, str)) and len(str(value)) <= 256:
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _corrupt(f"{where} is not a finite number")
+        return value
+    if isinstance(value, list) and depth == 0 and len(value) <= 64:
+        return [_json_value(v, where, 1) for v in value]
+    raise _corrupt(f"{where} has an unsupported value of type {type(value).__name__}")
+
+
+def _check_options(options: Any) -> dict[str, Any]:
+    if not isinstance(options, dict):
+        raise _corrupt("'options' must be an object")
+    for key in options:
+        if not _OPTION_KEY.match(key):
+            raise _corrupt(f"bad option name {key[:40]!r}")
+    return {k: _json_value(v, f"option {k!r}") for k, v in options.items()}
+
+
+def _check_input_size(size: Any) -> list[int]:
+    if not isinstance(size, list) or not 1 <= len(size) <= 4 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in size):
+        raise _corrupt(f"'input_size' must be a list of 1-4 positive integers, got {json.dumps(size)[:60]}")
+    return list(size)
+
+
+def _check_ghostify(options: Any) -> dict[str, Any] | None:
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise _corrupt("'ghostify' must be an object or null")
+    from ghostcli.convert.options import GhostifyOptions  # torch-free
+    from ghostcli.errors import GhostcliError
+
+    try:
+        return GhostifyOptions.from_dict(options).to_dict()
+    except (GhostcliError, TypeError) as exc:
+        raise _corrupt(f"ghostify options: {one_line(exc, 120)}") from None
 
 
 @dataclass
 class Recipe:
     """How to rebuild a model: its source, builder options and the ghostify options applied."""
 
-    source: str  # "zoo:NAME" | "torchvision:NAME" | "timm:NAME" | "factory:pkg.mod:fn"
+    source: str  # "zoo:NAME" | "torchvision:NAME" | "timm:NAME" | "factory:pkg.mod:fn" | "pickle:FILE" (not saved)
     options: dict[str, Any] = field(default_factory=dict)
     input_size: list[int] = field(default_factory=lambda: [3, 224, 224])
     ghostify: dict[str, Any] | None = None
@@ -42,28 +117,26 @@ class Recipe:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """Validate and build from the JSON form."""
-        if not isinstance(data, dict) or "source" not in data:
-            raise ArtifactError("the recipe has no 'source': not a ghostcli artifact")
+    def from_dict(cls, data: Any) -> Recipe:
+        """Validate every field against the schema and build; anything off is :class:`CorruptRecipe` (exit 1)."""
+        if not isinstance(data, dict):
+            raise _corrupt("not a JSON object")
+        if "source" not in data:
+            raise _corrupt("no 'source'")
         fmt = data.get("format", FORMAT)
         if fmt != FORMAT:
-            raise ArtifactError(f"unsupported artifact format {fmt!r} (this ghostcli reads {FORMAT!r})")
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def rebuild(recipe: Recipe) -> nn.Module:
-    """Build the architecture a recipe describes (random weights)."""
-    from ghostcli.resolve import build_source
-
-    model = build_source(recipe.source, dict(recipe.options))
-    if recipe.ghostify is not None:
-        from ghostcli.convert import ghostify
-
-        model, _ = ghostify(model, input_size=tuple(recipe.input_size), inherit_weights=False, count_macs=False,
-                            **recipe.ghostify)
-    return model
+            raise ArtifactError(f"unsupported artifact format {str(fmt)[:40]!r} (this ghostcli reads {FORMAT!r})")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise _corrupt(f"unknown key(s) {', '.join(repr(k[:40]) for k in unknown[:5])}")
+        version = data.get("ghostcli_version", __version__)
+        extra = data.get("extra", {})
+        if not isinstance(version, str) or not isinstance(extra, dict):
+            raise _corrupt("'ghostcli_version' must be a string and 'extra' an object")
+        return cls(source=check_source(data["source"]), options=_check_options(data.get("options", {})),
+                   input_size=_check_input_size(data.get("input_size", [3, 224, 224])),
+                   ghostify=_check_ghostify(data.get("ghostify")), ghostcli_version=version, format=FORMAT,
+                   extra=extra)
 
 
 def save_artifact(model: nn.Module, path: str | Path, recipe: Recipe, *, force: bool = False) -> Path:
@@ -73,6 +146,7 @@ def save_artifact(model: nn.Module, path: str | Path, recipe: Recipe, *, force: 
     dest = check_output(path, force)
     if dest.suffix != ".safetensors":
         raise ArtifactError(f"artifacts are saved as .safetensors, got {dest.name!r}")
+    check_source(recipe.source)
     recipe.ghostcli_version = __version__
     meta = {RECIPE_KEY: json.dumps(recipe.to_dict(), sort_keys=True), "format": FORMAT}
     with atomic_path(dest) as tmp:
@@ -80,42 +154,51 @@ def save_artifact(model: nn.Module, path: str | Path, recipe: Recipe, *, force: 
     return dest
 
 
-def read_recipe(path: str | Path) -> Recipe:
-    """Read only the recipe of an artifact (no weights are loaded)."""
+def _metadata(p: Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    p = Path(path)
+    if p.is_dir():
+        raise ArtifactError(f"{p} is a directory, not a model file")
     if not p.is_file():
         raise ArtifactError(f"no such file: {p}")
     try:
         with safe_open(str(p), framework="pt") as f:
-            meta = f.metadata() or {}
+            return dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises several types for bad headers
-        raise ArtifactError(f"{p} is not a readable safetensors file (truncated or corrupt?): {one_line(exc)}") from None
+        raise ArtifactError(f"{p} is not a readable safetensors file (truncated or corrupt?): "
+                            f"{one_line(exc, 120)}") from None
+
+
+def read_recipe(path: str | Path) -> Recipe:
+    """Read and validate only the recipe of an artifact (no weights are loaded, nothing is built)."""
+    p = Path(path)
+    meta = _metadata(p)
     if RECIPE_KEY not in meta:
         raise ArtifactError(
             f"{p} holds weights but no ghostcli recipe: name the architecture and pass the file with --weights"
         )
     try:
-        return Recipe.from_dict(json.loads(meta[RECIPE_KEY]))
-    except json.JSONDecodeError:
-        raise ArtifactError(f"{p} has a corrupt ghostcli recipe") from None
+        data = json.loads(meta[RECIPE_KEY])
+    except (json.JSONDecodeError, RecursionError):
+        raise ArtifactError(f"{p} has a corrupt ghostcli recipe (not JSON)") from None
+    try:
+        return Recipe.from_dict(data)
+    except CorruptRecipe as exc:
+        raise CorruptRecipe(f"{p} has a {exc}") from None
 
 
-def load_artifact(path: str | Path) -> LoadedModel:
-    """Rebuild and load a saved artifact; the result's outputs are bit-identical to the saved model's."""
-    from safetensors.torch import load_model
-
-    from ghostcli.resolve import LoadedModel
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (never unpickled)."""
+    from safetensors.torch import load_file
 
     p = Path(path)
-    recipe = read_recipe(p)
-    model = rebuild(recipe)
     try:
-        load_model(model, str(p), strict=True)
-    except RuntimeError as exc:
-        raise ArtifactError(f"{p} does not match the architecture its recipe describes: {one_line(exc)}") from None
+        return load_file(str(p))
     except Exception as exc:
-        raise ArtifactError(f"{p} could not be read (truncated or corrupt?): {one_line(exc)}") from None
-    model.eval()
-    return LoadedModel(model=model, recipe=recipe, input_size=tuple(recipe.input_size), name=p.name, path=p)
+        raise ArtifactError(f"{p} could not be read (truncated or corrupt?): {one_line(exc, 120)}") from None
+
+
+def read_artifact(path: str | Path) -> tuple[Recipe, dict[str, torch.Tensor]]:
+    """An artifact's validated recipe and its weights."""
+    recipe = read_recipe(path)
+    return recipe, read_state_dict(path)

@@ -15,15 +15,18 @@ Nothing is downloaded: pretrained weights come from a local file (``weights=``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ghostcli.artifacts import Recipe, load_artifact
+from ghostcli.artifacts import Recipe, read_artifact, read_state_dict
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError, one_line
+from ghostcli.usercode import call_user_code
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -70,23 +73,32 @@ def _timm_create(name: str, options: dict[str, Any]) -> nn.Module:
 
 
 def _factory_create(target: str, options: dict[str, Any]) -> nn.Module:
+    """Import ``pkg.mod`` (from the installed packages only) and call its factory; any failure is one line."""
     mod_name, fn_name = target.rsplit(":", 1)
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ModelNotFoundError(f"cannot import {mod_name!r} for factory {target!r}: {exc}") from None
+    if importlib.util.find_spec(mod_name.partition(".")[0]) is None:
+        raise ModelNotFoundError(f"cannot import {mod_name!r} for factory {target!r}: no such module")
+    module = call_user_code(f"importing {mod_name!r}", lambda: importlib.import_module(mod_name),
+                            error=ModelNotFoundError)
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ModelNotFoundError(f"{mod_name!r} has no callable {fn_name!r}")
-    model = fn(**options)
+    model = call_user_code(f"factory {target!r}", lambda: fn(**options))
     if not isinstance(model, nn.Module):
         raise ModelNotFoundError(f"factory {target!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
 
 
-def build_source(source: str, options: dict[str, Any]) -> nn.Module:
-    """Build a model from a canonical source string (``zoo:``, ``torchvision:``, ``timm:``, ``factory:``)."""
+def build_source(source: str, options: dict[str, Any], *, trust_factory: bool = True,
+                 bad_option: type[GhostcliError] = UsageError) -> nn.Module:
+    """Build a model from a canonical source string (``zoo:``, ``torchvision:``, ``timm:``, ``factory:``).
+
+    ``trust_factory=False`` refuses ``factory:`` sources (they import and run code); an option the
+    builder does not take raises ``bad_option``.
+    """
     kind, _, name = source.partition(":")
+    if kind == "factory" and not trust_factory:
+        raise ArtifactError(f"the file asks to run the factory {name!r}, which imports and runs code; "
+                            "pass --trust-factory if you trust it (its module must already be installed)")
     try:
         if kind == "zoo":
             from ghostcli.models import build_model
@@ -104,9 +116,20 @@ def build_source(source: str, options: dict[str, Any]) -> nn.Module:
             return _timm_create(name, options)
         if kind == "factory":
             return _factory_create(name, options)
-    except TypeError as exc:  # a builder that does not take an option
-        raise UsageError(f"{source}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a builder that does not take an option or its value
+        raise bad_option(f"{source}: {one_line(exc, 160)}") from None
     raise ArtifactError(f"unknown model source {source!r}")
+
+
+def rebuild(recipe: Recipe, *, trust_factory: bool = False) -> nn.Module:
+    """Build the architecture a recipe describes (random weights); ``factory:`` sources need ``trust_factory``."""
+    model = build_source(recipe.source, dict(recipe.options), trust_factory=trust_factory, bad_option=ArtifactError)
+    if recipe.ghostify is not None:
+        from ghostcli.convert import ghostify
+
+        model, _ = ghostify(model, input_size=tuple(recipe.input_size), inherit_weights=False, count_macs=False,
+                            **recipe.ghostify)
+    return model
 
 
 def canonical_source(spec: str) -> str:
@@ -150,39 +173,121 @@ def default_input_size(source: str, model: nn.Module, options: dict[str, Any]) -
     return size
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state dict from ``.safetensors`` or ``.pt``/``.pth`` (``weights_only``) strictly."""
+def sniff(path: Path) -> str:
+    """What a model file really is, from its first bytes (for messages; never trusted for loading)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {one_line(exc)}") from None
+    if head.startswith(b"PK\x03\x04"):
+        return "torch"  # torch.save's zip container
+    if head[:1] == b"\x80":
+        return "pickle"
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") + 8 <= path.stat().st_size:
+        return "safetensors"
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        return "JSON"
+    if stripped[:1] == b"<":
+        return "XML (an OpenVINO IR?)"
+    if head[:1] == b"\x08":
+        return "ONNX"
+    return "unknown"
+
+
+def _not_torch(p: Path, kind: str) -> ArtifactError:
+    hint = {"safetensors": "; name it .safetensors"}.get(kind, "")
+    what = f"a {kind} file" if kind != "unknown" else "not a PyTorch file (truncated or corrupt?)"
+    return ArtifactError(f"{p} is {what}, not a PyTorch checkpoint{hint}")
+
+
+def _read_weights(p: Path) -> dict[str, Any]:
+    """A state dict from ``.safetensors`` or a ``.pt``-like file (``weights_only``: never unpickles code)."""
+    import pickle
+
     import torch
 
-    p = Path(path)
+    if p.is_dir():
+        raise ArtifactError(f"{p} is a directory, not a weights file")
     if not p.is_file():
         raise ArtifactError(f"no such weights file: {p}")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(p))
-        else:
+    kind = sniff(p)
+    if p.suffix == ".safetensors" or kind == "safetensors":
+        state: Any = read_state_dict(p)
+    elif kind not in ("torch", "pickle"):
+        raise _not_torch(p, kind)
+    else:
+        try:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ArtifactError(f"{p} could not be read as weights (corrupt, truncated, or a pickled model?): "
-                            f"{one_line(exc, 160)}") from None
+        except pickle.UnpicklingError:
+            raise ArtifactError(f"{p} holds pickled Python objects, not only tensors: it is not a plain state "
+                                "dict (a full pickled model is a MODEL argument, with --allow-pickle)") from None
+        except Exception as exc:
+            raise ArtifactError(f"{p} could not be read as weights (truncated or corrupt?): "
+                                f"{one_line(exc, 160)}") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ArtifactError(f"{p} does not hold a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    bad = [*result.missing_keys, *result.unexpected_keys]
+        raise ArtifactError(f"{p} does not hold a state dict (found {type(state).__name__})")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise ArtifactError(
-            f"{p} does not match the model: {len(result.missing_keys)} missing and "
-            f"{len(result.unexpected_keys)} unexpected keys (first: {bad[0]})"
-        )
-    shapes = [k for k, v in state.items() if hasattr(v, "shape") and v.shape != model.state_dict()[k].shape]
-    if shapes:
-        raise ArtifactError(f"{p} does not match the model: shape mismatch at {shapes[0]}")
+        raise ArtifactError(f"{p} is not a state dict: key {str(bad[0])[:60]!r} is not a name -> tensor entry")
+    return state
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, Any], origin: str | Path) -> None:
+    """Load ``state`` into ``model`` strictly, with one clear error for missing, unexpected or mis-shaped keys.
+
+    Shared tensors that safetensors stored once are filled in, and the module version metadata of
+    ``model``'s own state dict is used where the file has none (torchvision's MNASNet reads it).
+    """
+    target = model.state_dict(keep_vars=True)
+    state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    by_storage = {t.data_ptr(): k for k, t in target.items() if k in state and t.numel()}
+    for k, t in target.items():  # tied weights: saved once under one of their names
+        if k not in state and t.numel() and t.data_ptr() in by_storage:
+            state[k] = state[by_storage[t.data_ptr()]]
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise ArtifactError(f"{origin} does not match the model: {len(missing)} missing and {len(unexpected)} "
+                            f"unexpected keys (first: {first})")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(target[k].shape):
+            raise ArtifactError(f"{origin} does not match the model: shape mismatch at {k} "
+                                f"({'x'.join(map(str, v.shape))} in the file, "
+                                f"{'x'.join(map(str, target[k].shape))} in the model)")
+    state._metadata = getattr(state, "_metadata", None) or getattr(target, "_metadata", None)  # type: ignore[attr-defined]
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise ArtifactError(f"{origin} could not be loaded into the model: {one_line(exc, 160)}") from None
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict from ``.safetensors`` or ``.pt``/``.pth`` (``weights_only``) strictly."""
+    p = Path(path)
+    apply_state_dict(model, _read_weights(p), p)
+
+
+def load_artifact(path: str | Path, *, trust_factory: bool = False) -> LoadedModel:
+    """Rebuild and load a saved artifact; the result's outputs are bit-identical to the saved model's.
+
+    Only the zoo, torchvision and ``timm:`` sources are built unless ``trust_factory`` allows the
+    ``package.module:factory`` the recipe names.
+    """
+    p = Path(path)
+    recipe, state = read_artifact(p)
+    model = rebuild(recipe, trust_factory=trust_factory)
+    try:
+        apply_state_dict(model, state, p)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc} (the architecture its recipe describes)") from None
+    model.eval()
+    return LoadedModel(model=model, recipe=recipe, input_size=tuple(recipe.input_size), name=p.name, path=p)
 
 
 def _load_torch_file(p: Path, allow_pickle: bool) -> LoadedModel:
@@ -190,6 +295,9 @@ def _load_torch_file(p: Path, allow_pickle: bool) -> LoadedModel:
 
     import torch
 
+    kind = sniff(p)
+    if kind not in ("torch", "pickle"):
+        raise _not_torch(p, kind)
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -198,10 +306,8 @@ def _load_torch_file(p: Path, allow_pickle: bool) -> LoadedModel:
                 f"{p} contains a pickled Python object; loading it can run arbitrary code. "
                 "Pass --allow-pickle only if you trust its author"
             ) from None
-        try:
-            obj = torch.load(str(p), map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise ArtifactError(f"{p} could not be unpickled: {one_line(exc, 160)}") from None
+        obj = call_user_code(f"unpickling {p}", lambda: torch.load(str(p), map_location="cpu", weights_only=False),
+                             error=ArtifactError)
     except Exception:
         raise ArtifactError(f"{p} is not a readable PyTorch file (truncated or corrupt?)") from None
     if isinstance(obj, nn.Module):
@@ -219,9 +325,15 @@ def resolve_model(
     *,
     weights: str | Path | None = None,
     allow_pickle: bool = False,
+    trust_factory: bool = False,
     options: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Resolve a MODEL argument into a :class:`LoadedModel` in eval mode."""
+    """Resolve a MODEL argument into a :class:`LoadedModel` in eval mode.
+
+    A ``package.module:factory`` typed as ``spec`` is the caller's explicit choice and is called;
+    one named inside an artifact's recipe only with ``trust_factory``. Pickled models need
+    ``allow_pickle``.
+    """
     options = {k: v for k, v in (options or {}).items() if v is not None}
     spec = spec.strip()
     if not spec:
@@ -234,7 +346,10 @@ def resolve_model(
             raise ArtifactError(f"{p} is a directory, not a model file")
         if options:
             raise UsageError("builder options (e.g. --num-classes) do not apply to a saved artifact")
-        loaded = load_artifact(p) if p.suffix.lower() == ".safetensors" else _load_torch_file(p, allow_pickle)
+        if p.suffix.lower() == ".safetensors":
+            loaded = load_artifact(p, trust_factory=trust_factory)
+        else:
+            loaded = _load_torch_file(p, allow_pickle)
         if weights is not None:
             load_weights(loaded.model, weights)
             loaded.weights = str(weights)

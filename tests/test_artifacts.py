@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import randomize_bn
 
-from ghostcli.artifacts import Recipe, load_artifact, read_recipe, save_artifact
+from ghostcli.artifacts import Recipe, read_recipe, save_artifact
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, OutputExistsError, UsageError
-from ghostcli.resolve import resolve_model
+from ghostcli.resolve import load_artifact, resolve_model
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from ghostcli.cli.app import app
 
 
 def test_json_report_and_saved_artifact_rebuilds(runner, tmp_path):
-    from ghostcli.artifacts import load_artifact, read_recipe
+    from ghostcli.artifacts import read_recipe
+    from ghostcli.resolve import load_artifact
 
     out = tmp_path / "g.safetensors"
     res = runner.invoke(app, ["ghostify", "resnet20", "--ratio", "4", "--exclude", "layer3", "-o", str(out),
@@ -42,7 +43,7 @@ def test_json_report_and_saved_artifact_rebuilds(runner, tmp_path):
 
 
 def test_weights_are_inherited(runner, tmp_path):
-    from ghostcli.artifacts import load_artifact
+    from ghostcli.resolve import load_artifact
     from ghostcli.models import build_model
 
     src = randomize_bn(build_model("resnet20"), seed=7)

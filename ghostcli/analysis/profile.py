@@ -82,15 +82,15 @@ def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], war
         raise DeviceError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
 
 
-def _resolve(item: ModelLike, weights: str | None,
-             allow_pickle: bool = False) -> tuple[nn.Module, str, str, tuple[int, ...] | None, bool]:
+def _resolve(item: ModelLike, weights: str | None, allow_pickle: bool = False,
+             trust_factory: bool = False) -> tuple[nn.Module, str, str, tuple[int, ...] | None, bool]:
     """(model, display name, source, default input size, owned) for a spec, LoadedModel or nn.Module."""
     if isinstance(item, nn.Module):
         return item.eval(), type(item).__name__, f"module:{type(item).__name__}", None, False
     if isinstance(item, str):
         from ghostcli.resolve import resolve_model
 
-        item = resolve_model(item, weights=weights, allow_pickle=allow_pickle)
+        item = resolve_model(item, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory)
     return item.model.eval(), item.name, item.recipe.source, tuple(item.input_size), True
 
 
@@ -182,6 +182,7 @@ def profile_models(
     per_layer: bool = False,
     weights: str | None = None,
     allow_pickle: bool = False,
+    trust_factory: bool = False,
     channels_last: bool = False,
     layer_times: bool = False,
     progress: ProgressFn | None = None,
@@ -195,7 +196,7 @@ def profile_models(
     many seconds were spent; the CLI sets it only when ``--runs`` was not given.
     ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (Ghost-ResNet-50
     runs 0.64x of ResNet-50 that way on one CPU thread, 0.69x in NCHW: docs/ghostify.md).
-    ``weights`` (one model only) and ``allow_pickle`` are passed to ``resolve_model``.
+    ``weights`` (one model only), ``allow_pickle`` and ``trust_factory`` are passed to ``resolve_model``.
     ``layer_times`` adds the time per module at the first batch size: OpenVINO's per-node
     counters, or forward hooks in PyTorch (:mod:`ghostcli.analysis.layer_times`).
     """
@@ -214,7 +215,7 @@ def profile_models(
         return _profile(models, input_size=input_size, batch_sizes=batch_sizes, device=device, dtype=dtype,
                         ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs, time_budget_s=time_budget_s,
                         latency=latency, memory=memory, depth=depth, per_layer=per_layer, weights=weights,
-                        allow_pickle=allow_pickle, channels_last=channels_last, layer_times=layer_times,
+                        allow_pickle=allow_pickle, trust_factory=trust_factory, channels_last=channels_last, layer_times=layer_times,
                         progress=progress)
     finally:
         torch.set_num_threads(old_threads)
@@ -223,7 +224,7 @@ def profile_models(
 def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | None, batch_sizes: list[int],
              device: str, dtype: str, ov_precision: str | None, threads: int | None, warmup: int, runs: int,
              time_budget_s: float | None, latency: bool, memory: bool, depth: int, per_layer: bool, weights: str | None,
-             allow_pickle: bool, channels_last: bool, layer_times: bool, progress: ProgressFn | None) -> ProfileReport:
+             allow_pickle: bool, trust_factory: bool, channels_last: bool, layer_times: bool, progress: ProgressFn | None) -> ProfileReport:
     tdtype = DTYPES[dtype]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     profiles: list[ModelProfile] = []
@@ -232,7 +233,7 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
     for i, item in enumerate(models):
         if progress:
             progress(f"loading/counting {item if isinstance(item, str) else type(item).__name__}", i, n)
-        model, name, source, default_size, owned = _resolve(item, weights, allow_pickle)
+        model, name, source, default_size, owned = _resolve(item, weights, allow_pickle, trust_factory)
         size = tuple(input_size or default_size or (3, 224, 224))
         prof = _static_profile(model, name, source, size, depth=depth, per_layer=per_layer)
         if device != "openvino" and (device != "cpu" or tdtype != torch.float32 or channels_last):

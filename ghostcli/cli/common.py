@@ -26,6 +26,15 @@ AllowPickleOpt = Annotated[
         "the file; use only for files you created or fully trust.",
     ),
 ]
+TrustFactoryOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-factory",
+        help="Allow a .safetensors artifact whose recipe names a package.module:factory to import and call it "
+        "(the module must already be installed; ghostcli never imports a path from a file). Without it such "
+        "files are refused.",
+    ),
+]
 InputSizeOpt = Annotated[
     Optional[str], typer.Option("--input-size", help="Input size CxHxW, e.g. 3x224x224 (default: the model's own).")
 ]

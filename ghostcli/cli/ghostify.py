@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ghostcli.cli.common import TrustFactoryOpt
+
 HELP = """Rebuild MODEL with Ghost modules: every dense Conv2d except the stem becomes primary conv -> BN -> \
 cheap depthwise conv -> BN (GhostNet, Han et al. 2020), keeping the layer's geometry and output shape. A ReLU that followed the conv's BN moves inside both branches, so runtimes fuse it into the convs.
 
@@ -67,6 +69,7 @@ def ghostify_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Succeed even when no layer is "
                                                                     "eligible.")] = False,
+    trust_factory: TrustFactoryOpt = False,
 ) -> None:
     from ghostcli.errors import ConversionError, UsageError
     from ghostcli.fsutil import check_output
@@ -86,7 +89,7 @@ def ghostify_command(
 
     opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
                            min_fan_in)
-    loaded = resolve_model(model, weights=weights)
+    loaded = resolve_model(model, weights=weights, trust_factory=trust_factory)
     if loaded.is_ghostified:
         how = f"with {loaded.recipe.ghostify}" if loaded.recipe.ghostify else "it contains Ghost modules"
         raise ConversionError(f"{loaded.name} is already ghostified ({how}); ghostify the original model instead")

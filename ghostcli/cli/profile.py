@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, WeightsOpt
+from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, TrustFactoryOpt, WeightsOpt
 
 HELP = """Measure MACs, parameters, activations, memory and latency of one or more models.
 
@@ -64,6 +64,7 @@ def profile_cmd(
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Run cpu/cuda models and inputs in channels_last (NHWC) memory format: ghostified models run faster in it on CPU (docs/ghostify.md).")] = False,
     weights: WeightsOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    trust_factory: TrustFactoryOpt = False,
     json_out: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="GitHub Markdown tables on stdout.")] = False,
 ) -> None:
@@ -89,7 +90,7 @@ def profile_cmd(
             ov_precision=ov_precision, threads=threads, warmup=warmup, runs=DEFAULT_RUNS if runs is None else runs,
             time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
             depth=depth, per_layer=per_layer, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
-            channels_last=channels_last, layer_times=layer_times, progress=on_progress,
+            trust_factory=trust_factory, channels_last=channels_last, layer_times=layer_times, progress=on_progress,
         )
     if json_out:
         render.print_json(report.to_dict())

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, ModelArg, WeightsOpt
+from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, ModelArg, TrustFactoryOpt, WeightsOpt
 
 HELP = """Train MODEL on image data, optionally distilling from a teacher, and save it as an artifact.
 
@@ -101,6 +101,7 @@ def train_command(
     ] = True,
     force: ForceOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    trust_factory: TrustFactoryOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from ghostcli.errors import UsageError
@@ -121,6 +122,7 @@ def train_command(
         label_smoothing=label_smoothing, amp=amp, channels_last=channels_last, device=device, workers=workers,
         resume=str(resume) if resume else None, checkpoint=str(checkpoint) if checkpoint else None, seed=seed,
         input_size=size, augment=augment, force=force, allow_pickle=allow_pickle,
+        trust_factory=trust_factory,
     )
     is_main = os.environ.get("RANK", "0") in ("", "0")
     from ghostcli.cli.train_view import ProgressReporter, show_result

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ghostcli.layers import GhostModule
 
@@ -37,46 +38,40 @@ def _absorbed(block: nn.Module, conv: str, bn: str) -> bool:
             and isinstance(gm.primary_conv[1], nn.BatchNorm2d) and isinstance(gm.primary_conv[2], nn.Identity))
 
 
-def _fused_block_types() -> dict[type, type]:
-    """torchvision block type -> its subclass with ReLUs left out (``relu_inside``: the convs that can take them)."""
-    try:
-        from torchvision.models.resnet import BasicBlock, Bottleneck
-    except ImportError:  # pragma: no cover - torchvision is a dependency
-        return {}
+class GhostReluBasicBlock(BasicBlock):
+    """torchvision BasicBlock whose ``conv1`` Ghost module applies the first ReLU itself."""
 
-    class GhostReluBasicBlock(BasicBlock):
-        """torchvision BasicBlock whose ``conv1`` Ghost module applies the first ReLU itself."""
+    relu_inside: frozenset[str] = frozenset({"1"})
 
-        relu_inside: frozenset[str] = frozenset({"1"})
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
-            out += identity  # in place, as torchvision does: ``out`` is a fresh tensor
-            return self.relu(out)
-
-    class GhostReluBottleneck(Bottleneck):
-        """torchvision Bottleneck whose ``conv1`` and/or ``conv2`` (``relu_inside``) Ghost modules apply
-        their ReLUs themselves."""
-
-        relu_inside: frozenset[str] = frozenset({"1", "2"})
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.bn1(self.conv1(x))
-            if "1" not in self.relu_inside:
-                out = self.relu(out)
-            out = self.bn2(self.conv2(out))
-            if "2" not in self.relu_inside:
-                out = self.relu(out)
-            out = self.bn3(self.conv3(out))
-            out += identity
-            return self.relu(out)
-
-    return {BasicBlock: GhostReluBasicBlock, Bottleneck: GhostReluBottleneck}
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        out += identity  # in place, as torchvision does: ``out`` is a fresh tensor
+        return self.relu(out)
 
 
-_BLOCKS: dict[type, type] | None = None
+class GhostReluBottleneck(Bottleneck):
+    """torchvision Bottleneck whose ``conv1`` and/or ``conv2`` (``relu_inside``) Ghost modules apply
+    their ReLUs themselves."""
+
+    relu_inside: frozenset[str] = frozenset({"1", "2"})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn1(self.conv1(x))
+        if "1" not in self.relu_inside:
+            out = self.relu(out)
+        out = self.bn2(self.conv2(out))
+        if "2" not in self.relu_inside:
+            out = self.relu(out)
+        out = self.bn3(self.conv3(out))
+        out += identity
+        return self.relu(out)
+
+
+#: torchvision block type -> its subclass with ReLUs left out (``relu_inside``: the convs that can take them).
+#: Module-level classes, so ghostified models pickle, copy and cross process boundaries.
+FUSED_BLOCKS: dict[type, type] = {BasicBlock: GhostReluBasicBlock, Bottleneck: GhostReluBottleneck}
 
 
 def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dict[str, str]) -> list[str]:
@@ -85,9 +80,6 @@ def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dic
     ``relu_after`` maps a BN name to the single-use ReLU module that alone reads it;
     ``absorbed_bns`` maps a converted conv's name to the BN its module took over.
     """
-    global _BLOCKS
-    if _BLOCKS is None:
-        _BLOCKS = _fused_block_types()
     named = dict(model.named_modules())
     done: list[str] = []
     for conv_name, bn_name in absorbed_bns.items():
@@ -101,7 +93,7 @@ def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dic
             activate(gm)
             done.append(conv_name)
     for name, block in named.items():
-        fused_cls = _BLOCKS.get(type(block))
+        fused_cls = FUSED_BLOCKS.get(type(block))
         if fused_cls is None:
             continue
         inside = frozenset(i for i in fused_cls.relu_inside if _absorbed(block, f"conv{i}", f"bn{i}"))

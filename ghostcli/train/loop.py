@@ -70,6 +70,7 @@ class TrainConfig:
     deterministic: bool = True
     force: bool = False
     allow_pickle: bool = False
+    trust_factory: bool = False
 
 
 @dataclass
@@ -308,7 +309,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
     resume = ckpt_mod.load_checkpoint(cfg.resume) if cfg.resume else None
 
     _seed_all(cfg.seed + env.rank)
-    loaded = resolve_model(cfg.model, weights=cfg.weights, allow_pickle=cfg.allow_pickle)
+    loaded = resolve_model(cfg.model, weights=cfg.weights, allow_pickle=cfg.allow_pickle,
+                           trust_factory=cfg.trust_factory)
     if out_path is not None and loaded.recipe.source.startswith("pickle:"):
         raise UsageError(f"{cfg.model} has no recipe (a pickled model) so the trained model could not be "
                          "reloaded; save it as a ghostcli artifact first")
@@ -327,7 +329,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
 
     teacher: nn.Module | None = None
     if cfg.teacher:
-        t_loaded = resolve_model(cfg.teacher, weights=cfg.teacher_weights, allow_pickle=cfg.allow_pickle)
+        t_loaded = resolve_model(cfg.teacher, weights=cfg.teacher_weights, allow_pickle=cfg.allow_pickle,
+                                 trust_factory=cfg.trust_factory)
         t_out = _num_outputs(t_loaded.model, input_size)  # type: ignore[arg-type]
         if t_out != n_out:
             raise UsageError(f"teacher {t_loaded.name} has {t_out} classes but the student {loaded.name} has {n_out}")
