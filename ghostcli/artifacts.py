@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghostcli import __version__
-from ghostcli.errors import ArtifactError, one_line
+from ghostcli.errors import ArtifactError, UsageError, one_line
 from ghostcli.fsutil import atomic_path, check_output
 
 if TYPE_CHECKING:
@@ -139,13 +139,19 @@ class Recipe:
                    extra=extra)
 
 
+def check_artifact_output(path: str | Path, force: bool = False) -> Path:
+    """Refuse an artifact output before any work: wrong suffix (usage error), exists without ``force``, ..."""
+    if Path(path).suffix != ".safetensors":
+        raise UsageError(f"artifacts are saved as .safetensors: -o must name a .safetensors file, "
+                         f"got {Path(path).name!r}")
+    return check_output(path, force)
+
+
 def save_artifact(model: nn.Module, path: str | Path, recipe: Recipe, *, force: bool = False) -> Path:
     """Save ``model``'s weights and ``recipe`` to ``path`` (``.safetensors``), atomically."""
     from safetensors.torch import save_model
 
-    dest = check_output(path, force)
-    if dest.suffix != ".safetensors":
-        raise ArtifactError(f"artifacts are saved as .safetensors, got {dest.name!r}")
+    dest = check_artifact_output(path, force)
     check_source(recipe.source)
     recipe.ghostcli_version = __version__
     meta = {RECIPE_KEY: json.dumps(recipe.to_dict(), sort_keys=True), "format": FORMAT}

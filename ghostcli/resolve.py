@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from ghostcli.artifacts import Recipe, read_artifact, read_state_dict
+from ghostcli.artifacts import CorruptRecipe, Recipe, read_artifact, read_state_dict
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError, one_line
 from ghostcli.usercode import call_user_code
 
@@ -123,7 +123,11 @@ def build_source(source: str, options: dict[str, Any], *, trust_factory: bool = 
 
 def rebuild(recipe: Recipe, *, trust_factory: bool = False) -> nn.Module:
     """Build the architecture a recipe describes (random weights); ``factory:`` sources need ``trust_factory``."""
-    model = build_source(recipe.source, dict(recipe.options), trust_factory=trust_factory, bad_option=ArtifactError)
+    try:
+        model = build_source(recipe.source, dict(recipe.options), trust_factory=trust_factory,
+                             bad_option=CorruptRecipe)
+    except (CorruptRecipe, UsageError) as exc:  # an option the builder does not take
+        raise CorruptRecipe(f"corrupt ghostcli recipe: {exc}") from None
     if recipe.ghostify is not None:
         from ghostcli.convert import ghostify
 

@@ -34,10 +34,10 @@ def build_command(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    from ghostcli.fsutil import check_output
+    from ghostcli.artifacts import check_artifact_output
 
     if output is not None:
-        check_output(output, force)  # fail before building anything
+        check_artifact_output(output, force)  # fail before building anything
     from ghostcli.build import build_summary
 
     summary = build_summary(name, width=width, num_classes=num_classes, in_chans=in_chans,

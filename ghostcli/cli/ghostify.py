@@ -71,14 +71,12 @@ def ghostify_command(
                                                                     "eligible.")] = False,
     trust_factory: TrustFactoryOpt = False,
 ) -> None:
-    from ghostcli.errors import ConversionError, UsageError
-    from ghostcli.fsutil import check_output
+    from ghostcli.errors import ConversionError
+    from ghostcli.artifacts import check_artifact_output
     from ghostcli.units import parse_input_size
 
     if output is not None:
-        check_output(output, force)
-        if output.suffix != ".safetensors":
-            raise UsageError(f"-o must name a .safetensors file, got {output.name!r}")
+        check_artifact_output(output, force)
     size = parse_input_size(input_size) if input_size else None
 
     import dataclasses
