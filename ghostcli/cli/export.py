@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -43,20 +43,20 @@ def export_command(
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or openvino (IR .xml + .bin).")] = "onnx",
     output: OutputOpt = None,
     input_size: InputSizeOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Static batch size (default 1).",
-                                                      min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Static batch size (default 1).")]
+    = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Export a dynamic batch dimension; "
                                                 "verification then checks batch 8 against 8 x batch 1.")] = False,
-    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: the exporter's, 20).")] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default: the exporter's, 20).")] = None,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxsim (ONNX only).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Compress IR weights to FP16 (OpenVINO only; default "
                                        "tolerances become 1e-2).")] = False,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the written model against PyTorch.")]
     = True,
-    atol: Annotated[Optional[float], typer.Option("--atol", help="Absolute tolerance (default 1e-4; 1e-2 with "
-                                                  "--fp16).", min=0.0)] = None,
-    rtol: Annotated[Optional[float], typer.Option("--rtol", help="Relative tolerance (default 1e-3; 1e-2 with "
-                                                  "--fp16).", min=0.0)] = None,
+    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default 1e-4; 1e-2 with "
+                                                  "--fp16).")] = None,
+    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default 1e-3; 1e-2 with "
+                                                  "--fp16).")] = None,
     force: ForceOpt = False,
     weights: WeightsOpt = None,
     allow_pickle: AllowPickleOpt = False,
@@ -71,13 +71,16 @@ def export_command(
         size = parse_input_size(input_size)
     fmt_l, out = check_export_options(  # fail before loading anything
         fmt, output if output is not None else _default_output(model, export_format(fmt)), batch_size=batch_size,
-        dynamic_batch=dynamic_batch, opset=opset, simplify=not no_simplify, fp16=fp16, force=force)
+        dynamic_batch=dynamic_batch, opset=opset, simplify=not no_simplify, fp16=fp16, force=force, atol=atol,
+        rtol=rtol)
 
     from ghostcli import render
     from ghostcli.deploy.export import export_model
     from ghostcli.resolve import resolve_model
+    from ghostcli.usercode import stdout_to_stderr
 
-    loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
+    with stdout_to_stderr():  # a factory's prints must not precede the report / JSON
+        loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
     status = render.stderr.status(f"Exporting {loaded.name} to {fmt_l}...")
     with status if render.stderr.is_terminal else contextlib.nullcontext():
         result = export_model(loaded, fmt_l, out, input_size=size, batch_size=batch_size,

@@ -26,19 +26,16 @@ Examples:
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    """Comma-separated numbers (checked later by ``check_normalization``)."""
     from ghostcli.errors import UsageError
 
     if text is None:
         return None
     try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:
-        raise UsageError(f"cannot read {what} {text!r}: use comma-separated numbers such as 0.485,0.456,0.406") from None
-    if not values:
-        raise UsageError(f"{what} is empty")
-    if what == "--std" and any(v <= 0 for v in values):
-        raise UsageError(f"--std values must be positive, got {text!r}")
-    return values
+        raise UsageError(f"cannot read {what} {text!r}: use comma-separated numbers such as "
+                         "0.485,0.456,0.406") from None
 
 
 def _pct(x: float | None) -> str:
@@ -66,22 +63,22 @@ def _render(result: Any) -> None:
                                      rows, numeric=(1, 2, 3)))
     m = result.measurement
     lines = [
-        f"top-1 agreement with FP32: {_pct(result.top1_agreement)} on {result.eval_images} images "
-        f"from {result.eval_data}",
+        (f"top-1 agreement with FP32: {_pct(result.top1_agreement)} on {result.eval_images} images "
+         f"from {result.eval_data}"),
     ]
     if result.accuracy_drop is not None:
         lines.append(f"accuracy drop: {100 * result.accuracy_drop:.2f} points"
                      + (f" (allowed {100 * result.max_accuracy_drop:.2f})" if result.max_accuracy_drop is not None
                         else ""))
     lines += [
-        f"quantization: {'NNCF accuracy control' if result.method == 'accuracy_control' else 'NNCF PTQ'}, "
-        f"preset {result.preset}, {result.calib_images} calibration images from {result.calib_data}; "
-        f"{result.fake_quantize} FakeQuantize ops; {result.int8_layers}/{result.compute_layers} conv/FC layers "
-        "run in INT8",
-        f"INT8 vs FP32 at the default precision ({dflt.executed_precision}): "
-        f"{format_ratio(result.speedup_vs_default)} faster",
-        f"measured on {m['device']}, {m['threads']} threads, batch {m['batch']}, hint {m['hint']}, "
-        f"{m['warmup']} warm-up + {m['runs']} interleaved runs, median",
+        (f"quantization: {'NNCF accuracy control' if result.method == 'accuracy_control' else 'NNCF PTQ'}, "
+         f"preset {result.preset}, {result.calib_images} calibration images from {result.calib_data}; "
+         f"{result.fake_quantize} FakeQuantize ops; {result.int8_layers}/{result.compute_layers} conv/FC layers "
+         "run in INT8"),
+        (f"INT8 vs FP32 at the default precision ({dflt.executed_precision}): "
+         f"{format_ratio(result.speedup_vs_default)} faster"),
+        (f"measured on {m['device']}, {m['threads']} threads, batch {m['batch']}, hint {m['hint']}, "
+         f"{m['warmup']} warm-up + {m['runs']} interleaved runs, median"),
     ]
     if result.output:
         lines.append(f"wrote {result.output} (+ {Path(result.output_bin).name})")
@@ -96,11 +93,13 @@ def quantize_command(
     calib_data: Annotated[str, typer.Option("--calib-data", help="Calibration images: an image folder, 'digits' "
                                             "(built-in, real) or 'synthetic' (noise; accuracy then unknown).")]
     = "digits",
-    subset_size: Annotated[int, typer.Option("--subset-size", help="Number of calibration images.")] = 300,
+    subset_size: Annotated[int, typer.Option("--subset-size", "--calib-images", help="Number of calibration "
+                                             "images.")] = 300,
     preset: Annotated[str, typer.Option("--preset", help="NNCF preset: 'performance' (symmetric) or 'mixed' "
                                         "(asymmetric activations).")] = "performance",
     eval_data: Annotated[str | None, typer.Option("--eval-data", help="Evaluation images (folder | digits | "
-                                                  "synthetic); default: digits' val split, or the calibration images themselves for a folder.")]
+                                                  "synthetic); default: digits' val split, or the calibration images "
+                                                  "themselves for a folder.")]
     = None,
     eval_size: Annotated[int, typer.Option("--eval-size", help="At most this many evaluation images.")] = 300,
     max_accuracy_drop: Annotated[str | None, typer.Option("--max-accuracy-drop", help="Largest absolute top-1 drop "
@@ -127,16 +126,20 @@ def quantize_command(
     from ghostcli import render
     from ghostcli.deploy.options import check_quantize_options
     from ghostcli.units import parse_input_size, parse_percent
+    from ghostcli.usercode import stdout_to_stderr
 
     drop = parse_percent(max_accuracy_drop) if max_accuracy_drop is not None else None
     size = parse_input_size(input_size) if input_size else None
     mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
-    check_quantize_options(preset=preset, subset_size=subset_size, eval_size=eval_size, max_accuracy_drop=drop,
-                           output=output, force=force)  # refuse before the expensive part
+    check_quantize_options(  # refuse before the expensive part
+        preset=preset, subset_size=subset_size, eval_size=eval_size, max_accuracy_drop=drop, output=output,
+        force=force, mean=mean_v, std=std_v, channels=size[0] if size else None, runs=runs, warmup=warmup,
+        threads=threads, calib_data=calib_data, eval_data=eval_data)
     from ghostcli.deploy.quantize import quantize_model
     from ghostcli.resolve import resolve_model
 
-    loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
+    with stdout_to_stderr():  # a factory's prints must not precede the report / JSON
+        loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
     with render.progress() as bar:
         result = quantize_model(
             loaded, calib_data=calib_data, subset_size=subset_size, preset=preset, eval_data=eval_data,

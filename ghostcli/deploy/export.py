@@ -16,7 +16,8 @@ from ghostcli.deploy.fold import fold_batchnorm
 from ghostcli.deploy.options import check_export_options
 from ghostcli.deploy.verify import VerifyResult, compare_outputs, default_tolerances, merge_results
 from ghostcli.errors import ExportError, UsageError
-from ghostcli.fsutil import atomic_dir, check_output
+from ghostcli.fsutil import atomic_dir, check_output, sigterm_raises
+from ghostcli.usercode import call_user_code, stdout_to_stderr
 
 DYNAMIC_CHECK_BATCH = 8
 
@@ -71,14 +72,17 @@ def _inputs(batch: int, chw: tuple[int, ...]) -> np.ndarray:
     return torch.randn((batch, *chw), generator=g).numpy()
 
 
-def _reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.from_numpy(x))
-    finally:
-        model.train(was_training)
+def _reference(model: nn.Module, x: np.ndarray, name: str) -> np.ndarray:
+    def forward() -> Any:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model(torch.from_numpy(x))
+        finally:
+            model.train(was_training)
+
+    out = call_user_code(f"{name}'s forward at batch {x.shape[0]}", forward, error=ExportError)
     if isinstance(out, (tuple, list)):
         out = out[0]
     if not isinstance(out, torch.Tensor):
@@ -108,6 +112,8 @@ def _fail_message(r: VerifyResult) -> str:
             "nothing was written (loosen --atol/--rtol, or --no-verify to keep it anyway)")
 
 
+@stdout_to_stderr()  # model code (forward, tracing) must not print into the report / JSON
+@sigterm_raises()  # SIGTERM runs the clean-up of temporary files and folders
 def export_model(
     model_or_loaded: Any,
     fmt: str,
@@ -131,10 +137,13 @@ def export_model(
     Every conv -> BN pair is folded in PyTorch first; the written model is checked against
     the PyTorch model on the same random inputs (onnxruntime for ONNX, OpenVINO CPU at f32
     for IR) *before* it is moved into place, so a failed check leaves no file. ``atol`` /
-    ``rtol`` default to 1e-4 / 1e-3 (1e-2 / 1e-2 with ``fp16``).
+    ``rtol`` default to 1e-4 / 1e-3 (1e-2 / 1e-2 with ``fp16``). A model whose forward fails on
+    the input is reported naming the layer, before anything is exported.
     """
+    from ghostcli.analysis.memory import probe_forward
+
     fmt_key, out = check_export_options(fmt, output, batch_size=batch_size, dynamic_batch=dynamic_batch,
-                                        opset=opset, simplify=simplify, fp16=fp16, force=force)
+                                        opset=opset, simplify=simplify, fp16=fp16, force=force, atol=atol, rtol=rtol)
     model, default_size, name = _unwrap(model_or_loaded)
     chw = tuple(int(v) for v in (input_size or default_size or ()))
     if not chw:
@@ -142,11 +151,19 @@ def export_model(
     if any(v <= 0 for v in chw):
         raise UsageError(f"invalid input size {list(chw)}")
     atol_v, rtol_v = default_tolerances(fp16, atol, rtol)
+    batch_size = batch_size or 1
+    shape = (1 if dynamic_batch else batch_size, *chw)
+    was_training = model.training
+    try:
+        probe_forward(model.eval(), torch.randn(shape), model_name=name, track_memory=False)
+    finally:
+        model.train(was_training)
 
     warnings_: list[str] = []
     ghosts, sliced = _ghost_counts(model)
     if fold_bn:
-        export_net, fold = fold_batchnorm(model)
+        export_net, fold = call_user_code(f"folding BatchNorm of {name}", lambda: fold_batchnorm(model),
+                                          error=ExportError)
         if fold.trace_error:
             warnings_.append(f"torch.fx could not trace the model ({fold.trace_error}); "
                              "BN folding used the module structure only")
@@ -159,13 +176,11 @@ def export_model(
 
         export_net, bn_folded = copy.deepcopy(model).eval(), 0
 
-    batch_size = batch_size or 1
     check_batch = DYNAMIC_CHECK_BATCH if dynamic_batch else batch_size
     x = ref = None
     if verify:
         x = _inputs(check_batch, chw)
-        ref = _reference(model, x)
-    shape = (1 if dynamic_batch else batch_size, *chw)
+        ref = _reference(model, x, name)
     shown_shape: list[Any] = ["batch" if dynamic_batch else batch_size, *chw]
 
     if fmt_key == "onnx":

@@ -13,6 +13,7 @@ followed by a BN inside an ``nn.Sequential``.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -59,7 +60,7 @@ def _pairs_by_structure(model: nn.Module) -> list[tuple[str, str]]:
         if not isinstance(mod, nn.Sequential):
             continue
         children = list(mod.named_children())
-        for (n1, m1), (n2, m2) in zip(children, children[1:]):
+        for (n1, m1), (n2, m2) in itertools.pairwise(children):
             if isinstance(m1, _CONV) and isinstance(m2, _BN):
                 prefix = f"{name}." if name else ""
                 pairs.append((prefix + n1, prefix + n2))
@@ -93,7 +94,7 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> tuple[nn.Modul
     report = FoldReport()
     try:
         pairs = _pairs_by_fx(model)
-    except Exception as exc:  # untraceable forward (data-dependent control flow ...)
+    except Exception as exc:  # noqa: BLE001 - untraceable forward (data-dependent control flow ...)
         report.method = "module-structure"
         report.trace_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         pairs = _pairs_by_structure(model)

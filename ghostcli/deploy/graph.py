@@ -6,6 +6,7 @@ Slice and no BatchNormalization) and when studying a quantized model.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,8 @@ def openvino_bias_adds(model_or_path: Any) -> int:
 def rt_str(value: Any) -> str:
     """An OpenVINO rt_info entry (an ``OVAny``) as text."""
     if hasattr(value, "astype"):
-        try:
+        with contextlib.suppress(Exception):  # OVAny raises several types
             return str(value.astype(str))
-        except Exception:  # noqa: BLE001 - OVAny raises several types
-            pass
     return str(getattr(value, "value", value))
 
 

@@ -147,7 +147,7 @@ def simplify(proto: Any) -> tuple[Any, str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             simplified, ok = onnxsim.simplify(proto)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnxsim raises anything; the unsimplified model is kept
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         return proto, f"failed: {first[:200]}"
     if not ok:

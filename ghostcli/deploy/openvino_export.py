@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,23 @@ def core() -> Any:
     import openvino as ov
 
     return ov.Core()
+
+
+@contextlib.contextmanager
+def no_cuda_home_warning() -> Iterator[None]:
+    """Silence torch's "No CUDA runtime is found" warning for the duration.
+
+    torch logs it when ``torch.utils.cpp_extension`` is first imported on a machine with a CUDA
+    folder but no GPU; NNCF imports that module, and so does ``openvino.convert_model`` once NNCF
+    is loaded. It is noise for a CPU export: stderr is for errors and ghostcli's own progress.
+    """
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    old = logger.level
+    logger.setLevel(max(logging.ERROR, old))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def _conversion_error(exc: Exception) -> ExportError:
@@ -58,7 +77,7 @@ def to_openvino(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
     model = model.eval()
     example = torch.randn((max(shape[0], 1), *shape[1:]))
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), no_cuda_home_warning():
             warnings.simplefilter("ignore")  # torch.jit.trace deprecation notices
             ov_model = ov.convert_model(model, example_input=example, input=[ov.PartialShape(list(shape))])
     except Exception as exc:  # OpConversionFailure, tracing errors ...

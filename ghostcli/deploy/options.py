@@ -6,16 +6,19 @@ so library users get the same errors.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
-from ghostcli.errors import UsageError
-from ghostcli.fsutil import check_output
+from ghostcli.errors import DataError, UsageError
+from ghostcli.fsutil import check_output, display_path
 
 FORMATS = ("onnx", "openvino")
 _FORMAT_ALIASES = {"onnx": "onnx", "openvino": "openvino", "ov": "openvino", "ir": "openvino"}
 PRESETS = ("performance", "mixed")
 DEFAULT_SUBSET_SIZE = 300
 DEFAULT_EVAL_SIZE = 300
+DATA_SETS = ("digits", "synthetic")
 
 
 def export_format(fmt: str) -> str:
@@ -32,21 +35,26 @@ def max_opset() -> int:
         from torch.onnx import _constants
 
         return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
-    except Exception:  # private module moved: fall back to the TorchScript exporter's own maximum
+    except Exception:  # noqa: BLE001 - private module moved: fall back to the TorchScript exporter's own maximum
         return 20
 
 
 def check_export_options(fmt: str, output: str | Path, *, batch_size: int | None = None, dynamic_batch: bool = False,
                          opset: int | None = None, simplify: bool = True, fp16: bool = False,
-                         force: bool = False) -> tuple[str, Path]:
+                         force: bool = False, atol: float | None = None,
+                         rtol: float | None = None) -> tuple[str, Path]:
     """Validate ``export_model``'s options without loading anything; returns ``(format, output path)``.
 
     ``batch_size=None`` means "not given" (then it cannot clash with ``dynamic_batch``). Raises
-    ``UsageError`` for an impossible combination and when an output file exists without ``force``.
+    ``UsageError`` for an impossible value or combination and a bad output path; an output that
+    exists without ``force`` raises ``OutputExistsError`` (see :func:`ghostcli.fsutil.check_output`).
     """
     fmt_key = export_format(fmt)
     if batch_size is not None and batch_size < 1:
-        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    for name, tol in (("--atol", atol), ("--rtol", rtol)):
+        if tol is not None and not (math.isfinite(tol) and tol >= 0):
+            raise UsageError(f"{name} must be a finite number >= 0, got {tol}")
     if dynamic_batch and batch_size is not None:
         raise UsageError("--batch-size and --dynamic-batch exclude each other")
     if opset is not None and fmt_key != "onnx":
@@ -60,33 +68,79 @@ def check_export_options(fmt: str, output: str | Path, *, batch_size: int | None
     out = Path(output)
     want = ".onnx" if fmt_key == "onnx" else ".xml"
     if out.suffix.lower() != want:
-        raise UsageError(f"the {fmt_key} output must end in {want}, got {out}")
+        raise UsageError(f"the {fmt_key} output must end in {want}, got {display_path(out)}")
     check_output(out, force)
     if fmt_key == "openvino":
         check_output(out.with_suffix(".bin"), force)
     return fmt_key, out
 
 
+def check_data_spec(spec: str, what: str) -> None:
+    """Refuse a data set that is neither ``digits`` / ``synthetic`` nor an existing folder (``DataError``)."""
+    if spec in DATA_SETS:
+        return
+    p = Path(spec)
+    if not p.is_dir():
+        state = "does not exist" if not p.exists() else "is a file, not a folder"
+        raise DataError(f"{what} {display_path(p)} {state} (give a folder of images, 'digits' or 'synthetic')")
+
+
+def check_normalization(mean: Sequence[float] | None, std: Sequence[float] | None,
+                        channels: int | None = None) -> None:
+    """Refuse a mean/std that is empty, not finite, a std <= 0, or whose length is neither 1 nor ``channels``."""
+    for name, values in (("--mean", mean), ("--std", std)):
+        if values is None:
+            continue
+        if len(values) == 0:
+            raise UsageError(f"{name} is empty")
+        if not all(math.isfinite(v) for v in values):
+            raise UsageError(f"{name} values must be finite numbers, got {','.join(f'{v:g}' for v in values)}")
+        if name == "--std" and any(v <= 0 for v in values):
+            raise UsageError(f"--std values must be positive, got {','.join(f'{v:g}' for v in values)}")
+        if channels is not None and len(values) not in (1, channels):
+            expected = "1 value" if channels == 1 else f"1 or {channels} values (one per input channel)"
+            raise UsageError(f"{name} needs {expected} for a {channels}-channel input, got {len(values)}")
+
+
 def check_quantize_options(*, preset: str = "performance", subset_size: int = DEFAULT_SUBSET_SIZE,
                            eval_size: int = DEFAULT_EVAL_SIZE, max_accuracy_drop: float | None = None,
-                           output: str | Path | None = None, force: bool = False) -> Path | None:
+                           output: str | Path | None = None, force: bool = False,
+                           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                           channels: int | None = None, runs: int = 50, warmup: int = 5,
+                           threads: int | None = None, calib_data: str | None = None,
+                           eval_data: str | None = None) -> Path | None:
     """Validate ``quantize_model``'s options without loading anything; returns the output ``.xml`` path.
 
-    Raises ``UsageError`` for an impossible value and when an output file exists without ``force``.
+    ``channels`` (the input's, when known) checks the length of ``mean`` / ``std``. Raises ``UsageError``
+    for an impossible value, ``DataError`` for a data folder that does not exist, and the errors of
+    :func:`ghostcli.fsutil.check_output` for the output.
     """
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if subset_size < 1:
-        raise UsageError(f"--subset-size must be at least 1, got {subset_size}")
+        raise UsageError(f"--subset-size (calibration images) must be at least 1, got {subset_size}")
     if eval_size < 1:
         raise UsageError(f"--eval-size must be at least 1, got {eval_size}")
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop < 1:
         raise UsageError(f"--max-accuracy-drop is a fraction in [0, 1), got {max_accuracy_drop}")
-    if output is None:
-        return None
-    out_xml = Path(output)
-    if out_xml.suffix.lower() != ".xml":
-        raise UsageError(f"the INT8 model is an OpenVINO IR: the output must end in .xml, got {out_xml}")
-    check_output(out_xml, force)
-    check_output(out_xml.with_suffix(".bin"), force)
+    if runs < 1:
+        raise UsageError(f"--runs must be at least 1, got {runs}")
+    if warmup < 0:
+        raise UsageError(f"--warmup must be 0 or more, got {warmup}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    check_normalization(mean, std, channels)
+    if output is not None:
+        out_xml: Path | None = Path(output)
+        if out_xml.suffix.lower() != ".xml":
+            raise UsageError("the INT8 model is an OpenVINO IR: the output must end in .xml, "
+                             f"got {display_path(out_xml)}")
+        check_output(out_xml, force)
+        check_output(out_xml.with_suffix(".bin"), force)
+    else:
+        out_xml = None
+    if calib_data is not None:
+        check_data_spec(calib_data, "calibration data folder")
+    if eval_data is not None:
+        check_data_spec(eval_data, "evaluation data folder")
     return out_xml

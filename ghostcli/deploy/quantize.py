@@ -12,6 +12,7 @@ the precision each layer actually executes at.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import shutil
 import sys
@@ -24,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ghostcli.deploy.options import DEFAULT_EVAL_SIZE, DEFAULT_SUBSET_SIZE, check_quantize_options
+from ghostcli.deploy.options import DEFAULT_EVAL_SIZE, DEFAULT_SUBSET_SIZE, check_normalization, check_quantize_options
 from ghostcli.errors import ExportError, UsageError, one_line
+from ghostcli.fsutil import sigterm_raises
+from ghostcli.usercode import stdout_to_stderr
 
 SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
                      "so the INT8 model's accuracy is UNKNOWN; use --calib-data DIR or digits")
@@ -105,17 +108,37 @@ def _as_model(model_or_loaded: Any, input_size: tuple[int, int, int] | None) -> 
     return model.eval(), str(model_or_loaded.name), size  # type: ignore[return-value]
 
 
+def _import_nncf() -> Any:
+    """``import nncf`` without torch's "No CUDA runtime is found" warning (NNCF imports torch.utils.cpp_extension)."""
+    from ghostcli.deploy.openvino_export import no_cuda_home_warning
+
+    with no_cuda_home_warning():
+        import nncf
+    return nncf
+
+
 @contextlib.contextmanager
 def _quiet_nncf() -> Iterator[None]:
-    """Keep NNCF's log lines and progress bars off stdout (stdout is for the report / JSON)."""
+    """Keep NNCF off stdout (it is for the report / JSON): its log goes to stderr, errors only, and its
+    progress bars to stderr when that is a terminal, nowhere otherwise (like ghostcli's own)."""
+    _import_nncf()
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
-    nncf_logger.setLevel(logging.ERROR)
+    nncf_logger.setLevel(max(logging.ERROR, level))
+    # NNCF's handler holds the sys.stdout of import time, so redirect_stdout alone would miss it. The stream
+    # is swapped by assignment: setStream would flush the old one, which may be closed by now.
+    moved = [h for h in nncf_logger.handlers
+             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    streams = [h.stream for h in moved]
+    for h in moved:
+        h.stream = sys.stderr
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr if sys.stderr.isatty() else io.StringIO()):
             yield
     finally:
         nncf_logger.setLevel(level)
+        for h, stream in zip(moved, streams, strict=True):
+            h.stream = stream
 
 
 def _ir_size(xml: Path) -> int:
@@ -185,8 +208,7 @@ def _stats(name: str, hint: str, executed: str, t: np.ndarray) -> VariantStats:
 
 
 def _calibration_dataset(images: list[np.ndarray], progress: Any) -> Any:
-    import nncf
-
+    nncf = _import_nncf()
     task = progress.add_task("calibrating", total=len(images), info="") if progress is not None else None
 
     def transform(x: np.ndarray) -> np.ndarray:
@@ -217,8 +239,7 @@ def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: 
     ``nncf_options`` go to ``nncf.quantize`` as they are (e.g. ``fast_bias_correction``,
     ``advanced_parameters``); NNCF's own logging stays off stdout.
     """
-    import nncf
-
+    nncf = _import_nncf()
     check_quantize_options(preset=preset)
     kwargs: dict[str, Any] = {"preset": nncf.QuantizationPreset(preset), "subset_size": len(calib_images)}
     if ignored_types:
@@ -234,6 +255,8 @@ def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: 
 # --------------------------------------------------------------------------------------------- main
 
 
+@stdout_to_stderr()  # model code (forward, tracing) must not print into the report / JSON
+@sigterm_raises()  # SIGTERM runs the clean-up of temporary files and folders
 def quantize_model(
     loaded_or_model: Any,
     *,
@@ -263,17 +286,24 @@ def quantize_model(
     evaluation images and ``max_accuracy_drop`` (absolute, e.g. 0.01), NNCF's accuracy-controlled
     quantization keeps sensitive layers in floating point until the drop is within bounds.
     ``ignored_types``: OpenVINO op types NNCF must not quantize (e.g. ``GroupConvolution``).
-    The INT8 IR is written to ``output`` (``.xml`` + ``.bin``, atomically) when given.
+    The INT8 IR is written to ``output`` (``.xml`` + ``.bin``, atomically) when given. Every option is
+    checked before any work; a model whose forward fails on ``input_size`` is reported naming the layer.
     """
-    import nncf
+    out_xml = check_quantize_options(preset=preset, subset_size=subset_size, eval_size=eval_size,
+                                     max_accuracy_drop=max_accuracy_drop, output=output, force=force, mean=mean,
+                                     std=std, channels=input_size[0] if input_size else None, runs=runs,
+                                     warmup=warmup, threads=threads, calib_data=calib_data, eval_data=eval_data)
+    import torch
 
+    from ghostcli.analysis.memory import probe_forward
     from ghostcli.deploy.calibration import load_image_set
     from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
     from ghostcli.deploy.openvino_export import compile_cpu, save_ir, to_openvino
 
-    out_xml = check_quantize_options(preset=preset, subset_size=subset_size, eval_size=eval_size,
-                                     max_accuracy_drop=max_accuracy_drop, output=output, force=force)
+    nncf = _import_nncf()
     model, name, size = _as_model(loaded_or_model, input_size)
+    check_normalization(mean, std, size[0])
+    probe_forward(model, torch.randn(1, *size), model_name=name, track_memory=False)
     warnings: list[str] = []
     calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=mean, std=std,
                            progress=progress, description="loading calibration images")
@@ -298,12 +328,10 @@ def quantize_model(
         if eval_data is not None and evalset.skipped:
             warnings.append(f"skipped {evalset.skipped} non-image file(s) in {eval_data}")
 
-    try:
-        from ghostcli.deploy.fold import fold_batchnorm
+    from ghostcli.deploy.fold import fold_batchnorm
 
+    with contextlib.suppress(Exception):  # folding is an optimisation; OpenVINO folds conv+BN itself too
         model, _ = fold_batchnorm(model)
-    except Exception:  # folding is an optimisation; OpenVINO folds conv+BN itself too
-        pass
     ov_model = to_openvino(model, (1, *size))
     n_out = int(np.prod([d.get_length() for d in ov_model.outputs[0].get_partial_shape()][1:]))
     has_accuracy = evalset.labeled and n_out == len(evalset.classes)
@@ -369,13 +397,13 @@ def quantize_model(
 
     try:
         n_threads = int(int8_c.get_property("INFERENCE_NUM_THREADS"))
-    except Exception:
+    except Exception:  # noqa: BLE001 - OVAny raises several types
         n_threads = threads or 0
     from ghostcli.deploy.openvino_export import core
 
     try:
         device = str(core().get_property("CPU", "FULL_DEVICE_NAME"))
-    except Exception:
+    except Exception:  # noqa: BLE001 - OVAny raises several types
         device = "CPU"
     return QuantizeResult(
         model=name, input_size=list(size), method=method, preset=preset, calib_data=calib_data,
