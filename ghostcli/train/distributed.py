@@ -8,7 +8,8 @@ Choices (documented in docs/training.md):
 - BatchNorm statistics are computed over the *global* batch (``sync_batchnorm``):
   on CPU/gloo ``torch.nn.SyncBatchNorm`` is not available, so the BatchNorm layers
   are switched, in place and only for the duration of training, to a subclass that
-  all-reduces the per-channel sums (autograd-aware). The state dict is unchanged.
+  all-reduces the per-channel sums (autograd-aware), in float32 or the input's wider
+  dtype (a float64 model stays float64). The state dict is unchanged.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
     c = x.shape[1]
     dims = [0, *range(2, x.dim())]
     shape = [1, c] + [1] * (x.dim() - 2)
-    xf = x.float()
-    count = torch.full((1,), x.numel() / c, dtype=torch.float32, device=x.device)
+    dtype = torch.promote_types(x.dtype, torch.float32)  # float16/bfloat16 in float32, float64 stays float64
+    xf = x.to(dtype)
+    count = torch.full((1,), x.numel() / c, dtype=dtype, device=x.device)
     first = all_reduce(torch.cat([xf.sum(dims), count]))
     n = first[c]
     mean = first[:c] / n
