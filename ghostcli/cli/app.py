@@ -46,11 +46,14 @@ class _ErrorMappingGroup(TyperGroup):
                 raise
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a write (fsutil.Terminated)
             if debug_enabled():
                 raise
-            typer.echo("Interrupted.", err=True)
-            raise typer.Exit(130) from None
+            from ghostcli.fsutil import Terminated
+
+            terminated = isinstance(exc, Terminated)
+            typer.echo("Terminated." if terminated else "Interrupted.", err=True)
+            raise typer.Exit(143 if terminated else 130) from None
 
 
 def _hide_flag_types() -> None:

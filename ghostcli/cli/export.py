@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, ModelArg, OutputOpt, WeightsOpt
+from ghostcli.cli.common import (
+    AllowPickleOpt,
+    ForceOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelArg,
+    OutputOpt,
+    TrustFactoryOpt,
+    WeightsOpt,
+)
 
 if TYPE_CHECKING:
     from ghostcli.deploy.export import ExportResult
@@ -60,6 +69,7 @@ def export_command(
     force: ForceOpt = False,
     weights: WeightsOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    trust_factory: TrustFactoryOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from ghostcli.deploy.options import check_export_options, export_format
@@ -80,7 +90,8 @@ def export_command(
     from ghostcli.usercode import stdout_to_stderr
 
     with stdout_to_stderr():  # a factory's prints must not precede the report / JSON
-        loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
+        loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
+                               trust_factory=trust_factory)
     status = render.stderr.status(f"Exporting {loaded.name} to {fmt_l}...")
     with status if render.stderr.is_terminal else contextlib.nullcontext():
         result = export_model(loaded, fmt_l, out, input_size=size, batch_size=batch_size,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, ModelArg, WeightsOpt
+from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, ModelArg, TrustFactoryOpt, WeightsOpt
 
 HELP = """INT8 post-training quantization with NNCF into an OpenVINO IR for Intel CPUs.
 
@@ -111,6 +111,7 @@ def quantize_command(
     input_size: InputSizeOpt = None,
     weights: WeightsOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    trust_factory: TrustFactoryOpt = False,
     mean: Annotated[str | None, typer.Option("--mean", help="Normalization mean, e.g. 0.485,0.456,0.406 "
                                              "(default ImageNet).")] = None,
     std: Annotated[str | None, typer.Option("--std", help="Normalization std, e.g. 0.229,0.224,0.225.")] = None,
@@ -139,7 +140,8 @@ def quantize_command(
     from ghostcli.resolve import resolve_model
 
     with stdout_to_stderr():  # a factory's prints must not precede the report / JSON
-        loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle)
+        loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
+                               trust_factory=trust_factory)
     with render.progress() as bar:
         result = quantize_model(
             loaded, calib_data=calib_data, subset_size=subset_size, preset=preset, eval_data=eval_data,

@@ -264,9 +264,7 @@ def _paths(cfg: TrainConfig, env: dist_mod.DistEnv) -> tuple[Path | None, Path |
         if ck.exists() and not resuming_here and not cfg.force:
             raise OutputExistsError(f"checkpoint {ck} already exists (continue it with --resume {ck}, "
                                     "or use --force to start over)")
-        parent = ck.parent if str(ck.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"checkpoint directory {parent} does not exist")
+        check_output(ck, force=True)  # writable before the first epoch, not after it
     return out, ck
 
 
