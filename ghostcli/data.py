@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ghostcli.errors import DataError
+from ghostcli.errors import DataError, UsageError, one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 DIGITS_SEED = 0
 DIGITS_VAL_FRACTION = 0.2
+SPLITS = ("train", "val")
 
 
 def _stats(values: Sequence[float], channels: int) -> torch.Tensor:
@@ -33,6 +34,20 @@ def _stats(values: Sequence[float], channels: int) -> torch.Tensor:
     if len(v) != channels:
         v = [sum(v) / len(v)] * channels  # e.g. grey images with RGB statistics
     return torch.tensor(v, dtype=torch.float32).view(channels, 1, 1)
+
+
+class ImageDecodeError(DataError):
+    """An image file that cannot be decoded.
+
+    A DataLoader worker process re-raises it in the main process as ``ImageDecodeError(text)``
+    where ``text`` is the worker's whole traceback; only its last line, our message, is kept.
+    """
+
+    def __init__(self, message: str) -> None:
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
 
 
 class DigitsDataset(Dataset):
@@ -99,7 +114,11 @@ class FolderDataset(Dataset):
         from torchvision import transforms as T
 
         if not root.is_dir():
-            raise DataError(f"data folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
+            raise DataError(f"data folder {root} does not exist" if not root.exists()
+                            else f"{root} is a file, not a folder of images (DIR/<class>/<image>)")
+        c, h, w = input_size
+        if c not in (1, 3):
+            raise DataError(f"image folders give 1 or 3 channels, the model expects {c}")
         subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         self.samples: list[tuple[Path, int]] = []
         self.skipped = 0
@@ -114,16 +133,13 @@ class FolderDataset(Dataset):
             self._scan(root, 0)
         if not self.samples:
             raise DataError(f"no usable images in {root} ({self.skipped} other files skipped)")
-        c, h, w = input_size
         self.mode = "L" if c == 1 else "RGB"
         norm = T.Normalize(list(_stats(mean, c).flatten()), list(_stats(std, c).flatten()))
         if augment:
             self.transform = T.Compose([T.RandomResizedCrop((h, w)), T.RandomHorizontalFlip(), T.ToTensor(), norm])
         else:
-            self.transform = T.Compose([T.Resize(int(round(min(h, w) / resize_ratio))), T.CenterCrop((h, w)),
+            self.transform = T.Compose([T.Resize(round(min(h, w) / resize_ratio)), T.CenterCrop((h, w)),
                                         T.ToTensor(), norm])
-        if c not in (1, 3):
-            raise DataError(f"image folders give 1 or 3 channels, the model expects {c}")
 
     def _scan(self, folder: Path, label: int) -> None:
         for f in sorted(folder.rglob("*")):
@@ -143,8 +159,8 @@ class FolderDataset(Dataset):
         try:
             with Image.open(path) as img:
                 return self.transform(img.convert(self.mode)), label
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"cannot decode image {path}: {exc}") from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageDecodeError(f"cannot decode image {path}: {one_line(exc, 160)}") from None
 
 
 def load_image_dataset(
@@ -158,8 +174,8 @@ def load_image_dataset(
     length: int = 256,
 ) -> Dataset:
     """A dataset of ``(image tensor C x H x W, label)``; see the module docstring for ``spec``."""
-    if split not in ("train", "val"):
-        raise DataError(f"split must be 'train' or 'val', got {split!r}")
+    if split not in SPLITS:
+        raise UsageError(f"split must be 'train' or 'val', got {split!r}")
     size = tuple(int(v) for v in input_size)
     if spec == "digits":
         return DigitsDataset(split, size, augment, mean, std)

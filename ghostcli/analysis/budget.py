@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from ghostcli.analysis.report import CHECK_KIND, PROFILE_KIND, SCHEMA_VERSION, Conditions, Environment
-from ghostcli.errors import ArtifactError, UsageError
+from ghostcli.errors import ArtifactError, UsageError, one_line
 from ghostcli.units import format_bytes, format_count, format_macs, format_ms, parse_percent, parse_quantity
 
 BASELINE_KIND = "ghostcli.baseline"
@@ -134,27 +135,34 @@ def find_config(start: Path | None = None) -> Path | None:
             return cand
         py = folder / "pyproject.toml"
         if py.is_file():
-            try:
-                data = tomllib.loads(py.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
-                data = {}
-            if isinstance(data.get("tool"), dict) and "ghostcli" in data["tool"]:
+            tool = _load_toml(py, hint=" (fix it, or pass --no-config)").get("tool")
+            if isinstance(tool, dict) and "ghostcli" in tool:
                 return py
         if (folder / ".git").exists():
             break
     return None
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """The check settings of a config file as a flat dict with dashed keys; bad files raise UsageError."""
+def _load_toml(path: Path, hint: str = "") -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable or malformed one raises UsageError (``hint`` is appended)."""
+    if path.is_dir():
+        raise UsageError(f"config file {path} is a directory, expected a .toml file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or one_line(exc)}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+        raise UsageError(f"config file {path} is not valid TOML: {one_line(exc)}{hint}") from None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The check settings of a config file as a flat dict with dashed keys; bad files raise UsageError."""
+    data = _load_toml(path)
     if path.name == "pyproject.toml":
-        section = data.get("tool", {}).get("ghostcli")
+        tool = data.get("tool")
+        section = tool.get("ghostcli") if isinstance(tool, dict) else None
         if not isinstance(section, dict):
             raise UsageError(f"{path} has no [tool.ghostcli] table")
         label = "[tool.ghostcli]"
@@ -173,11 +181,14 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def _positive(value: Any, what: str, parse: Any = parse_quantity) -> float:
+    """A limit: a finite number above zero (a limit of 0 could never pass)."""
     if isinstance(value, bool):
         raise UsageError(f"{what}: expected a number, got {value!r}")
+    if isinstance(value, str) and value.strip().startswith("-"):
+        raise UsageError(f"{what}: expected a positive number, got {value!r}")
     v = float(value) if isinstance(value, (int, float)) else parse(str(value))
-    if not math.isfinite(v) or v < 0:
-        raise UsageError(f"{what}: expected a non-negative number, got {value!r}")
+    if not math.isfinite(v) or v <= 0:
+        raise UsageError(f"{what}: expected a positive number, got {value!r}")
     return v
 
 
@@ -273,12 +284,17 @@ def _float(text: str, what: str) -> float:
 
 def read_baseline(path: Path, model_name: str | None = None) -> BaselineEntry:
     """Read a baseline written by ``check --update-baseline`` (or ``profile --json``); bad files raise ArtifactError."""
+    if path.is_dir():
+        raise ArtifactError(f"baseline {path} is a directory, expected a JSON file")
     if not path.is_file():
         raise ArtifactError(f"baseline file {path} does not exist (create it with --update-baseline)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ArtifactError(f"baseline {path} is not JSON (expected a file written by 'ghostcli check --update-baseline')") from None
+    except OSError as exc:
+        raise ArtifactError(f"cannot read baseline {path}: {exc.strerror or one_line(exc)}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ArtifactError(f"baseline {path} is not JSON "
+                            "(expected a file written by 'ghostcli check --update-baseline')") from None
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in (BASELINE_KIND, PROFILE_KIND):
         raise ArtifactError(f"{path} is not a ghostcli baseline (no kind {BASELINE_KIND!r}); "
@@ -297,22 +313,27 @@ def read_baseline(path: Path, model_name: str | None = None) -> BaselineEntry:
             lat = entry.get("latency") or []
             entry = {**entry, "latency_median_ms": lat[0]["median_ms"] if lat else None,
                      "batch_size": lat[0]["batch_size"] if lat else None}
-        return BaselineEntry(
-            name=str(entry["name"]), macs=int(entry["macs"]), params=int(entry["params"]),
-            weight_bytes=_opt_int(entry.get("weight_bytes")), latency_median_ms=_opt_float(entry.get("latency_median_ms")),
-            latency_reference=entry.get("latency_reference"), latency_ratio=_opt_float(entry.get("latency_ratio")),
-            batch_size=_opt_int(entry.get("batch_size")),
-        )
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-        raise ArtifactError(f"{path} is a ghostcli file but lacks the model's macs/params: not a usable baseline") from None
+        missing = [k for k in ("name", "macs", "params") if k not in entry]
+    except (KeyError, TypeError, IndexError, AttributeError):
+        missing = ["a list of models"]
+    if missing:
+        raise ArtifactError(f"{path} is a ghostcli file but lacks {', '.join(missing)}: not a usable baseline")
 
+    def num(key: str, cast: type[int | float], required: bool = False) -> Any:
+        value = entry.get(key)
+        if value is None and not required:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ArtifactError(f"baseline {path}: {key!r} must be a finite non-negative number, got {value!r}")
+        return cast(value)
 
-def _opt_int(v: Any) -> int | None:
-    return None if v is None else int(v)
-
-
-def _opt_float(v: Any) -> float | None:
-    return None if v is None else float(v)
+    ref = entry.get("latency_reference")
+    return BaselineEntry(
+        name=str(entry["name"]), macs=num("macs", int, True), params=num("params", int, True),
+        weight_bytes=num("weight_bytes", int), latency_median_ms=num("latency_median_ms", float),
+        latency_reference=None if ref is None else str(ref), latency_ratio=num("latency_ratio", float),
+        batch_size=num("batch_size", int),
+    )
 
 
 def baseline_dict(entry: BaselineEntry, *, input_size: list[int], environment: Environment) -> dict[str, Any]:
@@ -320,7 +341,7 @@ def baseline_dict(entry: BaselineEntry, *, input_size: list[int], environment: E
     from ghostcli.render import to_jsonable
 
     return {"schema_version": SCHEMA_VERSION, "kind": BASELINE_KIND,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "input_size": input_size, **to_jsonable(entry), "environment": to_jsonable(environment)}
 
 
@@ -337,7 +358,8 @@ def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> Chec
     Returns the report; the caller decides the exit code (3 when ``report.passed`` is False).
     """
     from ghostcli.analysis.profile import profile_models
-    from ghostcli.fsutil import write_text_atomic
+    from ghostcli.fsutil import check_output, write_text_atomic
+    from ghostcli.usercode import stdout_to_stderr
 
     if not settings.model:
         raise UsageError("no MODEL given (pass it, or set 'model' in ghostcli.toml / [tool.ghostcli])")
@@ -348,15 +370,23 @@ def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> Chec
                          "(or set them in ghostcli.toml / [tool.ghostcli])")
     if update_baseline and settings.baseline is None:
         raise UsageError("--update-baseline needs --baseline FILE")
+    if "tolerance" in settings.sources and settings.baseline is None:
+        raise UsageError("--tolerance is the growth allowed over a baseline: give --baseline FILE "
+                         "(limits such as --max-macs are exact)")
     base = None
-    if settings.baseline is not None and not update_baseline:
-        base = read_baseline(settings.baseline, settings.model)
+    if settings.baseline is not None:
+        if update_baseline:  # refuse an unwritable path before minutes of measuring, not after
+            check_output(settings.baseline, force=True)
+        else:
+            base = read_baseline(settings.baseline, settings.model)
 
     timed = settings.needs_latency or (update_baseline and settings.latency_reference is not None)
     specs = [settings.model] + ([settings.latency_reference] if timed and settings.latency_reference else [])
-    report = profile_models(specs, input_size=settings.input_size, batch_sizes=[settings.batch_size],
-                            device=settings.device, threads=settings.threads, warmup=settings.warmup,
-                            runs=settings.runs, latency=timed, memory=False, channels_last=settings.channels_last)
+    with stdout_to_stderr():  # the models' own prints must not corrupt --json
+        report = profile_models(specs, input_size=settings.input_size, batch_sizes=[settings.batch_size],
+                                device=settings.device, threads=settings.threads, warmup=settings.warmup,
+                                runs=settings.runs, latency=timed, memory=False,
+                                channels_last=settings.channels_last)
     prof = report.models[0]
     median = prof.latency[0].median_ms if prof.latency else None
     ratio = report.comparisons[0].latency_ratio if report.comparisons else None
@@ -389,12 +419,14 @@ def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> Chec
         if settings.latency_tolerance is not None:
             lt = settings.latency_tolerance
             llabel = f"baseline {settings.baseline} +{lt * 100:g}%"
-            if base.latency_ratio is not None and ratio is not None and base.latency_reference == settings.latency_reference:
+            same_reference = base.latency_reference == settings.latency_reference
+            if base.latency_ratio is not None and ratio is not None and same_reference:
                 add("latency_ratio", ratio, base.latency_ratio * (1 + lt), "x", llabel,
                     f"vs {settings.latency_reference} in the same run; baseline ratio {base.latency_ratio:.3f}")
             elif base.latency_median_ms is not None and median is not None:
                 add("latency_ms", median, base.latency_median_ms * (1 + lt), "ms", llabel,
-                    f"absolute, baseline {_fmt(base.latency_median_ms, 'ms')} from another run: flaky on shared runners")
+                    f"absolute, baseline {_fmt(base.latency_median_ms, 'ms')} from another run: "
+                    "flaky on shared runners")
             else:
                 raise ArtifactError(f"baseline {settings.baseline} records no latency to compare against "
                                     "(re-create it with --update-baseline and a latency option)")
@@ -404,8 +436,6 @@ def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> Chec
         entry = BaselineEntry(name=prof.name, macs=prof.macs, params=prof.params, weight_bytes=prof.weight_bytes,
                               latency_median_ms=median, latency_reference=settings.latency_reference if ratio else None,
                               latency_ratio=ratio, batch_size=settings.batch_size)
-        if not settings.baseline.parent.exists():
-            raise UsageError(f"directory {settings.baseline.parent} for the baseline does not exist")
         text = json.dumps(baseline_dict(entry, input_size=prof.input_size, environment=report.environment), indent=2)
         write_text_atomic(settings.baseline, text + "\n")
         updated = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,25 +30,72 @@ Examples:
 
 
 def check_cmd(
-    model: Annotated[Optional[str], typer.Argument(metavar="MODEL", help="Model to check (default: 'model' from the config file).")] = None,
-    max_macs: Annotated[Optional[str], typer.Option("--max-macs", help="Most MACs allowed (fvcore total), e.g. 2.5G.")] = None,
-    max_params: Annotated[Optional[str], typer.Option("--max-params", help="Most parameters allowed, e.g. 15M or 500k.")] = None,
-    max_weights: Annotated[Optional[str], typer.Option("--max-weights", help="Most weight bytes allowed, e.g. 60M (bytes).")] = None,
-    max_latency_ms: Annotated[Optional[str], typer.Option("--max-latency-ms", help="Most median latency in ms (absolute; opt-in, flaky on shared runners).")] = None,
-    latency_reference: Annotated[Optional[str], typer.Option("--latency-reference", help="A model timed interleaved in the same run, for ratio limits.")] = None,
-    max_latency_ratio: Annotated[Optional[str], typer.Option("--max-latency-ratio", help="Most median latency relative to --latency-reference, e.g. 0.8.")] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Baseline JSON to compare against (written by --update-baseline).")] = None,
-    tolerance: Annotated[Optional[str], typer.Option("--tolerance", help="Growth allowed over the baseline MACs/params, e.g. 2% (default 0%).")] = None,
-    latency_tolerance: Annotated[Optional[str], typer.Option("--latency-tolerance", help="Latency growth allowed over the baseline, e.g. 10% (opt-in).")] = None,
-    update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Write the measured values to --baseline (replacing it).")] = False,
+    model: Annotated[
+        str | None,
+        typer.Argument(metavar="MODEL", help="Model to check (default: 'model' from the config file)."),
+    ] = None,
+    max_macs: Annotated[
+        str | None,
+        typer.Option("--max-macs", help="Most MACs allowed (fvcore total), e.g. 2.5G."),
+    ] = None,
+    max_params: Annotated[
+        str | None,
+        typer.Option("--max-params", help="Most parameters allowed, e.g. 15M or 500k."),
+    ] = None,
+    max_weights: Annotated[
+        str | None,
+        typer.Option("--max-weights", help="Most weight bytes allowed, e.g. 60M (bytes)."),
+    ] = None,
+    max_latency_ms: Annotated[
+        str | None,
+        typer.Option("--max-latency-ms", help="Most median latency in ms (absolute; opt-in, flaky on shared runners)."),
+    ] = None,
+    latency_reference: Annotated[
+        str | None,
+        typer.Option("--latency-reference", help="A model timed interleaved in the same run, for ratio limits."),
+    ] = None,
+    max_latency_ratio: Annotated[
+        str | None,
+        typer.Option("--max-latency-ratio", help="Most median latency relative to --latency-reference, e.g. 0.8."),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", help="Baseline JSON to compare against (written by --update-baseline)."),
+    ] = None,
+    tolerance: Annotated[
+        str | None,
+        typer.Option("--tolerance", help="Growth allowed over the baseline MACs/params, e.g. 2% (default 0%)."),
+    ] = None,
+    latency_tolerance: Annotated[
+        str | None,
+        typer.Option("--latency-tolerance", help="Latency growth allowed over the baseline, e.g. 10% (opt-in)."),
+    ] = None,
+    update_baseline: Annotated[
+        bool,
+        typer.Option("--update-baseline", help="Write the measured values to --baseline (replacing it)."),
+    ] = False,
     input_size: InputSizeOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size for latency (default 1).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", "-d", help="cpu, cuda or openvino, for latency.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for latency.")] = None,
-    warmup: Annotated[Optional[int], typer.Option("--warmup", help="Untimed runs (default 5).")] = None,
-    runs: Annotated[Optional[int], typer.Option("--runs", help="Timed runs (default 30).")] = None,
-    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Time cpu/cuda models in channels_last (NHWC) memory format (default: off, or the config file's channels-last).", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: nearest ghostcli.toml or pyproject.toml).")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", "-b", help="Batch size for latency (default 1)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", "-d", help="cpu, cuda or openvino, for latency.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for latency.")] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", help="Untimed runs (default 5).")] = None,
+    runs: Annotated[int | None, typer.Option("--runs", help="Timed runs (default 30).")] = None,
+    channels_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last",
+            help="Time cpu/cuda models in channels_last (NHWC) memory format (default: off, or the config file's "
+            "channels-last).",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Config file (default: nearest ghostcli.toml or pyproject.toml)."),
+    ] = None,
     no_config: Annotated[bool, typer.Option("--no-config", help="Ignore config files.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -84,8 +131,8 @@ def check_cmd(
                      for k, v, u in (("macs", m["macs"], "MAC"), ("params", m["params"], "params"),
                                      ("latency_ms", m["latency_median_ms"], "ms"),
                                      ("latency_ratio", m["latency_ratio"], "x")) if v is not None]
-        render.stdout.print(render.table(f"ghostcli check: {report.model} (input {'x'.join(map(str, report.input_size))})",
-                                         ["Limit", "Measured", "Allowed", "Verdict", "From", "Note"], rows,
+        title = f"ghostcli check: {report.model} (input {'x'.join(map(str, report.input_size))})"
+        render.stdout.print(render.table(title, ["Limit", "Measured", "Allowed", "Verdict", "From", "Note"], rows,
                                          numeric=(1, 2)))
         if report.baseline_updated:
             render.stdout.print(f"Baseline written to {report.baseline}.", highlight=False, soft_wrap=True)
@@ -98,7 +145,8 @@ def check_cmd(
                                 soft_wrap=True)
     if not report.passed:
         fails = report.failures
-        what = "; ".join(f"{r.name} {format_value(r.measured, r.unit)} > {format_value(r.limit, r.unit)}" for r in fails)
+        what = "; ".join(f"{r.name} {format_value(r.measured, r.unit)} > {format_value(r.limit, r.unit)}"
+                         for r in fails)
         raise RegressionError(f"{len(fails)} of {len(report.results)} limits exceeded: {what}")
 
 

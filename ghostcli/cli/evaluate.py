@@ -8,32 +8,35 @@ import typer
 
 from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, WeightsOpt
 
-HELP = """Measure the accuracy of MODEL on labelled images: top-1, top-5, loss and images/s.
-
-MODEL is anything ghostcli resolves (zoo name, artifact .safetensors ...), an exported .onnx file (run with onnxruntime) or an OpenVINO .xml IR (run on the CPU at f32 unless --precision says otherwise) — so an INT8 model from 'ghostcli quantize' can be checked against the float one. --data is an ImageFolder directory (DIR/<class>/<image>, resized and center-cropped) or 'digits' (its validation split). images/s counts time spent in the model only.
-
-Examples:
-
-  ghostcli evaluate resnet20_digits.safetensors --data digits
-
-  ghostcli evaluate model_int8.xml --data ~/imagenette/val --batch-size 32
-
-  ghostcli evaluate model.onnx --data digits --json
-"""
+HELP = (
+    "Measure the accuracy of MODEL on labelled images: top-1, top-5, loss and images/s.\n\n"
+    "MODEL is anything ghostcli resolves (zoo name, artifact .safetensors ...), an exported .onnx file "
+    "(run with onnxruntime) or an OpenVINO .xml IR (run on the CPU at f32 unless --precision says otherwise) "
+    "— so an INT8 model from 'ghostcli quantize' can be checked against the float one. --data is an ImageFolder "
+    "directory (DIR/<class>/<image>, resized and center-cropped; a DIR holding train/ and val/ is evaluated on "
+    "its --split) or 'digits' (its --split, val by default). images/s counts time spent in the model only.\n\n"
+    "Examples:\n\n"
+    "  ghostcli evaluate resnet20_digits.safetensors --data digits\n\n"
+    "  ghostcli evaluate model_int8.xml --data ~/imagenette/val --batch-size 32\n\n"
+    "  ghostcli evaluate model.onnx --data digits --json\n"
+)
 
 
 def evaluate_command(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="A MODEL argument, an .onnx file or an OpenVINO .xml.")],
     data: Annotated[str, typer.Option("--data", help="An ImageFolder directory or 'digits'.")],
-    split: Annotated[str, typer.Option("--split", help="Split of a built-in data set: val or train.")] = "val",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.", min=1)] = 64,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="val (default) or train: of 'digits', or of a DIR holding train/ and val/."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (at least 1).")] = 64,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (OpenVINO IR: cpu).")] = "auto",
     precision: Annotated[
-        str, typer.Option("--precision", help="OpenVINO inference precision: f32, bf16 or f16.")
+        str, typer.Option("--precision", help="OpenVINO inference precision: f32, bf16 or f16 (.xml models only).")
     ] = "f32",
     input_size: InputSizeOpt = None,
     weights: WeightsOpt = None,
-    workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes.", min=0)] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes (0: none).")] = 0,
     amp: Annotated[
         bool, typer.Option("--amp", help="PyTorch mixed precision (float16 on CUDA, bfloat16 on CPU).")
     ] = False,
@@ -54,9 +57,10 @@ def evaluate_command(
         return
     from ghostcli.units import format_input_size
 
+    data_label = f"{r.data} ({r.split} split)" if r.split else r.data
     rows = [
         ("model", f"{r.model} ({r.backend})"),
-        ("data", f"{r.data} ({r.split} split): {r.images} images, {r.num_classes} classes"),
+        ("data", f"{data_label}: {r.images} images, {r.num_classes} classes"),
         ("device", f"{r.device}, {r.precision}, batch {r.batch_size}, input {format_input_size(r.input_size)}"),
         ("top-1", f"{r.top1:.2f}%"),
         ("top-5", f"{r.top5:.2f}%"),

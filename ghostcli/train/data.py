@@ -79,14 +79,59 @@ class DataSets:
     val_source: str | None
 
 
+def check_data_path(spec: str) -> None:
+    """Fail fast (before any model is built) on a data path that is missing or not a folder."""
+    path = Path(spec)
+    if spec in BUILTIN:
+        return
+    if not path.exists():
+        raise DataError(f"data folder {spec} does not exist (or use the built-in data set 'digits')")
+    if not path.is_dir():
+        raise DataError(f"{spec} is a file, not a folder of images (DIR/<class>/<image>) or 'digits'")
+
+
+def split_dir(data: str, split: str) -> Path | None:
+    """``DIR/<split>`` when ``DIR`` holds both ``train/`` and ``val/`` (a data set with its own split), else None."""
+    root = Path(data)
+    if data in BUILTIN or not ((root / "train").is_dir() and (root / "val").is_dir()):
+        return None
+    return root / split
+
+
+def eval_source(data: str, split: str | None) -> tuple[str, str | None]:
+    """What to evaluate on for ``--data DATA --split SPLIT``: ``(dataset spec, split name or None)``.
+
+    The split (default val) picks the built-in set's split or ``DIR/<split>`` of a folder holding
+    ``train/`` and ``val/``; any other folder is evaluated whole (split None), so asking for a split
+    there is a usage error.
+    """
+    from ghostcli.data import SPLITS
+
+    if split is not None and split not in SPLITS:
+        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_data_path(data)
+    if data in BUILTIN:
+        return data, split or "val"
+    sub = split_dir(data, split or "val")
+    if sub is not None:
+        return str(sub), split or "val"
+    if split is not None:
+        raise UsageError(f"--split {split}: {data} has no train/ and val/ folders; it is evaluated whole "
+                         "(drop --split, or point --data at the split's folder)")
+    return data, None
+
+
 def _load(spec: str, split: str, input_size: tuple[int, int, int], augment: bool) -> Dataset:
     from ghostcli.data import load_image_dataset
 
-    if spec not in BUILTIN and not Path(spec).exists():
-        raise DataError(f"data folder {spec} does not exist (or use the built-in data set 'digits')")
+    check_data_path(spec)
     ds = load_image_dataset(spec, split=split, input_size=input_size, augment=augment)
-    if not getattr(ds, "labeled", True) or len(getattr(ds, "classes", [])) < 2:
+    classes = list(getattr(ds, "classes", []))
+    if not getattr(ds, "labeled", True):
         raise DataError(f"{spec} has no class subfolders (need DIR/<class>/<image>, at least 2 classes)")
+    if len(classes) < 2:
+        raise DataError(f"{spec} has only {len(classes)} class folder ({_short(classes)}); classification needs "
+                        "at least 2 classes (DIR/<class>/<image>)")
     return ds
 
 
@@ -98,10 +143,10 @@ def load_datasets(data: str, val_data: str | None, input_size: tuple[int, int, i
     ``digits``; from ``DIR/val`` when ``DIR`` holds ``train/`` and ``val/``; else none.
     """
     val_source: str | None = val_data
-    root = Path(data)
-    if data not in BUILTIN and (root / "train").is_dir() and (root / "val").is_dir():
-        data = str(root / "train")
-        val_source = val_source or str(root / "val")
+    train_dir = split_dir(data, "train")
+    if train_dir is not None:
+        val_source = val_source or str(Path(data) / "val")
+        data = str(train_dir)
     elif data in BUILTIN and val_source is None:
         val_source = data
     train = _load(data, "train", input_size, augment)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from torch import nn
 from ghostcli.errors import DataError, DeviceError, UsageError, one_line
 from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
+from ghostcli.units import format_input_size
 
 
 @dataclass
@@ -24,7 +29,7 @@ class EvalResult:
     backend: str  # "pytorch" | "onnxruntime" | "openvino"
     device: str
     data: str
-    split: str
+    split: str | None  # None: a plain folder, evaluated whole
     images: int
     num_classes: int
     top1: float
@@ -111,6 +116,13 @@ def run_eval(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
     return meter
 
 
+def quiet_native_stderr() -> contextlib.AbstractContextManager[None]:
+    """Capture what native libraries write to file descriptor 2 (replayed with ``GHOSTCLI_DEBUG=1``)."""
+    from ghostcli.runtime.onnx import captured_fd2
+
+    return captured_fd2()
+
+
 class _ExportedRunner:
     """Runs an ``.onnx`` (onnxruntime) or OpenVINO ``.xml`` on numpy batches."""
 
@@ -131,9 +143,12 @@ class _ExportedRunner:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise DeviceError("--device cuda: this onnxruntime has no CUDA execution provider")
             providers.insert(0, "CUDAExecutionProvider")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: its warnings are not the user's business
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
-        except Exception as exc:
+            with quiet_native_stderr():
+                self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as exc:  # noqa: BLE001 (any failure to load is reported as one line)
             raise DataError(f"{path} is not a loadable ONNX model: {one_line(exc, 160)}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -141,13 +156,14 @@ class _ExportedRunner:
         self.backend, self.precision = "onnxruntime", "f32"
 
     def _init_openvino(self, path: Path, device: torch.device, precision: str) -> None:
-        from ghostcli.deploy.openvino_export import compile_cpu, core
+        from ghostcli.runtime.openvino import compile_cpu, core
 
         if device.type != "cpu":
             raise DeviceError("OpenVINO IR is evaluated on the CPU; use --device cpu")
         try:
-            model = core().read_model(str(path))
-        except Exception as exc:
+            with quiet_native_stderr():  # frontends that fail to read it log to fd 2 (absl, TensorFlow)
+                model = core().read_model(str(path))
+        except Exception as exc:  # noqa: BLE001 (any failure to read is reported as one line)
             raise DataError(f"{path} is not a readable OpenVINO IR: {one_line(exc, 160)}") from None
         ps = model.inputs[0].get_partial_shape()
         self.shape = [d.get_length() if d.is_static else None for d in ps]
@@ -200,39 +216,87 @@ def _run_exported(runner: _ExportedRunner, loader: torch.utils.data.DataLoader) 
     return meter
 
 
-def evaluate_model(model: str, data: str = "digits", *, split: str = "val", batch_size: int = 64,
+EXPORTED_SUFFIXES = (".onnx", ".xml")
+# Libraries whose warnings are advice to their own users, not to ghostcli's (stderr: errors and our notes).
+_QUIET_MODULES = r"(torch|torchvision|PIL|sklearn|numpy|onnxruntime|openvino)(\.|$)"
+
+
+@contextlib.contextmanager
+def quiet_library_warnings() -> Iterator[None]:
+    """Hide the Python warnings third-party libraries raise for the duration."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=_QUIET_MODULES)
+        yield
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _check_options(model: str, *, batch_size: int, workers: int, precision: str, weights: str | None, amp: bool,
+                   allow_pickle: bool) -> None:
+    """Refuse impossible option values and combinations up front (UsageError, exit 2)."""
+    from ghostcli.runtime.openvino import PRECISIONS
+
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 (load in this process) or more, got {workers}")
+    suffix = Path(model).suffix.lower()
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "f32" and suffix != ".xml":
+        raise UsageError(f"--precision {precision} applies to OpenVINO .xml models only "
+                         "(PyTorch models: --amp for mixed precision)")
+    if suffix in EXPORTED_SUFFIXES:
+        given = [flag for flag, on in (("--weights", weights), ("--amp", amp), ("--allow-pickle", allow_pickle)) if on]
+        if given:
+            raise UsageError(f"{', '.join(given)} applies to PyTorch models, not to an exported {suffix} file")
+
+
+def evaluate_model(model: str, data: str = "digits", *, split: str | None = None, batch_size: int = 64,
                    device: str = "auto", input_size: tuple[int, int, int] | None = None, weights: str | None = None,
                    precision: str = "f32", workers: int = 0, amp: bool = False, channels_last: bool = False,
                    allow_pickle: bool = False) -> EvalResult:
     """Top-1, top-5, mean loss and images/s of ``model`` on ``data``.
 
     ``model`` is any MODEL argument, or an exported ``.onnx`` / OpenVINO ``.xml``
-    file (OpenVINO runs on the CPU at ``precision``, f32 unless asked).
+    file (OpenVINO runs on the CPU at ``precision``, f32 unless asked). ``split`` (val
+    unless given) picks the split of ``digits`` or of a folder holding ``train/`` and
+    ``val/``; any other folder is evaluated whole. Every option is checked before the
+    model is loaded; the model's forward runs with stdout sent to stderr.
     """
-    from ghostcli.train.data import _load, eval_loader
+    from ghostcli.runtime.probe import probe_forward
+    from ghostcli.train.data import _load, eval_loader, eval_source
+    from ghostcli.usercode import call_user_code, stdout_to_stderr
 
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if workers < 0:
-        raise UsageError("--workers must be >= 0")
+    _check_options(model, batch_size=batch_size, workers=workers, precision=precision, weights=weights, amp=amp,
+                   allow_pickle=allow_pickle)
+    source, split_name = eval_source(data, split)
     suffix = Path(model).suffix.lower()
-    if suffix in (".onnx", ".xml") and (device or "auto").strip().lower() == "auto":
+    if suffix in EXPORTED_SUFFIXES and (device or "auto").strip().lower() == "auto":
         device = "cpu"  # exported models run on the CPU unless CUDA is asked for (ONNX only)
     dev = resolve_device(device)
     notes: list[str] = []
+    if workers > _usable_cpus():
+        notes.append(f"--workers {workers} is more than the {_usable_cpus()} CPUs this process may use")
     t_start = time.perf_counter()
-    if suffix in (".onnx", ".xml"):
+    if suffix in EXPORTED_SUFFIXES:
         path = Path(model)
         if not path.is_file():
             raise DataError(f"no such model file: {path}")
         runner = _ExportedRunner(path, dev, precision)
         size = input_size or runner.input_size() or (3, 224, 224)
-        if runner.input_size() and input_size and tuple(input_size) != runner.input_size():
-            raise UsageError(f"{path.name} takes {runner.input_size()} inputs, not {tuple(input_size)}")
-        ds = _load(data, split, tuple(size), False)  # type: ignore[arg-type]
+        fixed_size = runner.input_size()
+        if fixed_size and input_size and tuple(input_size) != fixed_size:
+            raise UsageError(f"{path.name} takes {format_input_size(fixed_size)} inputs, "
+                             f"not {format_input_size(input_size)}")
+        ds = _load(source, split_name or "val", tuple(size), False)  # type: ignore[arg-type]
         loader = eval_loader(ds, batch_size=batch_size, workers=workers)
-        meter = _run_exported(runner, loader)
-        backend, prec, name, dev_name = runner.backend, runner.precision, path.name, "cpu" if runner.backend == "openvino" else str(dev)
+        with quiet_library_warnings():
+            meter = call_user_code(f"running {path.name}", lambda: _run_exported(runner, loader))
+        backend, prec, name = runner.backend, runner.precision, path.name
+        dev_name = "cpu" if runner.backend == "openvino" else str(dev)
         if runner.fixed_batch:
             notes.append(f"the model's batch is fixed at {runner.fixed_batch}")
     else:
@@ -240,19 +304,29 @@ def evaluate_model(model: str, data: str = "digits", *, split: str = "val", batc
 
         loaded = resolve_model(model, weights=weights, allow_pickle=allow_pickle)
         size = tuple(input_size or loaded.input_size)  # type: ignore[assignment]
-        ds = _load(data, split, size, False)  # type: ignore[arg-type]
         net = loaded.model.to(dev)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
+        with stdout_to_stderr():  # one image first: a wrong input size is named at the failing layer
+            probe = probe_forward(net.eval(), torch.zeros(1, *size, device=dev), model_name=loaded.name,
+                                  track_memory=False)
+        ds = _load(source, split_name or "val", size, False)  # type: ignore[arg-type]
+        out = probe.layers.get("")
+        if out is not None and out.output_shape is not None and len(out.output_shape) == 2:
+            check_outputs(out.output_shape[1], list(getattr(ds, "classes", [])), f"model {loaded.name}")
         loader = eval_loader(ds, batch_size=batch_size, workers=workers, pin_memory=dev.type == "cuda")
-        meter = run_eval(net, loader, dev, amp=amp, channels_last=channels_last, warmup=True)
+        with quiet_library_warnings():
+            meter = call_user_code(
+                f"evaluating {loaded.name}",
+                lambda: run_eval(net, loader, dev, amp=amp, channels_last=channels_last, warmup=True),
+            )
         backend, name, dev_name = "pytorch", loaded.name, str(dev)
         prec = ("f16" if dev.type == "cuda" else "bf16") if amp else "f32"
     classes = list(getattr(ds, "classes", []))
     if meter.count == 0:
-        raise DataError(f"{data} has no images in its {split} split")
+        raise DataError(f"{data} has no images" + (f" in its {split_name} split" if split_name else ""))
     return EvalResult(
-        model=name, backend=backend, device=dev_name, data=data, split=split, images=meter.count,
+        model=name, backend=backend, device=dev_name, data=data, split=split_name, images=meter.count,
         num_classes=len(classes), top1=meter.acc1, top5=meter.acc5, loss=meter.loss,
         images_per_s=meter.count / meter.seconds if meter.seconds > 0 else float("nan"),
         seconds=time.perf_counter() - t_start, batch_size=batch_size, input_size=list(size), precision=prec,
