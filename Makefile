@@ -23,6 +23,7 @@ demo: install
 	$(VENV)/bin/ghostcli profile resnet50 $(OUT)/ghost_resnet50.safetensors --channels-last
 
 test: install
+	$(VENV)/bin/ruff check ghostcli tests benchmarks
 	$(PY) -m pytest -q
 
 bench: install

@@ -98,7 +98,7 @@ def build(name: str) -> nn.Module:
 
 def profile_split(ov_model: Any, x: np.ndarray, threads: int | None, runs: int = 20) -> dict[str, float]:
     """Mean ms per (layer type, kernel) from the plugin's performance counters (PERF_COUNT)."""
-    from ghostcli.deploy.openvino_export import compile_cpu
+    from ghostcli.runtime.openvino import compile_cpu
 
     request = compile_cpu(ov_model, None, threads=threads or None, perf_count=True)[0].create_infer_request()
     for _ in range(3):
@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from ghostcli.convert.report import measure
     from ghostcli.deploy.calibration import load_image_set
-    from ghostcli.deploy.fold import fold_batchnorm
     from ghostcli.deploy.graph import executed_precisions
-    from ghostcli.deploy.openvino_export import compile_cpu, core, to_openvino
     from ghostcli.deploy.quantize import int8_coverage, interleaved_latency, quantize_ov_model
+    from ghostcli.fold import fold_batchnorm
+    from ghostcli.runtime.openvino import compile_cpu, core, to_openvino
 
     torch.manual_seed(0)
     size = (3, 224, 224)

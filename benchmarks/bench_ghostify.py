@@ -80,7 +80,7 @@ def eager_fns(base: torch.nn.Module, ghost: torch.nn.Module, x: torch.Tensor):
 
 def openvino_compile(ov_model, precision: str | None, threads: int | None):
     """Compile a converted model for the OpenVINO CPU plugin (LATENCY hint) with ghostcli's own deploy helpers."""
-    from ghostcli.deploy.openvino_export import compile_cpu
+    from ghostcli.runtime.openvino import compile_cpu
 
     return compile_cpu(ov_model, precision, threads=threads or None)
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def to_ov() -> list:
         if not converted:
-            from ghostcli.deploy.openvino_export import to_openvino
+            from ghostcli.runtime.openvino import to_openvino
 
             converted.extend(to_openvino(m, tuple(x.shape)) for m in (base, ghost))
         return converted

@@ -91,8 +91,8 @@ def _check_ghostify(options: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(options, dict):
         raise _corrupt("'ghostify' must be an object or null")
-    from ghostcli.convert.options import GhostifyOptions  # torch-free
     from ghostcli.errors import GhostcliError
+    from ghostcli.ghostify_options import GhostifyOptions  # torch-free
 
     try:
         return GhostifyOptions.from_dict(options).to_dict()

@@ -18,7 +18,6 @@ import importlib
 import importlib.util
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +25,12 @@ from torch import nn
 
 from ghostcli.artifacts import CorruptRecipe, Recipe, read_artifact, read_state_dict
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError, one_line
+from ghostcli.loaded import LoadedModel
 from ghostcli.usercode import call_user_code
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SPECIAL_SIZES = {"inception_v3": (3, 299, 299)}
-
-
-@dataclass
-class LoadedModel:
-    """A resolved model with what is needed to save, profile or rebuild it."""
-
-    model: nn.Module
-    recipe: Recipe
-    input_size: tuple[int, ...]
-    name: str
-    path: Path | None = None
-    weights: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def is_ghostified(self) -> bool:
-        """True when the model was produced by ghostify (or is a ghost zoo model)."""
-        from ghostcli.layers import GhostModule
-
-        return self.recipe.ghostify is not None or any(isinstance(m, GhostModule) for m in self.model.modules())
 
 
 def torchvision_names() -> list[str]:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_bn
 
 from ghostcli.artifacts import Recipe, read_recipe, save_artifact
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, OutputExistsError, UsageError
 from ghostcli.resolve import load_artifact, resolve_model
+
+from conftest import randomize_bn
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_input import run_bad
-from train_fixtures import make_image_folder
 
 from ghostcli.cli.app import app
+
+from bad_input import run_bad
+from train_fixtures import make_image_folder
 
 BASELINE = {"schema_version": "1.0", "kind": "ghostcli.baseline", "name": "resnet20", "macs": 40_931_968,
             "params": 269_722}

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_input import run_bad
 from torch import nn
 from typer.testing import CliRunner
 
 from ghostcli import fsutil
 from ghostcli.cli.app import app
 from ghostcli.errors import GhostcliError, UsageError
+
+from bad_input import run_bad
 
 E = ["export", "resnet20", "--input-size", "3x8x8"]
 FAST_Q = ["--calib-images", "4", "--eval-size", "4", "--runs", "1", "--warmup", "0"]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_input import run_bad
 from safetensors.torch import save_file
 
 from ghostcli.artifacts import FORMAT, RECIPE_KEY, save_artifact
 from ghostcli.resolve import resolve_model
+
+from bad_input import run_bad
 
 
 @pytest.fixture

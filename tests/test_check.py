@@ -11,6 +11,7 @@ import pytest
 from ghostcli.analysis.budget import build_settings, find_config, read_baseline, read_config, run_check
 from ghostcli.cli.app import app
 from ghostcli.errors import ArtifactError, UsageError
+from ghostcli.resolve import resolve_model
 
 R20_MACS, R20_PARAMS = 40_931_968, 269_722
 
@@ -128,7 +129,7 @@ def test_latency_ratio_against_reference_in_same_run(tmp_path: Path) -> None:
     base = tmp_path / "b.json"
     s = build_settings({"model": "resnet20", "latency-reference": "resnet56", "max-latency-ratio": "100",
                         "baseline": str(base), "runs": 3, "warmup": 1, "input-size": "3x16x16"}, {}, None)
-    rep = run_check(s, update_baseline=True)
+    rep = run_check(s, update_baseline=True, load=resolve_model)
     ratio = rep.measured["latency_ratio"]
     assert rep.passed and 0 < ratio < 100 and rep.results[0].name == "latency_ratio"
     recorded = json.loads(base.read_text())
@@ -136,7 +137,7 @@ def test_latency_ratio_against_reference_in_same_run(tmp_path: Path) -> None:
     s = build_settings({"model": "resnet20", "latency-reference": "resnet56", "max-latency-ratio": "0.001",
                         "baseline": str(base), "latency-tolerance": "1000%", "runs": 3, "warmup": 1,
                         "input-size": "3x16x16"}, {}, None)
-    rep = run_check(s)
+    rep = run_check(s, load=resolve_model)
     names = {(r.name, r.source.startswith("baseline")): r.passed for r in rep.results}
     assert names[("latency_ratio", False)] is False and rep.passed is False
     assert names[("latency_ratio", True)] is True  # compared with the recorded ratio, 10x slack

@@ -13,6 +13,7 @@ import torch
 from ghostcli.cli.app import app
 from ghostcli.train import TrainConfig, evaluate_model, train_model
 from ghostcli.train.metrics import Meter, topk_correct
+
 from train_fixtures import make_image_folder, one_thread  # noqa: F401 (pytest fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,16 +12,19 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomize_bn
 from ghostcli.cli.app import app
 from ghostcli.deploy import graph
 from ghostcli.deploy.export import export_model
-from ghostcli.deploy.fold import fold_batchnorm
-from ghostcli.deploy.onnx_export import needs_external_data, onnx_runner
-from ghostcli.deploy.openvino_export import compile_cpu, core, run_compiled, save_ir, to_openvino
+from ghostcli.deploy.onnx_export import needs_external_data
+from ghostcli.deploy.openvino_export import save_ir
 from ghostcli.deploy.verify import compare_outputs, merge_results
 from ghostcli.errors import ExportError, OutputExistsError, UsageError
+from ghostcli.fold import fold_batchnorm
 from ghostcli.layers import GhostBottleneck, GhostModule, SqueezeExcite
+from ghostcli.runtime.onnx import onnx_runner
+from ghostcli.runtime.openvino import compile_cpu, core, run_compiled, to_openvino
+
+from conftest import randomize_bn
 
 
 class TinyGhostNet(nn.Module):

@@ -7,8 +7,9 @@ import subprocess
 
 import torch
 
-from conftest import randomize_bn
 from ghostcli.cli.app import app
+
+from conftest import randomize_bn
 
 
 def test_json_report_and_saved_artifact_rebuilds(runner, tmp_path):
@@ -43,8 +44,8 @@ def test_json_report_and_saved_artifact_rebuilds(runner, tmp_path):
 
 
 def test_weights_are_inherited(runner, tmp_path):
-    from ghostcli.resolve import load_artifact
     from ghostcli.models import build_model
+    from ghostcli.resolve import load_artifact
 
     src = randomize_bn(build_model("resnet20"), seed=7)
     torch.save(src.state_dict(), tmp_path / "w.pt")

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomize_bn
 from ghostcli.convert import GhostifyOptions, GhostifyReport, KeepLayer, ghostify, register_converter
 from ghostcli.convert.rules import _CONVERTERS
 from ghostcli.errors import ConversionError, UsageError
 from ghostcli.layers import GhostModule
+
+from conftest import randomize_bn
 
 
 class Odd(nn.Module):

@@ -12,10 +12,11 @@ from torch import nn
 from ghostcli.analysis import ForwardError, profile_model, profile_models
 from ghostcli.analysis.latency import measure, percentile, summarize
 from ghostcli.analysis.macs import count_macs
-from ghostcli.analysis.memory import probe_forward
 from ghostcli.analysis.params import count_params, weight_bytes
 from ghostcli.cli.app import app
 from ghostcli.errors import DeviceError, UsageError
+from ghostcli.resolve import resolve_model
+from ghostcli.runtime.probe import probe_forward
 from ghostcli.units import format_macs
 
 FAST = ["--runs", "3", "--warmup", "1"]
@@ -24,7 +25,7 @@ FAST = ["--runs", "3", "--warmup", "1"]
 # ------------------------------------------------------------------ known values
 
 def test_resnet50_known_values() -> None:
-    p = profile_model("resnet50", latency=False, memory=False)
+    p = profile_model(resolve_model("resnet50"), latency=False, memory=False)
     # fvcore's default total counts conv + linear + batch_norm + adaptive_avg_pool2d
     assert p.macs == 4_111_512_576 and format_macs(p.macs) == "4.11 GMac"
     assert p.macs_by_operator == {"conv": 4_087_136_256, "batch_norm": 22_227_968, "linear": 2_048_000,
@@ -37,11 +38,11 @@ def test_resnet50_known_values() -> None:
 
 
 def test_mobilenet_v2_and_ghostnet_known_values() -> None:
-    mb = profile_model("mobilenet_v2", latency=False, memory=False)
+    mb = profile_model(resolve_model("mobilenet_v2"), latency=False, memory=False)
     assert 0.30e9 <= mb.macs_conv_linear <= mb.macs <= 0.32e9
     assert mb.params == 3_504_872
     assert "hardtanh_" in mb.uncounted_ops  # ReLU6 is listed, not silently zero
-    g = profile_model("ghostnet_100", latency=False, memory=False)
+    g = profile_model(resolve_model("ghostnet_100"), latency=False, memory=False)
     assert g.params == 5_182_508
     assert abs(g.macs_conv_linear - 141e6) < 0.5e6  # paper: 141M MACs (conv + linear)
     assert {"hardsigmoid", "mul"} <= set(g.uncounted_ops)
@@ -73,7 +74,7 @@ def test_cpu_peak_memory_counts_live_tensors() -> None:
 
 
 def test_memory_scales_with_batch_and_includes_weights() -> None:
-    p = profile_model("resnet20", latency=False, batch_sizes=[1, 4])
+    p = profile_model(resolve_model("resnet20"), latency=False, batch_sizes=[1, 4])
     m1, m4 = p.memory
     assert m1.weights_bytes == m4.weights_bytes == p.weight_bytes
     assert m4.input_bytes == 4 * m1.input_bytes == 4 * 3 * 32 * 32 * 4
@@ -83,11 +84,11 @@ def test_memory_scales_with_batch_and_includes_weights() -> None:
 
 def test_failing_layer_is_named() -> None:
     with pytest.raises(ForwardError, match=r"at layer 'classifier' \(Linear, input 1x2048\)"):
-        profile_models(["vgg16"], input_size=(3, 64, 64), latency=False)
+        profile_models([resolve_model("vgg16")], input_size=(3, 64, 64), latency=False)
 
 
 def test_tree_and_layers() -> None:
-    p = profile_model("resnet20", latency=False, memory=False, depth=1, per_layer=True)
+    p = profile_model(resolve_model("resnet20"), latency=False, memory=False, depth=1, per_layer=True)
     top = [m for m in p.modules if m.depth == 1]
     assert p.modules[0].name == "" and p.modules[0].macs == p.macs
     assert sum(m.macs for m in top) == p.macs and {m.name for m in top} >= {"conv1", "layer1", "fc"}
@@ -98,11 +99,11 @@ def test_tree_and_layers() -> None:
 
 def test_library_rejects_bad_options() -> None:
     with pytest.raises(UsageError):
-        profile_models(["resnet20"], runs=0)
+        profile_models([resolve_model("resnet20")], runs=0)
     with pytest.raises(UsageError):
-        profile_models(["resnet20"], batch_sizes=[0])
+        profile_models([resolve_model("resnet20")], batch_sizes=[0])
     with pytest.raises(UsageError):
-        profile_models(["resnet20"], device="tpu")
+        profile_models([resolve_model("resnet20")], device="tpu")
 
 
 # ------------------------------------------------------------------ latency statistics
@@ -197,7 +198,7 @@ def test_cuda_without_gpu_is_one_line_error(runner) -> None:
     assert res.exit_code == 1
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "CUDA is not available" in res.stderr
     with pytest.raises(DeviceError):
-        profile_models(["resnet20"], device="cuda")
+        profile_models([resolve_model("resnet20")], device="cuda")
 
 
 class _LayoutProbe(nn.Module):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ghostcli.cli.app import app
+from ghostcli.resolve import resolve_model
 
 FAST = ["--subset-size", "8", "--eval-size", "8", "--runs", "3", "--warmup", "1"]
 
@@ -20,15 +21,15 @@ def digits_result(tmp_path_factory):
     from ghostcli.deploy.quantize import quantize_model
 
     out = tmp_path_factory.mktemp("q") / "r20_int8.xml"
-    result = quantize_model("resnet20", calib_data="digits", subset_size=32, eval_size=48, runs=5, warmup=1,
-                            output=out)
+    result = quantize_model(resolve_model("resnet20"), calib_data="digits", subset_size=32, eval_size=48, runs=5,
+                            warmup=1, output=out)
     return result, out
 
 
 def test_saved_ir_is_int8(digits_result):
     from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
-    from ghostcli.deploy.openvino_export import compile_cpu, core
     from ghostcli.deploy.quantize import int8_coverage
+    from ghostcli.runtime.openvino import compile_cpu, core
 
     result, out = digits_result
     assert out.exists() and out.with_suffix(".bin").exists()

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_input import run_bad
 from safetensors.torch import save_file
 
 from ghostcli.artifacts import FORMAT, RECIPE_KEY, Recipe, read_recipe, save_artifact
 from ghostcli.errors import ArtifactError
 from ghostcli.resolve import load_artifact, resolve_model
+
+from bad_input import run_bad
 
 
 class _Payload:

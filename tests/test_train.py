@@ -15,6 +15,7 @@ import torch
 from ghostcli.cli.app import app
 from ghostcli.train import TrainConfig, TrainingInterrupted, TrainReporter, train_model
 from ghostcli.train.checkpoint import load_checkpoint
+
 from train_fixtures import leftovers, make_image_folder, one_thread, save_ghost_resnet20  # noqa: F401 (pytest fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,7 +117,7 @@ def test_bad_data_folders_are_clear_errors(tmp_path: Path, runner, case: str) ->
     r = runner.invoke(app, ["train", "resnet20", "--data", str(data), "--device", "cpu",
                             "-o", str(tmp_path / "o.safetensors")])
     assert r.exit_code == 1, r.output
-    expected = {"missing": "does not exist", "flat": "no class subfolders", "one-class": "no class subfolders"}[case]
+    expected = {"missing": "does not exist", "flat": "at least 2 classes", "one-class": "no class subfolders"}[case]
     assert expected in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "o.ckpt").exists()
 

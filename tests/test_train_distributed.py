@@ -13,11 +13,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from train_fixtures import free_port, make_image_folder, one_thread  # noqa: F401 (pytest fixture)
 
 from ghostcli.resolve import resolve_model
 from ghostcli.train import TrainConfig, train_model
 from ghostcli.train.distributed import DistEnv, detect, restore_batchnorm, sync_batchnorm
+
+from train_fixtures import free_port, make_image_folder, one_thread  # noqa: F401 (pytest fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

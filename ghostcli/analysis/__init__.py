@@ -1,7 +1,8 @@
 """Analysis: MACs (fvcore), parameters, activations, memory and latency, as dataclasses.
 
 >>> from ghostcli.analysis import profile_model
->>> p = profile_model("resnet50", latency=False)   # doctest: +SKIP
+>>> from ghostcli import resolve_model
+>>> p = profile_model(resolve_model("resnet50"), latency=False)   # doctest: +SKIP
 >>> p.macs, p.params                                # doctest: +SKIP
 (4111512576, 25557032)
 
@@ -15,7 +16,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "ForwardError": "ghostcli.analysis.memory",
+    "ForwardError": "ghostcli.runtime.probe",
     **{n: "ghostcli.analysis.profile" for n in ("DEFAULT_RUNS", "DEFAULT_WARMUP", "compare", "profile_model",
                                                  "profile_models")},
     **{n: "ghostcli.analysis.report" for n in ("SCHEMA_VERSION", "Comparison", "Conditions", "Environment",

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import tomllib
+from typing import TYPE_CHECKING, Any
 
 from ghostcli.analysis.report import CHECK_KIND, PROFILE_KIND, SCHEMA_VERSION, Conditions, Environment
 from ghostcli.errors import ArtifactError, UsageError, one_line
+
+if TYPE_CHECKING:
+    from ghostcli.loaded import LoadedModel
 from ghostcli.units import format_bytes, format_count, format_macs, format_ms, parse_percent, parse_quantity
 
 BASELINE_KIND = "ghostcli.baseline"
@@ -352,8 +355,11 @@ def _fmt(value: float, unit: str) -> str:
         unit, lambda v: f"{v:.3f}x")(value)
 
 
-def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> CheckReport:
+def run_check(settings: CheckSettings, *, load: Callable[[str], LoadedModel],
+              update_baseline: bool = False) -> CheckReport:
     """Measure the model, compare against every limit, and (optionally) rewrite the baseline.
+
+    ``load`` turns the settings' MODEL names into loaded models (the CLI passes ``resolve_model``).
 
     Returns the report; the caller decides the exit code (3 when ``report.passed`` is False).
     """
@@ -383,7 +389,8 @@ def run_check(settings: CheckSettings, *, update_baseline: bool = False) -> Chec
     timed = settings.needs_latency or (update_baseline and settings.latency_reference is not None)
     specs = [settings.model] + ([settings.latency_reference] if timed and settings.latency_reference else [])
     with stdout_to_stderr():  # the models' own prints must not corrupt --json
-        report = profile_models(specs, input_size=settings.input_size, batch_sizes=[settings.batch_size],
+        report = profile_models([load(spec) for spec in specs], input_size=settings.input_size,
+                                batch_sizes=[settings.batch_size],
                                 device=settings.device, threads=settings.threads, warmup=settings.warmup,
                                 runs=settings.runs, latency=timed, memory=False,
                                 channels_last=settings.channels_last)

@@ -80,8 +80,8 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
     or other compiled models kept alive made the stage-1 rows of Ghost-ResNet-50 up to 2x slower
     than measured alone, so the models do not share the machine here as they do in latency timing.
     """
-    from ghostcli.deploy.fold import fold_batchnorm
-    from ghostcli.deploy.openvino_export import compile_cpu, to_openvino
+    from ghostcli.fold import fold_batchnorm
+    from ghostcli.runtime.openvino import compile_cpu, to_openvino
 
     out = []
     for model, example in zip(models, examples):

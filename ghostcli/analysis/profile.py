@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import nn
@@ -13,7 +13,6 @@ from torch import nn
 from ghostcli.analysis.env import collect_environment, cpu_name
 from ghostcli.analysis.latency import measure, openvino_compile, openvino_runner, summarize, torch_runner
 from ghostcli.analysis.macs import count_macs
-from ghostcli.analysis.memory import CPU_METHOD, CUDA_METHOD, cuda_forward_peak, probe_forward
 from ghostcli.analysis.params import count_params, module_params, weight_bytes
 from ghostcli.analysis.report import (
     Comparison,
@@ -25,6 +24,7 @@ from ghostcli.analysis.report import (
     ProfileReport,
 )
 from ghostcli.errors import DeviceError, UsageError
+from ghostcli.runtime.probe import CPU_METHOD, CUDA_METHOD, cuda_forward_peak, probe_forward
 
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 50
@@ -37,7 +37,10 @@ _ACTIVATION_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.Co
                       nn.ConvTranspose3d, nn.Linear)
 
 ProgressFn = Callable[[str, int, int], None]
-ModelLike = Any  # str spec | resolve.LoadedModel | nn.Module
+if TYPE_CHECKING:
+    from ghostcli.loaded import LoadedModel
+
+ModelLike = Union["LoadedModel", nn.Module]  # the caller resolves MODEL names (resolve.resolve_model)
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -82,15 +85,12 @@ def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], war
         raise DeviceError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
 
 
-def _resolve(item: ModelLike, weights: str | None, allow_pickle: bool = False,
-             trust_factory: bool = False) -> tuple[nn.Module, str, str, tuple[int, ...] | None, bool]:
-    """(model, display name, source, default input size, owned) for a spec, LoadedModel or nn.Module."""
+def _unpack(item: ModelLike) -> tuple[nn.Module, str, str, tuple[int, ...] | None, bool]:
+    """(model, display name, source, default input size, owned) for a LoadedModel or nn.Module."""
     if isinstance(item, nn.Module):
         return item.eval(), type(item).__name__, f"module:{type(item).__name__}", None, False
     if isinstance(item, str):
-        from ghostcli.resolve import resolve_model
-
-        item = resolve_model(item, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory)
+        raise UsageError(f"profile takes loaded models: resolve {item!r} with ghostcli.resolve_model first")
     return item.model.eval(), item.name, item.recipe.source, tuple(item.input_size), True
 
 
@@ -180,14 +180,11 @@ def profile_models(
     memory: bool = True,
     depth: int = 0,
     per_layer: bool = False,
-    weights: str | None = None,
-    allow_pickle: bool = False,
-    trust_factory: bool = False,
     channels_last: bool = False,
     layer_times: bool = False,
     progress: ProgressFn | None = None,
 ) -> ProfileReport:
-    """Profile each model (spec string, ``LoadedModel`` or ``nn.Module``) under the same conditions.
+    """Profile each model (``LoadedModel`` or ``nn.Module``) under the same conditions.
 
     MACs, parameters and activations are counted at batch 1 in float32; memory and
     latency at each of ``batch_sizes`` on ``device`` in ``dtype``. Latency runs of
@@ -196,7 +193,6 @@ def profile_models(
     many seconds were spent; the CLI sets it only when ``--runs`` was not given.
     ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (Ghost-ResNet-50
     runs 0.64x of ResNet-50 that way on one CPU thread, 0.69x in NCHW: docs/ghostify.md).
-    ``weights`` (one model only), ``allow_pickle`` and ``trust_factory`` are passed to ``resolve_model``.
     ``layer_times`` adds the time per module at the first batch size: OpenVINO's per-node
     counters, or forward hooks in PyTorch (:mod:`ghostcli.analysis.layer_times`).
     """
@@ -206,16 +202,14 @@ def profile_models(
                      threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last)
     if not models:
         raise UsageError("no MODEL given")
-    if weights is not None and len(models) > 1:
-        raise UsageError("--weights applies to a single MODEL")
     old_threads = torch.get_num_threads()
     if threads is not None and device != "openvino":
         torch.set_num_threads(threads)
     try:
         return _profile(models, input_size=input_size, batch_sizes=batch_sizes, device=device, dtype=dtype,
                         ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs, time_budget_s=time_budget_s,
-                        latency=latency, memory=memory, depth=depth, per_layer=per_layer, weights=weights,
-                        allow_pickle=allow_pickle, trust_factory=trust_factory, channels_last=channels_last, layer_times=layer_times,
+                        latency=latency, memory=memory, depth=depth, per_layer=per_layer,
+                        channels_last=channels_last, layer_times=layer_times,
                         progress=progress)
     finally:
         torch.set_num_threads(old_threads)
@@ -223,8 +217,8 @@ def profile_models(
 
 def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | None, batch_sizes: list[int],
              device: str, dtype: str, ov_precision: str | None, threads: int | None, warmup: int, runs: int,
-             time_budget_s: float | None, latency: bool, memory: bool, depth: int, per_layer: bool, weights: str | None,
-             allow_pickle: bool, trust_factory: bool, channels_last: bool, layer_times: bool, progress: ProgressFn | None) -> ProfileReport:
+             time_budget_s: float | None, latency: bool, memory: bool, depth: int, per_layer: bool,
+             channels_last: bool, layer_times: bool, progress: ProgressFn | None) -> ProfileReport:
     tdtype = DTYPES[dtype]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     profiles: list[ModelProfile] = []
@@ -233,7 +227,7 @@ def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | 
     for i, item in enumerate(models):
         if progress:
             progress(f"loading/counting {item if isinstance(item, str) else type(item).__name__}", i, n)
-        model, name, source, default_size, owned = _resolve(item, weights, allow_pickle, trust_factory)
+        model, name, source, default_size, owned = _unpack(item)
         size = tuple(input_size or default_size or (3, 224, 224))
         prof = _static_profile(model, name, source, size, depth=depth, per_layer=per_layer)
         if device != "openvino" and (device != "cpu" or tdtype != torch.float32 or channels_last):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ghostcli.cli.common import InputSizeOpt, JsonOpt
+from ghostcli.cli.common import InputSizeOpt, JsonOpt, TrustFactoryOpt
 
 HELP = """Check a model against size limits and a committed baseline; exit 3 when one is exceeded.
 
@@ -97,6 +97,7 @@ def check_cmd(
         typer.Option("--config", help="Config file (default: nearest ghostcli.toml or pyproject.toml)."),
     ] = None,
     no_config: Annotated[bool, typer.Option("--no-config", help="Ignore config files.")] = False,
+    trust_factory: TrustFactoryOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     from ghostcli.analysis.budget import build_settings, find_config, read_config, run_check
@@ -115,7 +116,10 @@ def check_cmd(
         "channels-last": channels_last,
     }
     settings = build_settings(cli, cfg, cfg_path)
-    report = run_check(settings, update_baseline=update_baseline)
+    from ghostcli.resolve import resolve_model
+
+    report = run_check(settings, update_baseline=update_baseline,
+                       load=lambda spec: resolve_model(spec, trust_factory=trust_factory))
 
     from ghostcli import render
     from ghostcli.analysis.budget import format_value

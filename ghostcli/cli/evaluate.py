@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, WeightsOpt
+from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, TrustFactoryOpt, WeightsOpt
 
 HELP = (
     "Measure the accuracy of MODEL on labelled images: top-1, top-5, loss and images/s.\n\n"
@@ -41,6 +41,7 @@ def evaluate_command(
         bool, typer.Option("--amp", help="PyTorch mixed precision (float16 on CUDA, bfloat16 on CPU).")
     ] = False,
     allow_pickle: AllowPickleOpt = False,
+    trust_factory: TrustFactoryOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from ghostcli.units import parse_input_size
@@ -51,7 +52,7 @@ def evaluate_command(
 
     r = evaluate_model(model, data, split=split, batch_size=batch_size, device=device, input_size=size,
                        weights=str(weights) if weights else None, precision=precision.lower(), workers=workers,
-                       amp=amp, allow_pickle=allow_pickle)
+                       amp=amp, allow_pickle=allow_pickle, trust_factory=trust_factory)
     if as_json:
         render.print_json(r)
         return

@@ -71,8 +71,8 @@ def ghostify_command(
                                                                     "eligible.")] = False,
     trust_factory: TrustFactoryOpt = False,
 ) -> None:
-    from ghostcli.errors import ConversionError
     from ghostcli.artifacts import check_artifact_output
+    from ghostcli.errors import ConversionError
     from ghostcli.units import parse_input_size
 
     if output is not None:

@@ -76,21 +76,39 @@ def profile_cmd(
     size = parse_input_size(input_size) if input_size else None
     batches = parse_batch_sizes(batch_size)
 
+    if weights is not None and len(models) > 1:
+        raise UsageError("--weights applies to a single MODEL")
     from ghostcli import render
-    from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_TIME_BUDGET_S, profile_models
+    from ghostcli.analysis.profile import (
+        DEFAULT_RUNS,
+        DEFAULT_TIME_BUDGET_S,
+        normalize_dtype,
+        profile_models,
+        validate_options,
+    )
+    from ghostcli.resolve import resolve_model
 
+    device = device.strip().lower()
+    dtype = normalize_dtype(dtype)
+    runs_n = DEFAULT_RUNS if runs is None else runs
+    validate_options(device=device, dtype=dtype, batch_sizes=batches, warmup=warmup, runs=runs_n, threads=threads,
+                     ov_precision=ov_precision, depth=depth, channels_last=channels_last)  # before any model loads
     with render.progress() as bar:
         task = bar.add_task("profiling", total=None, info="")
 
         def on_progress(desc: str, done: int, total: int) -> None:
             bar.update(task, description=desc, completed=done, total=total)
 
+        loaded = []
+        for i, spec in enumerate(models):
+            on_progress(f"loading {spec}", i, len(models))
+            loaded.append(resolve_model(spec, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory))
         report = profile_models(
-            list(models), input_size=size, batch_sizes=batches, device=device.strip().lower(), dtype=dtype,
-            ov_precision=ov_precision, threads=threads, warmup=warmup, runs=DEFAULT_RUNS if runs is None else runs,
+            loaded, input_size=size, batch_sizes=batches, device=device, dtype=dtype,
+            ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs_n,
             time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
-            depth=depth, per_layer=per_layer, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
-            trust_factory=trust_factory, channels_last=channels_last, layer_times=layer_times, progress=on_progress,
+            depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times,
+            progress=on_progress,
         )
     if json_out:
         render.print_json(report.to_dict())

@@ -2,9 +2,9 @@
 
 from ghostcli.analysis.params import module_params as count_params  # an int (analysis.params.count_params: a pair)
 from ghostcli.convert.ghostify import GHOSTIFY_ATTR, ghostify
-from ghostcli.convert.options import GhostifyOptions
 from ghostcli.convert.report import ConvRow, GhostifyReport, fvcore_macs
 from ghostcli.convert.rules import ConvertContext, KeepLayer, convert_conv2d, register_converter
+from ghostcli.ghostify_options import GhostifyOptions
 
 __all__ = [
     "GHOSTIFY_ATTR",

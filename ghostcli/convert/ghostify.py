@@ -10,12 +10,12 @@ from torch import nn
 
 from ghostcli.analysis.params import module_params
 from ghostcli.convert.activation import absorb_relus
-from ghostcli.convert.graph import analyze, is_conv
-from ghostcli.convert.options import GhostifyOptions
 from ghostcli.convert.report import ConvRow, GhostifyReport, measure
 from ghostcli.convert.rules import ConvertContext, KeepLayer, find_converter, registered_types
 from ghostcli.convert.select import selection_reason, unmatched_patterns
 from ghostcli.errors import ConversionError, UsageError
+from ghostcli.fx import analyze, is_conv
+from ghostcli.ghostify_options import GhostifyOptions
 from ghostcli.layers import GhostModule
 
 GHOSTIFY_ATTR = "ghostify_options"  # set on a ghostified model: the options that made it

@@ -3,9 +3,9 @@
 Names are imported on first use so that ``import ghostcli.deploy`` stays cheap:
 
 - :func:`export_model` / :class:`ExportResult` (``ghostcli.deploy.export``)
-- :func:`fold_batchnorm` (``ghostcli.deploy.fold``)
+- :func:`fold_batchnorm` (``ghostcli.fold``)
 - :func:`compare_outputs` / :class:`VerifyResult` (``ghostcli.deploy.verify``)
-- :func:`to_openvino`, :func:`compile_cpu`, :func:`save_ir` (``ghostcli.deploy.openvino_export``)
+- :func:`to_openvino`, :func:`compile_cpu` (``ghostcli.runtime.openvino``), :func:`save_ir` (``ghostcli.deploy.openvino_export``)
 - :func:`quantize_model` (``ghostcli.deploy.quantize``)
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 _LAZY = {
     "export_model": "ghostcli.deploy.export",
     "ExportResult": "ghostcli.deploy.export",
-    "fold_batchnorm": "ghostcli.deploy.fold",
+    "fold_batchnorm": "ghostcli.fold",
     "compare_outputs": "ghostcli.deploy.verify",
     "VerifyResult": "ghostcli.deploy.verify",
-    "to_openvino": "ghostcli.deploy.openvino_export",
-    "compile_cpu": "ghostcli.deploy.openvino_export",
+    "to_openvino": "ghostcli.runtime.openvino",
+    "compile_cpu": "ghostcli.runtime.openvino",
     "save_ir": "ghostcli.deploy.openvino_export",
     "onnx_op_counts": "ghostcli.deploy.graph",
     "openvino_op_counts": "ghostcli.deploy.graph",

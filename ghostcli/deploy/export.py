@@ -12,11 +12,13 @@ import torch
 from torch import nn
 
 from ghostcli.deploy import graph, onnx_export, openvino_export
-from ghostcli.deploy.fold import fold_batchnorm
 from ghostcli.deploy.options import check_export_options
 from ghostcli.deploy.verify import VerifyResult, compare_outputs, default_tolerances, merge_results
 from ghostcli.errors import ExportError, UsageError
+from ghostcli.fold import fold_batchnorm
 from ghostcli.fsutil import atomic_dir, check_output, sigterm_raises
+from ghostcli.runtime import onnx as onnx_runtime
+from ghostcli.runtime import openvino as ov_runtime
 from ghostcli.usercode import call_user_code, stdout_to_stderr
 
 DYNAMIC_CHECK_BATCH = 8
@@ -140,7 +142,7 @@ def export_model(
     ``rtol`` default to 1e-4 / 1e-3 (1e-2 / 1e-2 with ``fp16``). A model whose forward fails on
     the input is reported naming the layer, before anything is exported.
     """
-    from ghostcli.analysis.memory import probe_forward
+    from ghostcli.runtime.probe import probe_forward
 
     fmt_key, out = check_export_options(fmt, output, batch_size=batch_size, dynamic_batch=dynamic_batch,
                                         opset=opset, simplify=simplify, fp16=fp16, force=force, atol=atol, rtol=rtol)
@@ -217,7 +219,7 @@ def _export_onnx(net: nn.Module, out: Path, name: str, shape: tuple[int, ...], s
     with atomic_dir(out) as tmp:
         written = onnx_export.save(proto, tmp / out.name, external_data=external)
         if verify:
-            verification = _verify(onnx_export.onnx_runner(tmp / out.name), x, ref, dynamic, atol, rtol,
+            verification = _verify(onnx_runtime.onnx_runner(tmp / out.name), x, ref, dynamic, atol, rtol,
                                    "onnxruntime")
             if not verification.passed:
                 raise ExportError(_fail_message(verification))
@@ -239,14 +241,14 @@ def _export_openvino(net: nn.Module, out: Path, name: str, shape: tuple[int, ...
                      force: bool, bn_folded: int, ghosts: int, sliced: int,
                      warnings_: list[str]) -> ExportResult:
     ov_shape = (-1, *shape[1:]) if dynamic else shape
-    ov_model = openvino_export.to_openvino(net, ov_shape)
+    ov_model = ov_runtime.to_openvino(net, ov_shape)
     verification: list[VerifyResult] = []
 
     def check(tmp_xml: Path) -> None:
         if not verify:
             return
-        compiled, _ = openvino_export.compile_cpu(openvino_export.core().read_model(str(tmp_xml)), precision="f32")
-        r = _verify(lambda a: (openvino_export.run_compiled(compiled, a), "openvino-cpu-f32"), x, ref, dynamic,
+        compiled, _ = ov_runtime.compile_cpu(ov_runtime.core().read_model(str(tmp_xml)), precision="f32")
+        r = _verify(lambda a: (ov_runtime.run_compiled(compiled, a), "openvino-cpu-f32"), x, ref, dynamic,
                     atol, rtol, "openvino-cpu-f32")
         verification.append(r)
         if not r.passed:

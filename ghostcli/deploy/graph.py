@@ -58,7 +58,7 @@ def onnx_slices_after_concat(model_or_path: Any) -> int:
 
 def _ov_model(model_or_path: Any) -> Any:
     if isinstance(model_or_path, (str, Path)):
-        from ghostcli.deploy.openvino_export import core
+        from ghostcli.runtime.openvino import core
 
         return core().read_model(str(model_or_path))
     return model_or_path

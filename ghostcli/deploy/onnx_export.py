@@ -10,13 +10,8 @@ OpenVINO all read; it is deprecated upstream but still shipped and tested in tor
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import sys
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +20,7 @@ import torch
 from torch import nn
 
 from ghostcli.errors import ExportError, one_line
+from ghostcli.runtime.onnx import captured_fd2
 
 # A single protobuf cannot exceed 2 GiB; keep a margin for the graph itself.
 PROTOBUF_LIMIT = 2**31
@@ -40,35 +36,6 @@ def _unsupported_op(exc: BaseException) -> str | None:
     return m.group(1) if m else None
 
 
-@contextlib.contextmanager
-def _captured_fd2() -> Iterator[None]:
-    """Send file descriptor 2 to a temporary file while the exporter runs.
-
-    torch 2.14's TorchScript exporter switches its C++ log on unconditionally and dumps the
-    whole Torch IR graph to stdout when an export fails (which would corrupt ``--json``);
-    the log is sent to stderr and captured, the error itself is raised and reported in one
-    line. ``GHOSTCLI_DEBUG=1`` replays the captured text.
-    """
-    with contextlib.suppress(Exception):  # private hook; harmless if it goes away
-        torch._C._jit_set_onnx_log_output_stream("stderr")
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreters)
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if os.environ.get("GHOSTCLI_DEBUG", "") not in ("", "0", "false", "no"):
-                tmp.seek(0)
-                sys.stderr.write(tmp.read().decode(errors="replace"))
-
-
 def torch_to_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], *,
                   dynamic_batch: bool = False, opset: int | None = None) -> None:
     """Export an eval-mode ``model`` to ``path`` (TorchScript exporter, constant folding on).
@@ -81,7 +48,7 @@ def torch_to_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ..
     x = torch.randn(*input_shape)
     dyn = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
     try:
-        with torch.no_grad(), warnings.catch_warnings(), _captured_fd2():
+        with torch.no_grad(), warnings.catch_warnings(), captured_fd2():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (x,), str(path), dynamo=False, verbose=False, export_params=True, opset_version=opset,
@@ -170,24 +137,3 @@ def save(proto: Any, path: str | Path, *, external_data: bool) -> list[Path]:
         return [path, path.with_name(location)]
     onnx.save_model(proto, str(path))
     return [path]
-
-
-def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, str]]:
-    """Load the ONNX model at ``path`` once for CPU inference: onnxruntime, else OpenVINO (f32).
-
-    Returns ``run(x) -> (first output, backend name)``; every call reuses the same session.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        ort = None
-    if ort is not None:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda x: (np.asarray(sess.run(None, {name: x})[0]), "onnxruntime")
-    from ghostcli.deploy.openvino_export import compile_cpu, core, run_compiled
-
-    compiled, _ = compile_cpu(core().read_model(str(path)), precision="f32")
-    return lambda x: (run_compiled(compiled, x), "openvino-cpu-f32")

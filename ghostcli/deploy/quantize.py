@@ -88,13 +88,9 @@ class QuantizeResult:
 
 
 def _as_model(model_or_loaded: Any, input_size: tuple[int, int, int] | None) -> tuple[Any, str, tuple[int, int, int]]:
-    """(nn.Module, display name, input size) from a MODEL string, a LoadedModel or an nn.Module."""
+    """(nn.Module, display name, input size) from a LoadedModel or an nn.Module (the caller resolves names)."""
     from torch import nn
 
-    if isinstance(model_or_loaded, str):
-        from ghostcli.resolve import resolve_model
-
-        model_or_loaded = resolve_model(model_or_loaded)
     if isinstance(model_or_loaded, nn.Module):
         if input_size is None:
             raise UsageError("input_size is needed when quantizing a bare nn.Module")
@@ -110,7 +106,7 @@ def _as_model(model_or_loaded: Any, input_size: tuple[int, int, int] | None) -> 
 
 def _import_nncf() -> Any:
     """``import nncf`` without torch's "No CUDA runtime is found" warning (NNCF imports torch.utils.cpp_extension)."""
-    from ghostcli.deploy.openvino_export import no_cuda_home_warning
+    from ghostcli.runtime.openvino import no_cuda_home_warning
 
     with no_cuda_home_warning():
         import nncf
@@ -295,10 +291,11 @@ def quantize_model(
                                      warmup=warmup, threads=threads, calib_data=calib_data, eval_data=eval_data)
     import torch
 
-    from ghostcli.analysis.memory import probe_forward
     from ghostcli.deploy.calibration import load_image_set
     from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
-    from ghostcli.deploy.openvino_export import compile_cpu, save_ir, to_openvino
+    from ghostcli.deploy.openvino_export import save_ir
+    from ghostcli.runtime.openvino import compile_cpu, to_openvino
+    from ghostcli.runtime.probe import probe_forward
 
     nncf = _import_nncf()
     model, name, size = _as_model(loaded_or_model, input_size)
@@ -328,7 +325,7 @@ def quantize_model(
         if eval_data is not None and evalset.skipped:
             warnings.append(f"skipped {evalset.skipped} non-image file(s) in {eval_data}")
 
-    from ghostcli.deploy.fold import fold_batchnorm
+    from ghostcli.fold import fold_batchnorm
 
     with contextlib.suppress(Exception):  # folding is an optimisation; OpenVINO folds conv+BN itself too
         model, _ = fold_batchnorm(model)
@@ -399,7 +396,7 @@ def quantize_model(
         n_threads = int(int8_c.get_property("INFERENCE_NUM_THREADS"))
     except Exception:  # noqa: BLE001 - OVAny raises several types
         n_threads = threads or 0
-    from ghostcli.deploy.openvino_export import core
+    from ghostcli.runtime.openvino import core
 
     try:
         device = str(core().get_property("CPU", "FULL_DEVICE_NAME"))

@@ -257,7 +257,7 @@ def _check_options(model: str, *, batch_size: int, workers: int, precision: str,
 def evaluate_model(model: str, data: str = "digits", *, split: str | None = None, batch_size: int = 64,
                    device: str = "auto", input_size: tuple[int, int, int] | None = None, weights: str | None = None,
                    precision: str = "f32", workers: int = 0, amp: bool = False, channels_last: bool = False,
-                   allow_pickle: bool = False) -> EvalResult:
+                   allow_pickle: bool = False, trust_factory: bool = False) -> EvalResult:
     """Top-1, top-5, mean loss and images/s of ``model`` on ``data``.
 
     ``model`` is any MODEL argument, or an exported ``.onnx`` / OpenVINO ``.xml``
@@ -302,7 +302,7 @@ def evaluate_model(model: str, data: str = "digits", *, split: str | None = None
     else:
         from ghostcli.resolve import resolve_model
 
-        loaded = resolve_model(model, weights=weights, allow_pickle=allow_pickle)
+        loaded = resolve_model(model, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory)
         size = tuple(input_size or loaded.input_size)  # type: ignore[assignment]
         net = loaded.model.to(dev)
         if channels_last:

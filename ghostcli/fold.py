@@ -38,7 +38,7 @@ def _pairs_by_fx(model: nn.Module) -> list[tuple[str, str]]:
     """(conv name, bn name) pairs where the BN alone reads the conv's output (fx trace)."""
     import torch.fx
 
-    from ghostcli.convert.graph import call_counts, sole_reader
+    from ghostcli.fx import call_counts, sole_reader
 
     graph = torch.fx.Tracer().trace(model)
     modules = dict(model.named_modules())

@@ -1,0 +1,135 @@
+"""The OpenVINO runtime: one Core, PyTorch -> OpenVINO conversion, CPU compilation at a chosen precision."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ghostcli.errors import DeviceError, ExportError, UsageError, one_line
+
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+@functools.lru_cache(maxsize=1)
+def core() -> Any:
+    """One shared ``openvino.Core`` (creating one is not free)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+@contextlib.contextmanager
+def no_cuda_home_warning() -> Iterator[None]:
+    """Silence torch's "No CUDA runtime is found" warning for the duration.
+
+    torch logs it when ``torch.utils.cpp_extension`` is first imported on a machine with a CUDA
+    folder but no GPU; NNCF imports that module, and so does ``openvino.convert_model`` once NNCF
+    is loaded. It is noise for a CPU export: stderr is for errors and ghostcli's own progress.
+    """
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    old = logger.level
+    logger.setLevel(max(logging.ERROR, old))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def _conversion_error(exc: Exception) -> ExportError:
+    text = str(exc)
+    ops: list[str] = []
+    m = re.search(r"No conversion rule found for operations?:\s*([^\n]+)", text)
+    if m:
+        ops = sorted({o.strip() for o in m.group(1).split(",") if o.strip()})
+    if not ops:
+        ops = sorted(set(re.findall(r"No translation for (\S+?)[\s.,]", text + " ")))
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    if "Tracing failed sanity checks" in text or "differed across invocations" in text:
+        return ExportError("OpenVINO conversion failed: tracing the model twice gave different graphs "
+                           "(forward depends on Python state or on the data)")
+    if ops:
+        return ExportError(f"OpenVINO cannot convert operator(s) {', '.join(ops)}")
+    return ExportError(f"OpenVINO conversion failed: {first[:300]}")
+
+
+def to_openvino(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """Convert an eval-mode PyTorch model to an ``openvino.Model`` with a static input shape.
+
+    ``input_shape`` is the full shape including batch, e.g. ``(1, 3, 224, 224)``; a batch
+    of ``-1`` makes the batch dimension dynamic. The model is traced with a random
+    example input of that shape (batch 1 when dynamic).
+    """
+    import openvino as ov
+
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) < 2 or any(v <= 0 for v in shape[1:]) or (shape[0] <= 0 and shape[0] != -1):
+        raise UsageError(f"invalid input shape {list(shape)} for OpenVINO conversion")
+    model = model.eval()
+    example = torch.randn((max(shape[0], 1), *shape[1:]))
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), no_cuda_home_warning():
+            warnings.simplefilter("ignore")  # torch.jit.trace deprecation notices
+            ov_model = ov.convert_model(model, example_input=example, input=[ov.PartialShape(list(shape))])
+    except Exception as exc:  # OpConversionFailure, tracing errors ...
+        raise _conversion_error(exc) from exc
+    ov_model.outputs[0].get_tensor().set_names({"output"} | set(ov_model.outputs[0].get_names()))
+    ov_model.inputs[0].get_tensor().set_names({"input"} | set(ov_model.inputs[0].get_names()))
+    return ov_model
+
+
+def _precision_name(value: Any) -> str:
+    text = str(getattr(value, "get_type_name", lambda: value)()).lower()
+    aliases = {"f32": "f32", "fp32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
+               "f16": "f16", "fp16": "f16", "float16": "f16"}
+    return aliases.get(text, text)
+
+
+def compile_cpu(ov_model: Any, precision: str | None = None, threads: int | None = None,
+                hint: str = "LATENCY", perf_count: bool = False) -> tuple[Any, str]:
+    """Compile for the OpenVINO CPU plugin; returns ``(compiled_model, executed_precision)``.
+
+    ``precision`` sets ``INFERENCE_PRECISION_HINT`` (``None`` keeps the device default,
+    which is bf16 on CPUs with AMX/AVX512-BF16); the returned precision is what the
+    plugin reports it will run at. ``perf_count`` turns on the per-node counters (``PERF_COUNT``),
+    which cost a little time on every node: don't time latency with it.
+    """
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"unknown inference precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if hint.upper() not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
+        raise UsageError(f"unknown performance hint {hint!r} (LATENCY or THROUGHPUT)")
+    if threads is not None and threads < 1:
+        raise UsageError(f"threads must be positive, got {threads}")
+    config: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper()}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    if perf_count:
+        config["PERF_COUNT"] = True
+    ie = core()
+    if "CPU" not in ie.available_devices:
+        raise DeviceError("the OpenVINO CPU device is not available")
+    try:
+        compiled = ie.compile_model(ov_model, "CPU", config)
+    except Exception as exc:
+        raise ExportError(f"OpenVINO could not compile the model for CPU: {one_line(exc, 300)}") from exc
+    executed = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if precision is not None and executed != precision:
+        raise DeviceError(f"the CPU runs {executed} instead of the requested {precision} "
+                          f"(this CPU may lack {precision} support)")
+    return compiled, executed
+
+
+def run_compiled(compiled: Any, x: Any) -> Any:
+    """Run a compiled model on one numpy input; returns the first output as numpy."""
+    request = compiled.create_infer_request()
+    result = request.infer({0: x})
+    return next(iter(result.values())).copy()
