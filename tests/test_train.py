@@ -117,7 +117,7 @@ def test_bad_data_folders_are_clear_errors(tmp_path: Path, runner, case: str) ->
     r = runner.invoke(app, ["train", "resnet20", "--data", str(data), "--device", "cpu",
                             "-o", str(tmp_path / "o.safetensors")])
     assert r.exit_code == 1, r.output
-    expected = {"missing": "does not exist", "flat": "at least 2 classes", "one-class": "no class subfolders"}[case]
+    expected = {"missing": "does not exist", "flat": "no class subfolders", "one-class": "at least 2 classes"}[case]
     assert expected in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "o.ckpt").exists()
 
