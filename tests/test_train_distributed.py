@@ -75,6 +75,7 @@ def _global_bn_worker(rank: int, port: int, out: str) -> None:
                                "running_mean": bn.running_mean, "running_var": bn.running_var,
                                "num_batches_tracked": bn.num_batches_tracked}
         torch.save(got, f"{out}/rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
 
