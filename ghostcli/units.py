@@ -103,3 +103,15 @@ def format_ms(ms: float) -> str:
 def format_ratio(x: float) -> str:
     """``0.532`` -> ``0.53x``."""
     return f"{x:.2f}x"
+
+
+def check_timing(runs: int, warmup: int, threads: int | None, *, runs_hint: str = "") -> None:
+    """Refuse impossible ``--runs``/``--warmup``/``--threads`` values (the one check every timed command shares)."""
+    from ghostcli.errors import UsageError
+
+    if runs < 1:
+        raise UsageError(f"--runs must be at least 1, got {runs}{runs_hint}")
+    if warmup < 0:
+        raise UsageError(f"--warmup must be 0 or more, got {warmup}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")

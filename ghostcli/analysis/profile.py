@@ -25,6 +25,7 @@ from ghostcli.analysis.report import (
 )
 from ghostcli.errors import DeviceError, UsageError
 from ghostcli.runtime.probe import CPU_METHOD, CUDA_METHOD, cuda_forward_peak, probe_forward
+from ghostcli.units import check_timing
 
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 50
@@ -62,12 +63,7 @@ def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], war
     for b in batch_sizes:
         if int(b) < 1:
             raise UsageError(f"batch size must be at least 1, got {b}")
-    if runs < 1:
-        raise UsageError(f"--runs must be at least 1, got {runs} (use --no-latency to skip timing)")
-    if warmup < 0:
-        raise UsageError(f"--warmup must be 0 or more, got {warmup}")
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
+    check_timing(runs, warmup, threads, runs_hint=" (use --no-latency to skip timing)")
     if depth < 0:
         raise UsageError(f"--depth must be 0 or more, got {depth}")
     if ov_precision is not None:

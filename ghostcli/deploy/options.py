@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ghostcli.errors import DataError, UsageError
 from ghostcli.fsutil import check_output, display_path
+from ghostcli.units import check_timing
 
 FORMATS = ("onnx", "openvino")
 _FORMAT_ALIASES = {"onnx": "onnx", "openvino": "openvino", "ov": "openvino", "ir": "openvino"}
@@ -123,12 +124,7 @@ def check_quantize_options(*, preset: str = "performance", subset_size: int = DE
         raise UsageError(f"--eval-size must be at least 1, got {eval_size}")
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop < 1:
         raise UsageError(f"--max-accuracy-drop is a fraction in [0, 1), got {max_accuracy_drop}")
-    if runs < 1:
-        raise UsageError(f"--runs must be at least 1, got {runs}")
-    if warmup < 0:
-        raise UsageError(f"--warmup must be 0 or more, got {warmup}")
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
+    check_timing(runs, warmup, threads)
     check_normalization(mean, std, channels)
     if output is not None:
         out_xml: Path | None = Path(output)
