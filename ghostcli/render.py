@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ghostcli.schema import envelope
+
 # Tables piped to a file or CI log get a wide page instead of rich's 80-column fallback.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
 stdout = Console(soft_wrap=False, width=_WIDTH)
@@ -38,9 +40,12 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def print_json(obj: Any) -> None:
-    """Write ``obj`` as indented JSON to stdout (plain, no markup)."""
-    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
+def print_json(kind: str, obj: Any) -> None:
+    """Write ``obj`` (a dict or dataclass) as indented JSON to stdout inside the ``kind`` envelope.
+
+    The envelope (``schema_version``, ``kind`` first) is docs/output.md's contract for every command.
+    """
+    sys.stdout.write(json.dumps(envelope(kind, to_jsonable(obj)), indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+from ghostcli.schema import SCHEMA_VERSION
+
 PROFILE_KIND = "ghostcli.profile"
 CHECK_KIND = "ghostcli.check"
 

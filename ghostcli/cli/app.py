@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -39,21 +39,44 @@ class _ErrorMappingGroup(TyperGroup):
         return list(self.commands)
 
     def invoke(self, ctx: typer.Context) -> Any:
+        args = [*ctx._protected_args, *ctx.args]
+        json_mode = "--json" in args[: args.index("--") if "--" in args else len(args)]
         try:
             return super().invoke(ctx)
         except GhostcliError as exc:
             if debug_enabled():
                 raise
-            typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            _fail(str(exc), exc.exit_code, json_mode)
+        except Exception as exc:
+            if not _is_usage_error(exc):
+                raise
+            # typer/click option parsing: one line and exit 2 instead of a boxed panel
+            sub = getattr(getattr(exc, "ctx", None), "command_path", "ghostcli")
+            _fail(f"{exc.format_message()} (see '{sub} --help')", exc.exit_code, json_mode)  # type: ignore[attr-defined]
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a write (fsutil.Terminated)
             if debug_enabled():
                 raise
             from ghostcli.fsutil import Terminated
 
             terminated = isinstance(exc, Terminated)
-            typer.echo("Terminated." if terminated else "Interrupted.", err=True)
-            raise typer.Exit(143 if terminated else 130) from None
+            _fail("Terminated." if terminated else "Interrupted.", 143 if terminated else 130, json_mode, prefix="")
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's ``UsageError`` (typer >= 0.29 vendors its own click, so match by class name)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    return "UsageError" in names and "NoArgsIsHelpError" not in names and hasattr(exc, "format_message")
+
+
+def _fail(message: str, exit_code: int, json_mode: bool, prefix: str = "Error: ") -> NoReturn:
+    """One line on stderr; under ``--json`` also the error object on stdout (docs/output.md)."""
+    if json_mode:
+        from ghostcli import render
+        from ghostcli.schema import error_envelope
+
+        render.print_json("error", error_envelope(message, exit_code))
+    typer.echo(prefix + message, err=True)
+    raise typer.Exit(exit_code)
 
 
 def _hide_flag_types() -> None:

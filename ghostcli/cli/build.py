@@ -46,7 +46,7 @@ def build_command(
     from ghostcli.units import format_count, format_input_size
 
     if as_json:
-        render.print_json(summary)
+        render.print_json("build", summary)
         return
     rows = [
         ("model", summary.name),

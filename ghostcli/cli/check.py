@@ -125,7 +125,7 @@ def check_cmd(
     from ghostcli.analysis.budget import format_value
 
     if json_out:
-        render.print_json(report.to_dict())
+        render.print_json("check", report.to_dict())
     else:
         rows = [[r.name, format_value(r.measured, r.unit), "<= " + format_value(r.limit, r.unit),
                  "[green]pass[/]" if r.passed else "[red bold]FAIL[/]", r.source, r.detail] for r in report.results]

@@ -54,7 +54,7 @@ def evaluate_command(
                        weights=str(weights) if weights else None, precision=precision.lower(), workers=workers,
                        amp=amp, allow_pickle=allow_pickle, trust_factory=trust_factory)
     if as_json:
-        render.print_json(r)
+        render.print_json("evaluate", r)
         return
     from ghostcli.units import format_input_size
 

@@ -100,7 +100,7 @@ def export_command(
     for w in result.warnings:
         render.warn(w)
     if as_json:
-        render.print_json(result)
+        render.print_json("export", result)
         return
     _print_human(result)
 

@@ -110,7 +110,7 @@ def ghostify_command(
     for w in report.warnings:
         render.warn(w)
     if json_out:
-        render.print_json({"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
+        render.print_json("ghostify", {"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
                            "output": str(saved) if saved else None, **report.to_dict()})
         return
     _print_report(loaded.name, report, saved)

@@ -38,7 +38,7 @@ def list_command(
     except ImportError:
         timm_state = "not installed (pip install 'ghostcli[timm]')"
     if as_json:
-        render.print_json({
+        render.print_json("list", {
             "zoo": [
                 {"name": s.name, "family": s.family, "description": s.description,
                  "input_size": list(s.input_size), "num_classes": s.num_classes, "options": s.options(),

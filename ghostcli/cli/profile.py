@@ -111,7 +111,7 @@ def profile_cmd(
             progress=on_progress,
         )
     if json_out:
-        render.print_json(report.to_dict())
+        render.print_json("profile", report.to_dict())
         return
     from ghostcli.cli.profile_view import print_report
 

@@ -150,7 +150,7 @@ def quantize_command(
             ignored_types=tuple(ignore_type or ()), progress=bar,
         )
     if as_json:
-        render.print_json(result)
+        render.print_json("quantize", result)
         for w in result.warnings:
             render.warn(w)
     else:

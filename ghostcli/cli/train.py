@@ -132,7 +132,7 @@ def train_command(
     if not is_main:
         return
     if as_json:
-        render.print_json(result.to_dict())
+        render.print_json("train", result.to_dict())
     else:
         show_result(result)
 
