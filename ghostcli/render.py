@@ -6,17 +6,20 @@ silent when stderr is not a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ghostcli.progress import Progress as ProgressFn
+from ghostcli.progress import no_progress
 from ghostcli.schema import envelope
 
 # Tables piped to a file or CI log get a wide page instead of rich's 80-column fallback.
@@ -80,6 +83,28 @@ def progress(transient: bool = True) -> Progress:
         transient=transient,
         disable=not stderr.is_terminal,
     )
+
+
+@contextlib.contextmanager
+def progress_bar(transient: bool = True, enabled: bool = True) -> Iterator[ProgressFn]:
+    """A :class:`ghostcli.progress.Progress` drawn as rich bars on stderr: one bar per description.
+
+    A new description starts a new bar; with ``transient`` the bars vanish when the block ends.
+    """
+    bars = progress(transient=transient)
+    tasks: dict[str, TaskID] = {}
+
+    def report(description: str, done: int, total: int, info: str = "") -> None:
+        if description not in tasks:
+            tasks[description] = bars.add_task(description, total=total or None, completed=done, info=info)
+        else:
+            bars.update(tasks[description], completed=done, total=total or None, info=info)
+
+    if not enabled:
+        yield no_progress
+        return
+    with bars:
+        yield report
 
 
 def warn(message: str) -> None:
