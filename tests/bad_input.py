@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from ghostcli.cli.app import app
+from ghostcli.schema import SCHEMA_VERSION
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -37,4 +39,7 @@ def run_bad(args: list[str], folder: Path, *, code: int, match: str | list[str])
     for m in [match] if isinstance(match, str) else match:
         assert m.lower() in line.lower(), (args, m, line)
     assert snapshot(folder) == before, (args, "files changed", sorted(set(snapshot(folder)) ^ set(before)))
+    if "--json" in args:  # docs/output.md: the same error as a JSON object on stdout
+        assert json.loads(result.stdout) == {"schema_version": SCHEMA_VERSION, "kind": "ghostcli.error",
+                                             "message": line.removeprefix("Error: "), "exit_code": code}, args
     return line
