@@ -176,7 +176,8 @@ def load_image_dataset(
     """A dataset of ``(image tensor C x H x W, label)``; see the module docstring for ``spec``."""
     if split not in SPLITS:
         raise UsageError(f"split must be 'train' or 'val', got {split!r}")
-    size = tuple(int(v) for v in input_size)
+    c, h, w = (int(v) for v in input_size)
+    size = (c, h, w)
     if spec == "digits":
         return DigitsDataset(split, size, augment, mean, std)
     if spec == "synthetic":

@@ -35,10 +35,10 @@ def debug_enabled() -> bool:
 class _ErrorMappingGroup(TyperGroup):
     """Turns library errors into ``Error: ...`` on stderr plus the right exit code."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:  # keep registration order
+    def list_commands(self, ctx: Any) -> list[str]:  # keep registration order
         return list(self.commands)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         args = [*ctx._protected_args, *ctx.args]
         json_mode = "--json" in args[: args.index("--") if "--" in args else len(args)]
         try:
@@ -91,7 +91,7 @@ def _hide_flag_types() -> None:
         return None if self.is_flag else original(self, ctx)
 
     display_type_rich._ghostcli = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich
+    setattr(TyperOption, "display_type_rich", display_type_rich)  # replaced on purpose (see docstring)
 
 
 _hide_flag_types()
