@@ -23,11 +23,12 @@ CHECKPOINT_FORMAT = "ghostcli-checkpoint/1"
 
 def capture_rng() -> dict[str, Any]:
     """Every RNG a training step may draw from, as tensors and plain types."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=False)  # MT19937: {"state": {"key", "pos"}, "has_gauss", "gauss"}
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {"keys": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "cached_gaussian": float(np_state["gauss"])},
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

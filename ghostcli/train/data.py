@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class SkipBatches(Sampler[list[int]]):
         self.batches = batches
         self.skip = skip
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[list[int]]:
         for i, batch in enumerate(self.batches):
             if i >= self.skip:
                 yield batch
@@ -62,7 +63,7 @@ class ShardSampler(Sampler[int]):
     def __init__(self, n: int, rank: int, world: int) -> None:
         self.indices = list(range(rank, n, world))
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
 
     def __len__(self) -> int:
@@ -167,7 +168,7 @@ def train_loader(ds: SeededAugment, *, per_rank_batch: int, rank: int, world: in
     """A loader for one epoch: DistributedSampler (one replica when alone) so every world size sees
     the same global permutation; full batches only."""
     ds.epoch = epoch
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler: DistributedSampler[int] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler.set_epoch(epoch)
     batches = SkipBatches(BatchSampler(sampler, per_rank_batch, drop_last=True), skip)
     return DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory)
@@ -175,7 +176,7 @@ def train_loader(ds: SeededAugment, *, per_rank_batch: int, rank: int, world: in
 
 def steps_per_epoch(ds: Dataset, global_batch: int, world: int) -> int:
     """Optimizer steps in one epoch (the same for every world size that divides the batch)."""
-    sampler = DistributedSampler(ds, num_replicas=world, rank=0, shuffle=False, drop_last=True)
+    sampler: DistributedSampler[int] = DistributedSampler(ds, num_replicas=world, rank=0, shuffle=False, drop_last=True)
     return len(sampler) // (global_batch // world)
 
 

@@ -104,15 +104,6 @@ def any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def broadcast_object(obj: object, env: DistEnv) -> object:
-    """Rank 0's ``obj`` on every rank."""
-    if not env.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(env: DistEnv) -> None:
     """Wait for every rank."""
     if env.enabled:
@@ -123,7 +114,7 @@ def barrier(env: DistEnv) -> None:
 
 def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return self._ghostcli_base.forward(self, x)  # type: ignore[attr-defined]
+        return super(type(self), self).forward(x)  # the plain BatchNorm this class was made from
     from torch.distributed.nn.functional import all_reduce
 
     c = x.shape[1]
@@ -137,9 +128,10 @@ def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
     mean = first[:c] / n
     centered = xf - mean.view(shape)
     var = all_reduce((centered * centered).sum(dims)) / n  # two passes: no E[x^2]-E[x]^2 cancellation
-    if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+    if (self.track_running_stats and self.running_mean is not None and self.running_var is not None
+            and self.num_batches_tracked is not None):
         with torch.no_grad():
-            self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+            self.num_batches_tracked.add_(1)
             m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
             unbiased = var.detach() * n / torch.clamp(n - 1, min=1)
@@ -156,7 +148,7 @@ _GLOBAL_CLASSES: dict[type, type] = {}
 def _global_class(base: type) -> type:
     if base not in _GLOBAL_CLASSES:
         _GLOBAL_CLASSES[base] = type(f"Global{base.__name__}", (base,),
-                                     {"forward": _global_bn_forward, "_ghostcli_base": base})
+                                     {"forward": _global_bn_forward})
     return _GLOBAL_CLASSES[base]
 
 

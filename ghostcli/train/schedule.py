@@ -26,7 +26,8 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
     """SGD (Nesterov momentum) or AdamW; no weight decay on biases and normalization weights."""
     check_choice("optimizer", name)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
