@@ -38,17 +38,11 @@ def build(name: str, *, width: float | None = None, num_classes: int | None = No
     return loaded
 
 
-def output_shape(model: torch.nn.Module, input_size: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape of one forward pass at batch 1 (raises a ghostcli error naming the failure)."""
-    from ghostcli.errors import GhostcliError, one_line
-    from ghostcli.units import format_input_size
+def output_shape(model: torch.nn.Module, input_size: tuple[int, ...], what: str = "the model") -> tuple[int, ...]:
+    """Shape of one forward pass at batch 1 (a :class:`~ghostcli.runtime.probe.ForwardError` names the failure)."""
+    from ghostcli.runtime.probe import run_once
 
-    try:
-        with torch.inference_mode():
-            out = model(torch.zeros(1, *input_size))
-    except RuntimeError as exc:
-        msg = one_line(exc, 200)
-        raise GhostcliError(f"the model fails on input 1x{format_input_size(input_size)}: {msg}") from None
+    out = run_once(model, torch.zeros(1, *input_size), what)
     if isinstance(out, (tuple, list)):
         out = out[0]
     if hasattr(out, "logits"):
@@ -59,7 +53,7 @@ def output_shape(model: torch.nn.Module, input_size: tuple[int, ...]) -> tuple[i
 def build_summary(name: str, *, output: str | Path | None = None, force: bool = False, **kw: Any) -> BuildSummary:
     """Build, run one forward pass, save when ``output`` is given, and summarize."""
     loaded = build(name, **kw)
-    shape = output_shape(loaded.model, loaded.input_size)
+    shape = output_shape(loaded.model, loaded.input_size, loaded.name)
     written = None
     if output is not None:
         written = str(save_artifact(loaded.model, output, loaded.recipe, force=force))
