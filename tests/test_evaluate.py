@@ -14,7 +14,7 @@ from ghostcli.cli.app import app
 from ghostcli.train import TrainConfig, evaluate_model, train_model
 from ghostcli.train.metrics import Meter, topk_correct
 
-from train_fixtures import make_image_folder, one_thread  # noqa: F401 (pytest fixture)
+from train_fixtures import make_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from ghostcli.cli.app import app
-from ghostcli.train import TrainConfig, TrainingInterrupted, TrainReporter, train_model
+from ghostcli.cli.train import option_names
+from ghostcli.train import EpochRecord, TrainConfig, TrainingInterrupted, evaluate_model, train_model
 from ghostcli.train.checkpoint import load_checkpoint
 
-from train_fixtures import leftovers, make_image_folder, one_thread, save_ghost_resnet20  # noqa: F401 (pytest fixture)
+from conftest import StreamLines
+from train_fixtures import leftovers, make_image_folder, save_ghost_resnet20
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,37 +37,49 @@ def cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
-class StopAt(TrainReporter):
-    """Raises KeyboardInterrupt (as Ctrl-C would) after a given optimizer step."""
+class Recorder:
+    """A ``Progress`` that keeps every report; with ``stop_at=(epoch, step)`` it raises KeyboardInterrupt
+    (as Ctrl-C would) once that optimizer step is reported."""
 
-    def __init__(self, epoch: int, step: int) -> None:
-        self.at = (epoch, step)
+    def __init__(self, stop_at: tuple[int, int] | None = None) -> None:
+        self.stop_at = stop_at
+        self.calls: list[tuple[str, int, int, str]] = []
 
-    def step(self, epoch: int, step: int, steps: int, loss: float, top1: float, images_per_s: float,
-             lr: float) -> None:
-        if (epoch, step) == self.at:
+    def __call__(self, description: str, done: int, total: int, info: str = "") -> None:
+        self.calls.append((description, done, total, info))
+        if self.stop_at is not None and (description, done) == (f"epoch {self.stop_at[0]}/2", self.stop_at[1]):
             raise KeyboardInterrupt
 
 
+INFO = re.compile(r"loss \d+\.\d{4}  acc \d+\.\d%  [\d,]+ img/s  lr \d\.?\d*(e-\d+)?")
+
+
 def test_interrupt_then_resume_matches_uninterrupted_run_exactly(folder: Path, tmp_path: Path) -> None:
-    full = train_model(cfg(folder, tmp_path / "full.safetensors"))
+    progress, epochs = Recorder(), []
+    full = train_model(cfg(folder, tmp_path / "full.safetensors"), progress=progress, on_epoch=epochs.append)
     assert full.steps_per_epoch == 6 and len(full.history) == 2 and full.num_classes == 2
     assert (tmp_path / "full.ckpt").is_file()
+    # one report as an epoch starts, one per optimizer step; the epoch records as they finish
+    assert [c[:3] for c in progress.calls] == [(f"epoch {e}/2", s, 6) for e in (1, 2) for s in range(7)]
+    assert all(c[3] == "" if c[1] == 0 else INFO.fullmatch(c[3]) for c in progress.calls), progress.calls[:2]
+    assert epochs == full.history and all(isinstance(r, EpochRecord) for r in epochs)
 
     out = tmp_path / "part.safetensors"
     with pytest.raises(TrainingInterrupted) as info:
-        train_model(cfg(folder, out), StopAt(epoch=1, step=3))
+        train_model(cfg(folder, out), progress=Recorder(stop_at=(1, 3)))
     msg = str(info.value)
     assert info.value.exit_code == 130 and "\n" not in msg
-    assert "epoch 1/2, step 3/6" in msg and "--resume" in msg
+    assert "epoch 1/2, step 3/6" in msg and "--resume" in option_names(msg)
     assert not out.exists() and leftovers(tmp_path) == []
     ck = load_checkpoint(tmp_path / "part.ckpt")
     assert (ck["epoch"], ck["step"]) == (0, 3)
     assert set(ck) >= {"model", "optimizer", "scheduler", "scaler", "rng", "history"}
     assert isinstance(ck["rng"]["torch"], torch.Tensor)
 
-    resumed = train_model(cfg(folder, out, resume=str(tmp_path / "part.ckpt")))
+    progress = Recorder()
+    resumed = train_model(cfg(folder, out, resume=str(tmp_path / "part.ckpt")), progress=progress)
     assert resumed.resumed_from == str(tmp_path / "part.ckpt")
+    assert progress.calls[0][:3] == ("epoch 1/2", 3, 6) and len(progress.calls) == 4 + 7  # the 3 steps left, 6
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
@@ -79,8 +93,9 @@ def test_checkpoint_is_not_overwritten_without_resume_or_force(folder: Path, tmp
     (tmp_path / "m.ckpt").write_bytes(b"precious")
     from ghostcli.errors import OutputExistsError
 
-    with pytest.raises(OutputExistsError, match="--resume"):
+    with pytest.raises(OutputExistsError) as info:
         train_model(cfg(folder, tmp_path / "m.safetensors", epochs=1))
+    assert "--resume" in option_names(str(info.value))
     assert (tmp_path / "m.ckpt").read_bytes() == b"precious"
 
 
@@ -164,7 +179,10 @@ def test_cli_trains_distils_and_reports_json(folder: Path, tmp_path: Path, runne
     assert d["teacher"] == str(teacher) and d["epochs"] == 2 and len(d["history"]) == 2
     assert d["steps_per_epoch"] == 3 and d["train_images"] == 48 and d["val_images"] == 48
     assert d["input_size"] == [3, 8, 8] and d["world_size"] == 1 and d["global_batch_size"] == 16
-    assert 0 <= d["final_val_top1"] <= 100 and d["final_val_top1"] == d["history"][-1]["val_top1"]
+    assert d["final_val_top1"] == d["history"][-1]["val_top1"]
+    # the saved model, evaluated on its own on the same images in the same batches, scores what train reported
+    check = evaluate_model(str(out), str(folder), batch_size=16, device="cpu")
+    assert check.images == 48 and (check.top1, check.loss) == (d["final_val_top1"], d["final_val_loss"])
     assert d["history"][0]["lr"] == pytest.approx(0.1)  # end of the warm-up epoch: the peak lr
     # the artifact reloads (ghostified architecture + training info in its recipe)
     from ghostcli.resolve import resolve_model
@@ -181,15 +199,16 @@ def test_ctrl_c_in_a_real_process_saves_a_checkpoint(folder: Path, tmp_path: Pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["train", "resnet20", "--data", str(folder), "--input-size", "3x8x8", "--epochs", "200",
             "--batch-size", "8", "--device", "cpu", "-o", str(out)]
-    proc = subprocess.Popen([ghostcli_exe, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([ghostcli_exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env)
-    assert proc.stderr is not None
-    deadline = time.time() + 120
-    for line in proc.stderr:  # wait until a first epoch is done (the process is inside the loop)
-        if line.startswith("epoch 1:") or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    stderr = StreamLines(proc.stderr)
+    try:  # wait until a first epoch is done (the process is inside the loop), 120 s at most
+        stderr.wait_for(lambda line: line.startswith("epoch 1:"), timeout=120)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    err = stderr.text(timeout=30)
     assert proc.returncode == 130, err
     assert "Error: training interrupted at" in err and f"--resume {tmp_path / 'm.ckpt'}" in err
     assert not out.exists() and leftovers(tmp_path) == []
@@ -219,7 +238,8 @@ def test_amp_and_channels_last_train_and_save_a_loadable_model(folder: Path, tmp
     out = tmp_path / "amp.safetensors"
     r = train_model(cfg(folder, out, epochs=1, amp=True, channels_last=True, val_data=str(folder)))
     assert r.history[0].train_loss == r.history[0].train_loss and r.history[0].train_loss > 0  # finite, not NaN
-    assert r.final_val_top1 is not None and 0 <= r.final_val_top1 <= 100
+    check = evaluate_model(str(out), str(folder), batch_size=8, device="cpu", amp=True, channels_last=True)
+    assert r.final_val_top1 is not None and (check.top1, check.loss) == (r.final_val_top1, r.final_val_loss)
     reloaded = resolve_model(str(out)).model
     x = torch.randn(2, *SIZE)
     with torch.no_grad():

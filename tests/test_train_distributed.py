@@ -18,7 +18,7 @@ from ghostcli.resolve import resolve_model
 from ghostcli.train import TrainConfig, train_model
 from ghostcli.train.distributed import DistEnv, detect, restore_batchnorm, sync_batchnorm
 
-from train_fixtures import free_port, make_image_folder, one_thread  # noqa: F401 (pytest fixture)
+from train_fixtures import free_port, make_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ import torch
 
 from ghostcli.train import TrainConfig, TrainResult, evaluate_model, train_model
 
-from train_fixtures import one_thread, save_ghost_resnet20, save_ghostified  # noqa: F401 (pytest fixture)
+from train_fixtures import save_ghost_resnet20, save_ghostified
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

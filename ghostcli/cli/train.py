@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -124,17 +125,38 @@ def train_command(
         input_size=size, augment=augment, force=force, allow_pickle=allow_pickle,
         trust_factory=trust_factory,
     )
-    is_main = os.environ.get("RANK", "0") in ("", "0")
-    from ghostcli.cli.train_view import ProgressReporter, show_result
+    is_main = os.environ.get("RANK", "0") in ("", "0")  # the library reports on rank 0 only; the CLI prints there
+    from ghostcli.cli.train_view import show_epoch, show_result
+    from ghostcli.errors import GhostcliError
 
-    with ProgressReporter(enabled=is_main) as reporter:
-        result = train_model(cfg, reporter)
+    try:
+        with render.progress_bar(transient=False, enabled=is_main) as progress:
+            result = train_model(cfg, progress=progress, on_epoch=show_epoch,
+                                 on_note=lambda message: render.warn(option_names(message)))
+    except GhostcliError as exc:
+        exc.args = (option_names(str(exc)),)
+        raise
     if not is_main:
         return
+    result.notes = [option_names(n) for n in result.notes]
     if as_json:
         render.print_json("train", result.to_dict())
     else:
         show_result(result)
+
+
+_SETTING = re.compile(r"`(\w+)`")
+
+
+def option_names(text: str) -> str:
+    """A message of ``train_model`` with the settings it names (```batch_size```) as this command's options."""
+    from dataclasses import fields
+
+    from ghostcli.train import TrainConfig
+
+    names = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig) if f.name != "deterministic"}
+    names["model"] = "MODEL"
+    return _SETTING.sub(lambda m: names.get(m[1], m[0]), text)
 
 
 def register(app: typer.Typer) -> None:

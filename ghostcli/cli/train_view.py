@@ -1,12 +1,9 @@
-"""Rendering for ``ghostcli train``: rich progress bars on stderr and the final summary on stdout."""
+"""Rendering for ``ghostcli train``: a log line per epoch on stderr and the final summary on stdout."""
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any
-
 from ghostcli import render
-from ghostcli.train import EpochRecord, TrainReporter, TrainResult
+from ghostcli.train import EpochRecord, TrainResult
 
 
 def _pct(v: float | None) -> str:
@@ -17,45 +14,13 @@ def _num(v: float | None, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-class ProgressReporter(TrainReporter):
-    """One progress bar per epoch with loss, accuracy, images/s and learning rate; a log line per epoch."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.progress = render.progress(transient=False)
-        self.task: Any = None
-
-    def __enter__(self) -> ProgressReporter:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
-        if self.enabled:
-            self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, completed=done, info="")
-
-    def step(self, epoch: int, step: int, steps: int, loss: float, top1: float, images_per_s: float,
-             lr: float) -> None:
-        if self.enabled and self.task is not None:
-            info = f"loss {loss:.4f}  acc {top1:.1f}%  {images_per_s:,.0f} img/s  lr {lr:.3g}"
-            self.progress.update(self.task, completed=step, info=info)
-
-    def epoch_end(self, record: EpochRecord) -> None:
-        if not self.enabled:
-            return
-        val = (f", val loss {record.val_loss:.4f} top-1 {record.val_top1:.2f}% top-5 {record.val_top5:.2f}%"
-               if record.val_top1 is not None else "")
-        self.progress.console.print(
-            f"epoch {record.epoch}: train loss {record.train_loss:.4f} acc {record.train_top1:.2f}%{val}, "
-            f"{record.train_images_per_s:,.0f} img/s, {record.seconds:.1f} s", highlight=False, soft_wrap=True)
-
-    def note(self, message: str) -> None:
-        if self.enabled:
-            render.warn(message)
+def show_epoch(record: EpochRecord) -> None:
+    """The log line of a finished epoch on stderr (printed above the progress bars)."""
+    val = (f", val loss {record.val_loss:.4f} top-1 {record.val_top1:.2f}% top-5 {record.val_top5:.2f}%"
+           if record.val_top1 is not None else "")
+    render.stderr.print(
+        f"epoch {record.epoch}: train loss {record.train_loss:.4f} acc {record.train_top1:.2f}%{val}, "
+        f"{record.train_images_per_s:,.0f} img/s, {record.seconds:.1f} s", highlight=False, soft_wrap=True)
 
 
 def show_result(r: TrainResult) -> None:

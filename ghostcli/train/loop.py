@@ -1,4 +1,8 @@
-"""``train_model``: fine-tune or distil a model on image data, in one process or under torchrun (DDP)."""
+"""``train_model``: fine-tune or distil a model on image data, in one process or under torchrun (DDP).
+
+Error messages and notes name settings as the ``TrainConfig`` field in backquotes (```batch_size```);
+the CLI shows its option there instead (``--batch-size``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from torch import nn
 
 from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError, one_line
 from ghostcli.fsutil import check_output
+from ghostcli.progress import Progress, no_progress
 from ghostcli.train import checkpoint as ckpt_mod
 from ghostcli.train import distributed as dist_mod
 from ghostcli.train.data import eval_loader, load_datasets, steps_per_epoch, train_loader
@@ -128,23 +133,6 @@ class TrainResult:
         return d
 
 
-class TrainReporter:
-    """Hooks the CLI uses for progress bars; every method is a no-op here. Called on rank 0 only."""
-
-    def epoch_start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
-        """Epoch ``epoch`` (1-based) starts with ``done`` of ``steps`` already done (resume)."""
-
-    def step(self, epoch: int, step: int, steps: int, loss: float, top1: float, images_per_s: float,
-             lr: float) -> None:
-        """After optimizer step ``step`` (1-based) of ``steps``; loss/top1 are running epoch means."""
-
-    def epoch_end(self, record: EpochRecord) -> None:
-        """After validation of an epoch."""
-
-    def note(self, message: str) -> None:
-        """Something the user should know (a warning)."""
-
-
 class _StopFlag:
     """First Ctrl-C/SIGTERM asks for a clean stop after the current step; a second Ctrl-C aborts."""
 
@@ -174,25 +162,25 @@ class _StopFlag:
 
 def _validate(cfg: TrainConfig) -> None:
     if cfg.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
+        raise UsageError("`epochs` must be at least 1")
     if cfg.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+        raise UsageError("`batch_size` must be at least 1")
     check_choice("optimizer", cfg.optimizer)
     check_choice("schedule", cfg.schedule)
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise UsageError(f"--lr must be a positive number, got {cfg.lr}")
+        raise UsageError(f"`lr` must be a positive number, got {cfg.lr}")
     if cfg.weight_decay is not None and cfg.weight_decay < 0:
-        raise UsageError("--weight-decay must be >= 0")
+        raise UsageError("`weight_decay` must be >= 0")
     if not 0.0 <= cfg.kd_alpha <= 1.0:
-        raise UsageError(f"--kd-alpha must be between 0 and 1, got {cfg.kd_alpha}")
+        raise UsageError(f"`kd_alpha` must be between 0 and 1, got {cfg.kd_alpha}")
     if not cfg.kd_temperature > 0:
-        raise UsageError(f"--kd-temperature must be positive, got {cfg.kd_temperature}")
+        raise UsageError(f"`kd_temperature` must be positive, got {cfg.kd_temperature}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise UsageError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+        raise UsageError(f"`label_smoothing` must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.warmup_epochs is not None and not 0 <= cfg.warmup_epochs <= cfg.epochs:
-        raise UsageError("--warmup-epochs must be between 0 and --epochs")
+        raise UsageError("`warmup_epochs` must be between 0 and `epochs`")
     if cfg.workers < 0:
-        raise UsageError("--workers must be >= 0")
+        raise UsageError("`workers` must be >= 0")
     if cfg.output is not None and Path(cfg.output).suffix != ".safetensors":
         raise UsageError(f"the trained model is saved as .safetensors, got {Path(cfg.output).name!r}")
 
@@ -262,16 +250,21 @@ def _paths(cfg: TrainConfig, env: dist_mod.DistEnv) -> tuple[Path | None, Path |
     if ck is not None and env.is_main:
         resuming_here = cfg.resume is not None and Path(cfg.resume).resolve() == ck.resolve()
         if ck.exists() and not resuming_here and not cfg.force:
-            raise OutputExistsError(f"checkpoint {ck} already exists (continue it with --resume {ck}, "
-                                    "or use --force to start over)")
+            raise OutputExistsError(f"checkpoint {ck} already exists (continue it with `resume` {ck}, "
+                                    "or use `force` to start over)")
         check_output(ck, force=True)  # writable before the first epoch, not after it
     return out, ck
 
 
-def train_model(cfg: TrainConfig, reporter: TrainReporter | None = None) -> TrainResult:
+def train_model(cfg: TrainConfig, *, progress: Progress = no_progress,
+                on_epoch: Callable[[EpochRecord], None] | None = None,
+                on_note: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` (optionally distilling from ``cfg.teacher``) and save it.
 
-    Under ``torchrun`` every rank calls this; rank 0 reports and writes files.
+    Rank 0 reports: ``progress`` after every optimizer step (description "epoch 2/10", steps done of
+    the epoch's steps, resumed ones included, and "loss ... acc ... img/s ... lr ..."), ``on_epoch``
+    with each finished epoch's record, ``on_note`` with each note as it arises (warnings; all of them
+    are also in ``TrainResult.notes``). Under ``torchrun`` every rank calls this; rank 0 writes files.
     Raises :class:`TrainingInterrupted` after saving a checkpoint on Ctrl-C.
     """
     _validate(cfg)
@@ -279,15 +272,22 @@ def train_model(cfg: TrainConfig, reporter: TrainReporter | None = None) -> Trai
     device = resolve_device(cfg.device, env)
     owned = env.enabled and not torch.distributed.is_initialized()
     env = dist_mod.init(device.type)
+    if not env.is_main:
+        progress, on_epoch, on_note = no_progress, None, None
     try:
         with _determinism(cfg.deterministic, device):
-            return _train(cfg, env, device, reporter or TrainReporter())
+            return _train(cfg, env, device, progress, on_epoch or _ignore, on_note or _ignore)
     finally:
         if owned:
             dist_mod.shutdown(env)
 
 
-def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: TrainReporter) -> TrainResult:
+def _ignore(event: object) -> None:
+    """The default ``on_epoch`` / ``on_note``."""
+
+
+def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progress: Progress,
+           on_epoch: Callable[[EpochRecord], None], on_note: Callable[[str], None]) -> TrainResult:
     from ghostcli.artifacts import Recipe, save_artifact
     from ghostcli.resolve import resolve_model
 
@@ -296,11 +296,10 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
 
     def note(msg: str) -> None:
         notes.append(msg)
-        if env.is_main:
-            rep.note(msg)
+        on_note(msg)
 
     if cfg.batch_size % env.world_size:
-        raise UsageError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by the "
+        raise UsageError(f"`batch_size` {cfg.batch_size} (the global batch) must be divisible by the "
                          f"{env.world_size} processes")
     per_rank = cfg.batch_size // env.world_size
     out_path, ck_path = _paths(cfg, env)
@@ -316,20 +315,20 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
     input_size = tuple(int(v) for v in (cfg.input_size or loaded.input_size))
     if len(input_size) != 3:
         raise UsageError(f"input size must be C x H x W, got {input_size}")
-    sets = load_datasets(cfg.data, cfg.val_data, input_size, augment=cfg.augment, seed=cfg.seed)  # type: ignore[arg-type]
-    n_out = _num_outputs(student, input_size)  # type: ignore[arg-type]
+    sets = load_datasets(cfg.data, cfg.val_data, input_size, augment=cfg.augment, seed=cfg.seed)
+    n_out = _num_outputs(student, input_size)
     check_outputs(n_out, sets.classes, f"model {loaded.name}")
     if n_out > len(sets.classes):
         note(f"the model has {n_out} outputs for {len(sets.classes)} classes; the extra outputs are trained "
              "towards zero probability")
     if sets.val is None:
-        note("no validation data (give --val-data, or DIR/train + DIR/val): reporting training metrics only")
+        note("no validation data (give `val_data`, or DIR/train + DIR/val): reporting training metrics only")
 
     teacher: nn.Module | None = None
     if cfg.teacher:
         t_loaded = resolve_model(cfg.teacher, weights=cfg.teacher_weights, allow_pickle=cfg.allow_pickle,
                                  trust_factory=cfg.trust_factory)
-        t_out = _num_outputs(t_loaded.model, input_size)  # type: ignore[arg-type]
+        t_out = _num_outputs(t_loaded.model, input_size)
         if t_out != n_out:
             raise UsageError(f"teacher {t_loaded.name} has {t_out} classes but the student {loaded.name} has {n_out}")
         teacher = t_loaded.model.to(device).eval()
@@ -338,12 +337,12 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
         if cfg.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
     elif cfg.teacher_weights:
-        raise UsageError("--teacher-weights needs --teacher")
+        raise UsageError("`teacher_weights` needs `teacher`")
 
     steps = steps_per_epoch(sets.train, cfg.batch_size, env.world_size)
     if steps == 0:
         raise DataError(f"{cfg.data} has {len(sets.train)} training images, fewer than one batch of "
-                        f"{cfg.batch_size}: lower --batch-size")
+                        f"{cfg.batch_size}: lower `batch_size`")
 
     student = student.to(device)
     if cfg.channels_last:
@@ -360,7 +359,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
     history: list[EpochRecord] = []
     partial = Meter()
     if resume is not None:
-        ckpt_mod.check_architecture(resume, student, cfg.resume)  # type: ignore[arg-type]
+        ckpt_mod.check_architecture(resume, student, str(cfg.resume))
         student.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
@@ -375,7 +374,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
             note(f"resuming with different {', '.join(changed)} than the checkpoint was made with")
         if int(resume.get("steps_per_epoch", steps)) != steps:
             raise UsageError(f"checkpoint {cfg.resume} has {resume['steps_per_epoch']} steps per epoch, this run "
-                             f"{steps}: resume with the same data and --batch-size")
+                             f"{steps}: resume with the same data and `batch_size`")
         if start_epoch >= cfg.epochs:
             note(f"checkpoint {cfg.resume} already finished {start_epoch} epochs (asked for {cfg.epochs})")
         if env.rank == 0:
@@ -411,8 +410,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
             meter = partial if epoch == start_epoch else Meter()
             loader = train_loader(sets.train, per_rank_batch=per_rank, rank=env.rank, world=env.world_size,
                                   seed=cfg.seed, epoch=epoch, skip=skip, workers=cfg.workers, pin_memory=pin)
-            if env.is_main:
-                rep.epoch_start(epoch + 1, cfg.epochs, steps, skip)
+            task = f"epoch {epoch + 1}/{cfg.epochs}"
+            progress(task, skip, steps)
             net.train()
             t_epoch = time.perf_counter()
             n_epoch = 0
@@ -436,7 +435,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
                     loss_value = float(loss.detach())  # one device sync per step, reused below
                     if not math.isfinite(loss_value):
                         raise GhostcliError(f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1}: "
-                                            "lower --lr (or drop --amp)")
+                                            "lower `lr` (or drop `amp`)")
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
@@ -445,10 +444,10 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
                     step += 1
                     meter.update(loss_value, logits.detach().float(), y)
                     n_epoch += int(y.shape[0])
-                    if env.is_main:
-                        el = time.perf_counter() - t_epoch
-                        rep.step(epoch + 1, step, steps, meter.loss, meter.acc1,
-                                 n_epoch * env.world_size / el if el > 0 else 0.0, scheduler.get_last_lr()[0])
+                    el = time.perf_counter() - t_epoch
+                    ips = n_epoch * env.world_size / el if el > 0 else 0.0
+                    progress(task, step, steps, f"loss {meter.loss:.4f}  acc {meter.acc1:.1f}%  {ips:,.0f} img/s  "
+                                                f"lr {float(scheduler.get_last_lr()[0]):.3g}")
                     if dist_mod.any_rank(stop.requested, env, device) and step < steps:
                         _interrupt(save, epoch, step, meter, env, device, ck_path, cfg, steps, collective=True)
             except KeyboardInterrupt:
@@ -468,8 +467,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
                 record.val_loss, record.val_top1, record.val_top5 = vm.loss, vm.acc1, vm.acc5
             history.append(record)
             save(epoch + 1, 0, Meter())
-            if env.is_main:
-                rep.epoch_end(record)
+            on_epoch(record)
             if dist_mod.any_rank(stop.requested, env, device) and epoch + 1 < cfg.epochs:
                 _interrupt(save, epoch + 1, 0, Meter(), env, device, ck_path, cfg, steps, saved=True)
 
@@ -506,7 +504,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, rep: T
     )
 
 
-def _interrupt(save: Any, epoch: int, step: int, meter: Meter, env: dist_mod.DistEnv, device: torch.device,
+def _interrupt(save: Callable[[int, int, Meter], None], epoch: int, step: int, meter: Meter, env: dist_mod.DistEnv, device: torch.device,
                ck_path: Path | None, cfg: TrainConfig, steps: int, saved: bool = False,
                collective: bool = False) -> None:
     """Save where training stands and stop with a one-line message (``collective``: all ranks are here)."""
@@ -518,7 +516,7 @@ def _interrupt(save: Any, epoch: int, step: int, meter: Meter, env: dist_mod.Dis
     if ck_path is None:
         raise TrainingInterrupted(f"training interrupted at {where}; no checkpoint path, nothing saved")
     raise TrainingInterrupted(f"training interrupted at {where}; checkpoint saved to {ck_path} "
-                              f"(continue with --resume {ck_path})")
+                              f"(continue with `resume` {ck_path})")
 
 
 def _plain(v: Any) -> Any:
