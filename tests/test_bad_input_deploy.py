@@ -303,21 +303,21 @@ _SLOW_SAVE = textwrap.dedent("""
 def test_sigterm_during_export_leaves_nothing(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
+    from conftest import StreamLines
+
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, *E, "-o", str(work / "new" / "m.onnx")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stderr:  # wait until the model is written into the temporary folder
-            if line.strip() == "SAVED":
-                break
-        else:
-            pytest.fail(f"the export ended early: rc {proc.wait()}, {proc.stdout.read()}")
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = StreamLines(proc.stderr)
+    try:  # wait until the model is written into the temporary folder, 240 s at most
+        if stderr.wait_for(lambda line: line.strip() == "SAVED", timeout=240) is None:
+            pytest.fail(f"no SAVED within 240 s (rc {proc.poll()}): {stderr.text(timeout=0)[-2000:]}")
         hidden = [p.name for p in (work / "new").iterdir()]
         assert len(hidden) == 1 and hidden[0].startswith(".m.onnx."), hidden
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
     finally:
         proc.kill()
-    assert rc != 0 and "Traceback" not in proc.stderr.read()
+    assert rc != 0 and "Traceback" not in stderr.text(timeout=30)
     assert _entries(work) == []
 
 
