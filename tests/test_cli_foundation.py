@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from ghostcli import __version__
 from ghostcli.cli.app import app
 from ghostcli.resolve import resolve_model
@@ -93,15 +91,20 @@ def test_help_does_not_import_torch() -> None:
 
 def test_every_command_help_does_not_import_torch(ghostcli_exe: str) -> None:
     code = (
-        "import sys; from typer.testing import CliRunner; from ghostcli.cli.app import app, COMMAND_MODULES; "
-        "names = [c for c in app.registered_commands]; "
-        "bad = [n.name for n in names if CliRunner().invoke(app, [n.name, '--help']).exit_code != 0]; "
-        "print(bad, 'torch' in sys.modules)"
+        "import json, sys; from typer.testing import CliRunner; from ghostcli.cli.app import app; "
+        "names = [c.name for c in app.registered_commands]; "
+        "bad = [n for n in names if CliRunner().invoke(app, [n, '--help']).exit_code != 0]; "
+        "after_help = 'torch' in sys.modules; import torch; "
+        "print(json.dumps([names, bad, after_help, 'torch' in sys.modules]))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[] False"
-    assert torch.__version__  # the suite itself does use torch
+    names, bad, after_help, after_import = json.loads(proc.stdout)
+    # every command's --help ran (all of them, not an empty list) and none imported torch ...
+    assert set(names) >= {"list", "build", "ghostify", "profile", "check", "export", "quantize", "train", "evaluate"}
+    assert bad == [] and after_help is False
+    # ... and the check is not vacuous: in the same interpreter, importing torch shows up in sys.modules
+    assert after_import is True
 
 
 def test_export_and_quantize_usage_errors_fail_before_torch(tmp_path: Path) -> None:
