@@ -1,11 +1,12 @@
-"""Structure analysis: which conv feeds which BatchNorm, and which convs read the input image.
+"""Module-graph helpers ghostify and BatchNorm folding share: the one conv -> BN pairing rule, and
+replacing a module everywhere it is registered.
 
-With ``torch.fx`` (when the model traces) a conv and a BatchNorm form a pair when
-the conv's output goes only to that BatchNorm and both modules are called once.
-The stem convs are the convs with no conv before them in the graph. When the
-model does not trace, a registration-order fallback pairs a conv with the
-BatchNorm registered right after it in the same parent (matching channel count)
-and takes the first registered conv as the stem.
+:func:`conv_bn_pairs` traces the model with ``torch.fx`` (its training graph, which has every
+branch). A conv and a BatchNorm form a pair when the BatchNorm alone reads the conv's output,
+both modules are called once, and :func:`bn_pairable` accepts the two modules. When the model
+does not trace, a registration-order fallback pairs a conv with the leaf module registered right
+after it in the same parent (same rule on the modules). The stem convs (those with no conv
+before them) and the single-use ``nn.ReLU`` after each pair's BatchNorm come from the same pass.
 """
 
 from __future__ import annotations
@@ -16,25 +17,48 @@ from dataclasses import dataclass, field
 import torch.fx as fx
 from torch import nn
 
-from ghostcli.layers import GhostModule
+#: conv type -> the BatchNorm type that can follow it (a pair folds into one conv of the same type)
+_CONV_BN: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
+}
 
-_BN_TYPES = (nn.BatchNorm2d,)
+#: Parents of each module of a model: id(module) -> [(parent, attribute name), ...]
+Parents = dict[int, list[tuple[nn.Module, str]]]
 
 
 @dataclass
 class GraphInfo:
-    """What ghostify needs to know about the model's dataflow."""
+    """What ghostify and folding need to know about the model's dataflow."""
 
     method: str  # "fx" or "registration-order"
-    bn_after: dict[str, str] = field(default_factory=dict)  # conv name -> BatchNorm name it alone feeds
+    bn_after: dict[str, str] = field(default_factory=dict)  # conv name -> the BatchNorm it alone feeds
     relu_after: dict[str, str] = field(default_factory=dict)  # BatchNorm name -> single-use nn.ReLU it alone feeds
     stems: set[str] = field(default_factory=set)  # convs that read the input image
-    note: str = ""
+    trace_error: str | None = None  # why torch.fx could not trace the model ("TypeError: ...")
+    note: str = ""  # a warning for the user when the fallback was used
 
 
 def is_conv(module: nn.Module, extra: tuple[type, ...] = ()) -> bool:
-    """True for every conv-like layer that appears as a row of the report."""
+    """True for every conv-like layer that appears as a row of the ghostify report."""
     return isinstance(module, (nn.modules.conv._ConvNd, *extra))
+
+
+def _plain(module: nn.Module, base: type[nn.Module], methods: tuple[str, ...]) -> bool:
+    """``module`` is a ``base`` whose class does not override ``methods``."""
+    return isinstance(module, base) and all(getattr(type(module), m) is getattr(base, m) for m in methods)
+
+
+def bn_pairable(conv: nn.Module, bn: nn.Module) -> bool:
+    """The one rule on the modules: a plain ``ConvNd`` and a plain ``BatchNormNd`` of the same N over the
+    conv's output channels, with running statistics (what folding and the Ghost module's BNs need).
+
+    "Plain" means the class does not override ``forward`` (a subclass that does computes something else).
+    """
+    for conv_type, bn_type in _CONV_BN.items():
+        if _plain(conv, conv_type, ("forward", "_conv_forward")):
+            return (_plain(bn, bn_type, ("forward",)) and bn.num_features == conv.out_channels
+                    and bool(bn.track_running_stats) and bn.running_mean is not None and bn.running_var is not None)
+    return False
 
 
 class _Tracer(fx.Tracer):
@@ -42,8 +66,8 @@ class _Tracer(fx.Tracer):
         super().__init__()
         self.leaf_types = leaf_types
 
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, self.leaf_types) or super().is_leaf_module(m, qualname)
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
 
 
 def sole_reader(node: fx.Node, calls: Counter) -> fx.Node | None:
@@ -65,75 +89,102 @@ def call_counts(graph: fx.Graph) -> Counter:
     return Counter(n.target for n in graph.nodes if n.op == "call_module")
 
 
-def _pairable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (type(bn) in _BN_TYPES and isinstance(conv, nn.Conv2d) and bn.num_features == conv.out_channels
-            and bn.affine and bn.track_running_stats)
+def conv_bn_pairs(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> GraphInfo:
+    """Conv -> BN pairs of ``model`` (``.bn_after``), found by the one rule; the model is not modified.
 
-
-def analyze(model: nn.Module, conv_types: tuple[type, ...] = ()) -> GraphInfo:
-    """Pairs and stems of ``model`` (the model is not modified)."""
+    ``leaf_types`` are traced as single calls (ghostify's converter types that are not convs).
+    """
     try:
-        return _analyze_fx(model, conv_types)
+        return _analyze_fx(model, leaf_types)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the fallback
-        info = _analyze_registration(model, conv_types)
+        info = _analyze_registration(model, leaf_types)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        info.trace_error = f"{type(exc).__name__}: {first}"
         info.note = f"torch.fx could not trace the model ({type(exc).__name__}); conv->BatchNorm pairs " \
                     "were found by registration order"
         return info
 
 
-def _analyze_fx(model: nn.Module, conv_types: tuple[type, ...]) -> GraphInfo:
-    was_training = {m: m.training for m in model.modules()}
+def _analyze_fx(model: nn.Module, leaf_types: tuple[type, ...]) -> GraphInfo:
+    was_training = {sub: sub.training for sub in model.modules()}
     model.train()  # trace the training graph: it has every branch (e.g. auxiliary heads)
     try:
-        graph = _Tracer((GhostModule, *conv_types)).trace(model)
+        graph = _Tracer(leaf_types).trace(model)
     finally:
-        for m, t in was_training.items():
-            m.training = t
+        for sub, t in was_training.items():
+            sub.training = t
     modules = dict(model.named_modules())
     calls = call_counts(graph)
 
     def mod(node: fx.Node | None) -> nn.Module | None:
-        return modules.get(node.target) if node is not None and node.op == "call_module" else None
+        return modules.get(str(node.target)) if node is not None and node.op == "call_module" else None
 
     def conv_node(node: fx.Node) -> bool:
         m = mod(node)
         if m is not None:
-            return is_conv(m, conv_types)
+            return is_conv(m, leaf_types)
         return node.op == "call_function" and "conv" in getattr(node.target, "__name__", "")
 
     info = GraphInfo(method="fx")
     after_conv: dict[fx.Node, bool] = {}
     for node in graph.nodes:
-        inputs = node.all_input_nodes
-        after_conv[node] = any(after_conv[a] or conv_node(a) for a in inputs)
+        after_conv[node] = any(after_conv[a] or conv_node(a) for a in node.all_input_nodes)
         m = mod(node)
-        if m is None or not is_conv(m, conv_types):
+        if m is None or not is_conv(m, leaf_types):
             continue
+        name = str(node.target)
         if not after_conv[node]:
-            info.stems.add(node.target)
+            info.stems.add(name)
         bn_node = sole_reader(node, calls)
         bn = mod(bn_node)
-        if bn is None or not _pairable(m, bn):
+        if bn_node is None or bn is None or not bn_pairable(m, bn):
             continue
-        info.bn_after[node.target] = bn_node.target
+        info.bn_after[name] = str(bn_node.target)
         relu_node = sole_reader(bn_node, calls)
-        if type(mod(relu_node)) is nn.ReLU:
-            info.relu_after[bn_node.target] = relu_node.target
+        if relu_node is not None and type(mod(relu_node)) is nn.ReLU:
+            info.relu_after[str(bn_node.target)] = str(relu_node.target)
     return info
 
 
-def _analyze_registration(model: nn.Module, conv_types: tuple[type, ...]) -> GraphInfo:
+def _analyze_registration(model: nn.Module, leaf_types: tuple[type, ...]) -> GraphInfo:
     info = GraphInfo(method="registration-order")
     leaves = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     first = True
     for i, (name, m) in enumerate(leaves):
-        if not is_conv(m, conv_types):
+        if not is_conv(m, leaf_types):
             continue
         if first:
             info.stems.add(name)
             first = False
         if i + 1 < len(leaves):
             bn_name, bn = leaves[i + 1]
-            if bn_name.rpartition(".")[0] == name.rpartition(".")[0] and _pairable(m, bn):
+            if bn_name.rpartition(".")[0] == name.rpartition(".")[0] and bn_pairable(m, bn):
                 info.bn_after[name] = bn_name
     return info
+
+
+def module_parents(root: nn.Module) -> Parents:
+    """Where each submodule of ``root`` is registered: id(module) -> [(parent, attribute name), ...]."""
+    parents: Parents = {}
+    for _, parent in root.named_modules(remove_duplicate=False):
+        for name, child in parent._modules.items():
+            if child is not None:
+                places = parents.setdefault(id(child), [])
+                if not any(p is parent and n == name for p, n in places):
+                    places.append((parent, name))
+    return parents
+
+
+def replace_module(root: nn.Module, target: str | nn.Module, new: nn.Module, *,
+                   parents: Parents | None = None) -> None:
+    """Put ``new`` everywhere ``target`` (a submodule of ``root`` or its dotted name) is registered.
+
+    A module registered under several names (an alias) is replaced under all of them. ``parents``
+    (from :func:`module_parents`) saves recomputing the map when many modules are replaced.
+    """
+    old = root.get_submodule(target) if isinstance(target, str) else target
+    places = (parents if parents is not None else module_parents(root)).get(id(old))
+    if not places:
+        raise ValueError(f"{target if isinstance(target, str) else type(old).__name__} is not a submodule of the model")
+    for parent, name in places:
+        parent._modules[name] = new

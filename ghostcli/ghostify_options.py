@@ -8,15 +8,28 @@ from typing import Any
 from ghostcli.errors import UsageError
 
 
-def _patterns(value: Any, flag: str) -> tuple[str, ...]:
+class InvalidOption(UsageError, ValueError):
+    """A ghostify option with an impossible value. ``option`` is the field name (``dw_kernel``),
+    ``problem`` the rest of the message; the CLI names its flag instead (``--dw-kernel``)."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option} {problem}")
+        self.option, self.problem = option, problem
+
+
+def _patterns(value: Any, option: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         value = (value,)
     out = tuple(str(v).strip() for v in value)
     if any(not p for p in out):
-        raise UsageError(f"{flag} patterns must not be empty")
+        raise InvalidOption(option, "patterns must not be empty")
     return out
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -32,17 +45,16 @@ class GhostifyOptions:
     min_fan_in: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int) or self.ratio < 2:
-            raise UsageError(f"--ratio must be an integer >= 2, got {self.ratio!r}")
-        if isinstance(self.dw_kernel, bool) or not isinstance(self.dw_kernel, int) or self.dw_kernel < 1 \
-                or self.dw_kernel % 2 == 0:
-            raise UsageError(f"--dw-kernel must be a positive odd integer (1, 3, 5 ...), got {self.dw_kernel!r}")
-        if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, int) or self.min_channels < 0:
-            raise UsageError(f"--min-channels must be a non-negative integer, got {self.min_channels!r}")
-        if isinstance(self.min_fan_in, bool) or not isinstance(self.min_fan_in, int) or self.min_fan_in < 0:
-            raise UsageError(f"--min-fan-in must be a non-negative integer, got {self.min_fan_in!r}")
-        object.__setattr__(self, "include", _patterns(self.include, "--include"))
-        object.__setattr__(self, "exclude", _patterns(self.exclude, "--exclude"))
+        if not _is_int(self.ratio) or self.ratio < 2:
+            raise InvalidOption("ratio", f"must be an integer >= 2, got {self.ratio!r}")
+        if not _is_int(self.dw_kernel) or self.dw_kernel < 1 or self.dw_kernel % 2 == 0:
+            raise InvalidOption("dw_kernel", f"must be a positive odd integer (1, 3, 5 ...), got {self.dw_kernel!r}")
+        if not _is_int(self.min_channels) or self.min_channels < 0:
+            raise InvalidOption("min_channels", f"must be a non-negative integer, got {self.min_channels!r}")
+        if not _is_int(self.min_fan_in) or self.min_fan_in < 0:
+            raise InvalidOption("min_fan_in", f"must be a non-negative integer, got {self.min_fan_in!r}")
+        object.__setattr__(self, "include", _patterns(self.include, "include"))
+        object.__setattr__(self, "exclude", _patterns(self.exclude, "exclude"))
         object.__setattr__(self, "keep_stem", bool(self.keep_stem))
 
     def to_dict(self) -> dict[str, Any]:

@@ -304,6 +304,18 @@ def _load_torch_file(p: Path, allow_pickle: bool) -> LoadedModel:
     )
 
 
+def _display_name(spec: str, source: str, options: dict[str, Any]) -> str:
+    """``spec``, or the zoo's name for the variant ``options`` make (``ghostnet_050`` + width 1.3: ``ghostnet_130``)."""
+    kind, _, name = source.partition(":")
+    if kind != "zoo":
+        return spec
+    from ghostcli.models import get_model_spec
+
+    zoo = get_model_spec(name)
+    variant = zoo.display_name(options)
+    return spec if variant == zoo.name else variant
+
+
 def resolve_model(
     spec: str,
     *,
@@ -345,5 +357,5 @@ def resolve_model(
     model.eval()
     size = default_input_size(source, model, options)
     recipe = Recipe(source=source, options=options, input_size=list(size))
-    return LoadedModel(model=model, recipe=recipe, input_size=size, name=spec,
+    return LoadedModel(model=model, recipe=recipe, input_size=size, name=_display_name(spec, source, options),
                        weights=str(weights) if weights is not None else None)

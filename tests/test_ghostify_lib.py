@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
 import torch
 from torch import nn
 
-from ghostcli.convert import GhostifyOptions, GhostifyReport, KeepLayer, ghostify, register_converter
-from ghostcli.convert.rules import _CONVERTERS
+from ghostcli.convert import (
+    DEFAULT_CONVERTERS,
+    ConverterTable,
+    GhostifyOptions,
+    GhostifyReport,
+    KeepLayer,
+    ghostify,
+)
 from ghostcli.errors import ConversionError, UsageError
 from ghostcli.layers import GhostModule
 
@@ -147,7 +154,7 @@ def test_nothing_eligible_and_already_ghostified():
         ghostify(g)
     with pytest.raises(UsageError, match="ratio"):
         ghostify(Odd(), ratio=1)
-    with pytest.raises(UsageError, match="dw-kernel"):
+    with pytest.raises(UsageError, match="dw_kernel"):  # the library names the field; the CLI its flag
         ghostify(Odd(), dw_kernel=2)
 
 
@@ -180,17 +187,35 @@ def test_register_converter_extends_the_table():
         return GhostModule(4, 8, 3, ratio=ctx.ratio, relu=False, norm=False)
 
     model = nn.Sequential(nn.Conv2d(3, 4, 1), MyConv(), ShiftedConv(8, 8, 1))
-    register_converter(MyConv, convert)
-    try:
-        g, rep = ghostify(model, input_size=(3, 8, 8))
-        rows = _rows(rep)
-        assert isinstance(g[1], GhostModule) and rows["1"].action == "ghost" and rows["1"].type == "MyConv"
-        assert "1.conv" not in rows  # traced as a leaf: its inner conv is not a separate row
-        assert rows["2"].reason == "ShiftedConv overrides Conv2d.forward (register a converter for it)"
-        _, rep = ghostify(model, ratio=4, input_size=(3, 8, 8), allow_empty=True)
-        assert _rows(rep)["1"].reason == "MyConv only at ratio 2"
-    finally:
-        _CONVERTERS.pop(MyConv)
+    g, rep = ghostify(model, input_size=(3, 8, 8), converters={MyConv: convert})
+    rows = _rows(rep)
+    assert isinstance(g[1], GhostModule) and rows["1"].action == "ghost" and rows["1"].type == "MyConv"
+    assert "1.conv" not in rows  # traced as a leaf: its inner conv is not a separate row
+    assert rows["2"].reason == "ShiftedConv overrides Conv2d.forward (register a converter for it)"
+    _, rep = ghostify(model, ratio=4, input_size=(3, 8, 8), allow_empty=True, converters={MyConv: convert})
+    assert _rows(rep)["1"].reason == "MyConv only at ratio 2"
+    # the per-call entries never reach the default table: the next call does not know MyConv
+    assert MyConv not in DEFAULT_CONVERTERS
+    _, rep = ghostify(model, input_size=(3, 8, 8), allow_empty=True)
+    assert _rows(rep)["1.conv"].action == "ghost" and "1" not in _rows(rep)
+
+
+def test_a_converter_table_replaces_the_default_one_for_one_call():
+    table = ConverterTable()
+
+    @table.register(nn.Conv2d)
+    def keep_all(conv, ctx):
+        raise KeepLayer("my table keeps every conv")
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3))
+    _, rep = ghostify(model, input_size=(3, 8, 8), converters=table, allow_empty=True, keep_stem=False)
+    assert [r.reason for r in rep.rows] == ["my table keeps every conv"] * 2
+    table.unregister(nn.Conv2d)  # ghostify worked on a copy: changing the table later changes nothing
+    assert len(table) == 0 and list(DEFAULT_CONVERTERS) == [nn.Conv2d]
+    _, rep = ghostify(model, input_size=(3, 8, 8), keep_stem=False)
+    assert rep.replaced == 2
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        table.register(int, keep_all)
 
 
 def test_untraceable_model_uses_registration_order():
@@ -276,5 +301,5 @@ def test_min_fan_in_keeps_low_fan_in_convs_and_the_block_keeps_its_own_relu():
         mid = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))  # bn2 absorbed: Identity
         ref = block.relu(block.bn3(block.conv3(mid)) + block.downsample(x))
         assert torch.equal(block(x), ref)
-    with pytest.raises(UsageError, match="--min-fan-in"):
+    with pytest.raises(UsageError, match="min_fan_in"):
         ghostify(model, min_fan_in=-1)

@@ -72,7 +72,7 @@ def ghostify_command(
     trust_factory: TrustFactoryOpt = False,
 ) -> None:
     from ghostcli.artifacts import check_artifact_output
-    from ghostcli.errors import ConversionError
+    from ghostcli.errors import ConversionError, UsageError
     from ghostcli.units import parse_input_size
 
     if output is not None:
@@ -82,11 +82,14 @@ def ghostify_command(
     import dataclasses
 
     from ghostcli import render
-    from ghostcli.convert import GhostifyOptions, ghostify
+    from ghostcli.convert import GhostifyOptions, InvalidOption, ghostify
     from ghostcli.resolve import resolve_model
 
-    opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
-                           min_fan_in)
+    try:
+        opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
+                               min_fan_in)
+    except InvalidOption as exc:  # the library names the field (dw_kernel), the user typed the flag
+        raise UsageError(f"--{exc.option.replace('_', '-')} {exc.problem}") from None
     loaded = resolve_model(model, weights=weights, trust_factory=trust_factory)
     if loaded.is_ghostified:
         how = f"with {loaded.recipe.ghostify}" if loaded.recipe.ghostify else "it contains Ghost modules"
@@ -94,17 +97,18 @@ def ghostify_command(
     if output is not None and loaded.recipe.source.startswith("pickle:"):
         raise ConversionError(f"{loaded.name} is a pickled model without a recipe: its ghostified version could not "
                               "be rebuilt from an artifact; build it from a named architecture with --weights")
-    size = size or tuple(loaded.input_size)
-    render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {'x'.join(map(str, size))}")
-    gmodel, report = ghostify(loaded.model, **dataclasses.asdict(opts), input_size=size, allow_empty=allow_empty)
-    if report.macs_before is None:
-        raise ConversionError(f"{loaded.name} does not run at input size {'x'.join(map(str, size))}; "
+    chw: tuple[int, ...] = size or tuple(loaded.input_size)
+    shown = "x".join(map(str, chw))
+    render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {shown}")
+    gmodel, report = ghostify(loaded.model, opts, input_size=chw, allow_empty=allow_empty)
+    if report.forward_error is not None:
+        raise ConversionError(f"{loaded.name} does not run at input size {shown} ({report.forward_error}); "
                               "pass the size it expects with --input-size")
     saved = None
     if output is not None:
         from ghostcli.artifacts import save_artifact
 
-        recipe = dataclasses.replace(loaded.recipe, ghostify=opts.to_dict(), input_size=list(size),
+        recipe = dataclasses.replace(loaded.recipe, ghostify=opts.to_dict(), input_size=list(chw),
                                      extra=dict(loaded.recipe.extra))
         saved = save_artifact(gmodel, output, recipe, force=force)
     for w in report.warnings:

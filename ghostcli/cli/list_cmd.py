@@ -25,12 +25,12 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     from ghostcli import render
-    from ghostcli.models import list_models
+    from ghostcli.models import list_models, name_matches
     from ghostcli.resolve import torchvision_names
     from ghostcli.units import format_input_size
 
     specs = list_models(pattern)
-    tv = [n for n in torchvision_names() if not pattern or _match(n, pattern)]
+    tv = [n for n in torchvision_names() if name_matches(n, pattern)]
     try:
         import timm  # noqa: F401
 
@@ -67,12 +67,6 @@ def list_command(
         "[bold]files[/]: a .safetensors artifact written by ghostcli, or NAME --weights FILE (.safetensors/.pt/.pth)"
     )
     render.stdout.print("[bold]factories[/]: package.module:function returning an nn.Module")
-
-
-def _match(name: str, pattern: str) -> bool:
-    import fnmatch
-
-    return fnmatch.fnmatch(name, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
 
 
 def register(app: typer.Typer) -> None:

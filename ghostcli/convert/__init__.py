@@ -1,17 +1,29 @@
-"""ghostify: replace a CNN's dense convs with Ghost modules (a rules table users can extend) and report it."""
+"""ghostify: replace a CNN's dense convs with Ghost modules (a converter table users can extend) and report it."""
 
 from ghostcli.analysis.params import module_params as count_params  # an int (analysis.params.count_params: a pair)
 from ghostcli.convert.ghostify import GHOSTIFY_ATTR, ghostify
 from ghostcli.convert.report import ConvRow, GhostifyReport, fvcore_macs
-from ghostcli.convert.rules import ConvertContext, KeepLayer, convert_conv2d, register_converter
-from ghostcli.ghostify_options import GhostifyOptions
+from ghostcli.convert.rules import (
+    DEFAULT_CONVERTERS,
+    ConvertContext,
+    Converter,
+    ConverterTable,
+    KeepLayer,
+    convert_conv2d,
+    register_converter,
+)
+from ghostcli.ghostify_options import GhostifyOptions, InvalidOption
 
 __all__ = [
+    "DEFAULT_CONVERTERS",
     "GHOSTIFY_ATTR",
     "ConvRow",
     "ConvertContext",
+    "Converter",
+    "ConverterTable",
     "GhostifyOptions",
     "GhostifyReport",
+    "InvalidOption",
     "KeepLayer",
     "convert_conv2d",
     "count_params",

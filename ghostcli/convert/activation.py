@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from ghostcli.fx import replace_module
 from ghostcli.layers import GhostModule
 
 
@@ -71,7 +72,9 @@ class GhostReluBottleneck(Bottleneck):
 
 #: torchvision block type -> its subclass with ReLUs left out (``relu_inside``: the convs that can take them).
 #: Module-level classes, so ghostified models pickle, copy and cross process boundaries.
-FUSED_BLOCKS: dict[type, type] = {BasicBlock: GhostReluBasicBlock, Bottleneck: GhostReluBottleneck}
+FUSED_BLOCKS: dict[type[nn.Module], type[GhostReluBasicBlock] | type[GhostReluBottleneck]] = {
+    BasicBlock: GhostReluBasicBlock, Bottleneck: GhostReluBottleneck,
+}
 
 
 def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dict[str, str]) -> list[str]:
@@ -86,10 +89,8 @@ def absorb_relus(model: nn.Module, relu_after: dict[str, str], absorbed_bns: dic
         relu_name = relu_after.get(bn_name)
         relu = named.get(relu_name) if relu_name else None
         gm = named.get(conv_name)
-        if type(relu) is nn.ReLU and isinstance(gm, GhostModule):
-            parent_name, _, child = relu_name.rpartition(".")
-            parent = named[parent_name] if parent_name else model
-            parent._modules[child] = nn.Identity()
+        if relu is not None and type(relu) is nn.ReLU and isinstance(gm, GhostModule):
+            replace_module(model, relu, nn.Identity())
             activate(gm)
             done.append(conv_name)
     for name, block in named.items():

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
 from ghostcli.analysis.params import module_params
 from ghostcli.convert.activation import absorb_relus
 from ghostcli.convert.report import ConvRow, GhostifyReport, measure
-from ghostcli.convert.rules import ConvertContext, KeepLayer, find_converter, registered_types
+from ghostcli.convert.rules import ConvertContext, Converter, ConverterTable, KeepLayer, converter_table
 from ghostcli.convert.select import selection_reason, unmatched_patterns
 from ghostcli.errors import ConversionError, UsageError
-from ghostcli.fx import analyze, is_conv
+from ghostcli.fx import conv_bn_pairs, is_conv, module_parents, replace_module
 from ghostcli.ghostify_options import GhostifyOptions
 from ghostcli.layers import GhostModule
 
@@ -27,67 +29,69 @@ def _pair(v: object) -> list[int]:
     return [int(v)] * 2 if isinstance(v, int) else []
 
 
-def _set_module(model: nn.Module, aliases: dict[int, list[tuple[nn.Module, str]]], old: nn.Module,
-                new: nn.Module) -> None:
-    for parent, child in aliases[id(old)]:
-        parent._modules[child] = new
-
-
 def ghostify(
     model: nn.Module,
+    options: GhostifyOptions | None = None,
     *,
-    ratio: int = 2,
-    dw_kernel: int = 3,
-    include: Iterable[str] = (),
-    exclude: Iterable[str] = (),
-    min_channels: int = 0,
-    keep_stem: bool = True,
-    min_fan_in: int = 0,
-    input_size: tuple[int, int, int] = (3, 224, 224),
+    converters: ConverterTable | Mapping[type[nn.Module], Converter] | None = None,
+    ratio: int | None = None,
+    dw_kernel: int | None = None,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    min_channels: int | None = None,
+    keep_stem: bool | None = None,
+    min_fan_in: int | None = None,
+    input_size: Sequence[int] = (3, 224, 224),
     allow_empty: bool = False,
     inherit_weights: bool = True,
     count_macs: bool = True,
 ) -> tuple[nn.Module, GhostifyReport]:
     """Return a copy of ``model`` whose dense convs are Ghost modules, and a report of every conv.
 
-    Every dense ``nn.Conv2d`` that passes the selection (``include``/``exclude``
-    globs on module names, the stem rule, ``min_channels``, ``min_fan_in``) becomes a
-    ``GhostModule(ratio, dw_kernel)`` with the same geometry; a BatchNorm that only
-    this conv feeds is absorbed into the module's own BNs and replaced by
-    ``nn.Identity``. With ``inherit_weights`` the primary conv starts from the
+    ``options`` (:class:`GhostifyOptions`, default ``GhostifyOptions()``) holds the structural
+    options; the keyword arguments of the same names override its fields. Every dense
+    ``nn.Conv2d`` that passes the selection (``include``/``exclude`` globs on module names, the
+    stem rule, ``min_channels``, ``min_fan_in``) becomes a ``GhostModule(ratio, dw_kernel)`` with
+    the same geometry; a BatchNorm that only this conv feeds is absorbed into the module's own
+    BNs and replaced by ``nn.Identity``. With ``inherit_weights`` the primary conv starts from the
     original filters of its channels and the BNs from the original statistics.
+
+    ``converters`` changes the conversion table for this call only: a :class:`ConverterTable`
+    replaces the default one, a mapping ``{layer type: converter}`` adds to a copy of it.
     ``input_size`` (C, H, W) is used only to count MACs and check output shapes;
-    ``count_macs=False`` skips fvcore (per-layer hook counts only), e.g. for rebuilds.
+    ``count_macs=False`` skips fvcore (no MACs), e.g. for rebuilds.
     Raises ConversionError when nothing is eligible, unless ``allow_empty``.
     """
-    opts = GhostifyOptions(ratio, dw_kernel, tuple(include), tuple(exclude), min_channels, keep_stem, min_fan_in)
+    if options is not None and not isinstance(options, GhostifyOptions):
+        raise TypeError(f"options must be GhostifyOptions, got {type(options).__name__}")
+    given: dict[str, Any] = {"ratio": ratio, "dw_kernel": dw_kernel, "include": include, "exclude": exclude,
+             "min_channels": min_channels, "keep_stem": keep_stem, "min_fan_in": min_fan_in}
+    opts = dataclasses.replace(options or GhostifyOptions(), **{k: v for k, v in given.items() if v is not None})
     if not isinstance(model, nn.Module):
         raise UsageError(f"ghostify needs a torch nn.Module, got {type(model).__name__}")
     if getattr(model, GHOSTIFY_ATTR, None) is not None:
         raise ConversionError("the model is already ghostified; ghostify the original model instead")
     try:
-        input_size = tuple(int(v) for v in input_size)  # type: ignore[assignment]
+        size = tuple(int(v) for v in input_size)
     except (TypeError, ValueError):
         raise UsageError(f"input_size must be (C, H, W), got {input_size!r}") from None
-    if len(input_size) != 3 or min(input_size) < 1:
+    if len(size) != 3 or min(size) < 1:
         raise UsageError(f"input_size must be (C, H, W) with positive sizes, got {input_size!r}")
+    table = converter_table(converters)
 
     model = copy.deepcopy(model)
-    extra_types = tuple(t for t in registered_types() if not issubclass(t, nn.modules.conv._ConvNd))
-    info = analyze(model, extra_types)
-    before = measure(model, input_size, use_fvcore=count_macs)
+    extra_types = tuple(t for t in table.types() if not issubclass(t, nn.modules.conv._ConvNd))
+    info = conv_bn_pairs(model, extra_types)
+    before = measure(model, size, use_fvcore=count_macs)
     params_before = module_params(model)
     warnings = [info.note] if info.note else []
     if before.error:
-        warnings.append(f"the model did not run at input size {'x'.join(map(str, input_size))} "
-                        f"({before.error}); MACs are not counted")
+        warnings.append(f"{before.error}; MACs are not counted")
+    elif before.macs_error:
+        warnings.append(f"{before.macs_error}; MACs are not counted")
 
     named = dict(model.named_modules())
-    aliases: dict[int, list[tuple[nn.Module, str]]] = {}
-    for pname, parent in model.named_modules(remove_duplicate=False):
-        for cname, child in parent._modules.items():
-            if child is not None:
-                aliases.setdefault(id(child), []).append((parent, cname))
+    parents = module_parents(model)
     ghost_prefixes = tuple(n + "." for n, m in named.items() if isinstance(m, GhostModule))
     conv_names = [n for n, m in named.items() if n and is_conv(m, extra_types)]
 
@@ -103,12 +107,13 @@ def ghostify(
                                   keep_stem=opts.keep_stem, in_ghost=name.startswith(ghost_prefixes))
         converter = None
         if reason is None:
-            converter, reason = find_converter(layer)
+            converter, reason = table.find(layer)
             reason = reason or None
         bn_name = info.bn_after.get(name)
+        bn = named.get(bn_name) if bn_name else None
         ctx = ConvertContext(name=name, ratio=opts.ratio, dw_kernel=opts.dw_kernel, min_channels=opts.min_channels,
                              min_fan_in=opts.min_fan_in, inherit_weights=inherit_weights,
-                             bn=named.get(bn_name) if bn_name else None, bn_name=bn_name)
+                             bn=bn if isinstance(bn, nn.modules.batchnorm._BatchNorm) else None, bn_name=bn_name)
         new: nn.Module | None = None
         if converter is not None:
             try:
@@ -129,11 +134,11 @@ def ghostify(
             continue
         new.train(layer.training)
         gone += (name + ".",)
-        _set_module(model, aliases, layer, new)
+        replace_module(model, layer, new, parents=parents)
         if ctx.absorbed_bn and ctx.bn is not None:
             row.bn = bn_name
             row.params_before += module_params(ctx.bn)
-            _set_module(model, aliases, ctx.bn, nn.Identity())
+            replace_module(model, ctx.bn, nn.Identity(), parents=parents)
             row.reason = f"took over {bn_name}"
         else:
             row.reason = "no BatchNorm follows: biased convs"
@@ -156,25 +161,27 @@ def ghostify(
         summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3)) or "the model has no conv layer"
         raise ConversionError(f"nothing to ghostify: no conv layer is eligible ({summary})")
 
-    macs_before = macs_after = None
+    macs_before: int | None = None
+    macs_after: int | None = None
     counter = "none"
     if before.error is None:  # when the original did not run, the ghostified one is not run either
-        after = measure(model, input_size, use_fvcore=count_macs)
+        after = measure(model, size, use_fvcore=count_macs and before.fvcore is not None,
+                        what="the ghostified model")
         if after.error is not None:
-            raise ConversionError(f"the ghostified model fails to run: {after.error}")
+            raise ConversionError(after.error)
         if after.outputs != before.outputs:
             raise ConversionError(f"ghostify changed the output shape {before.outputs} -> {after.outputs}")
         for row, _, new in replaced:
             row.macs_after = after.of(new)
         if before.fvcore is not None and after.fvcore is not None:
             macs_before, macs_after, counter = before.fvcore, after.fvcore, "fvcore"
-        else:
-            macs_before, macs_after, counter = before.total, after.total, "hooks"
+        elif after.macs_error:
+            warnings.append(f"{after.macs_error} (the ghostified model); MACs are not counted")
     setattr(model, GHOSTIFY_ATTR, opts.to_dict())
     report = GhostifyReport(
-        options=opts.to_dict(), input_size=list(input_size), graph=info.method, rows=rows,
+        options=opts.to_dict(), input_size=list(size), graph=info.method, rows=rows,
         replaced=len(replaced), kept=len(rows) - len(replaced), params_before=params_before,
         params_after=module_params(model), macs_before=macs_before, macs_after=macs_after, macs_counter=counter,
-        inherited=inherited if inherit_weights else [], warnings=warnings,
+        inherited=inherited if inherit_weights else [], warnings=warnings, forward_error=before.error,
     )
     return model, report

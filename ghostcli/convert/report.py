@@ -1,7 +1,9 @@
-"""What ghostify did: one row per conv layer, totals, inherited tensors; plus the MAC counters it uses.
+"""What ghostify did: one row per conv layer, totals, inherited tensors; and the one forward pass it measures.
 
 MACs are multiply-accumulates of conv and linear layers (BatchNorm excluded), the
-GhostNet paper's "FLOPs"; ``flops`` fields are ``2 x MACs``.
+GhostNet paper's "FLOPs", counted by fvcore (``analysis.macs``): totals over every
+conv / linear operator, per row over the conv / linear modules of the layer (fvcore's
+``by_module``). ``flops`` fields are ``2 x MACs``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 from torch import nn
 
 from ghostcli.analysis.macs import count_macs
-from ghostcli.errors import one_line
+from ghostcli.errors import GhostcliError
+from ghostcli.runtime.probe import ForwardError, run_once
 
 
 @dataclass
@@ -51,9 +54,10 @@ class GhostifyReport:
     params_after: int
     macs_before: int | None
     macs_after: int | None
-    macs_counter: str  # "fvcore" (conv + linear ops) or "hooks" (nn.Conv/nn.Linear modules)
+    macs_counter: str  # "fvcore" (conv + linear ops) or "none" (not counted)
     inherited: list[dict[str, str]] = field(default_factory=list)  # {"tensor": new name, "source": original}
     warnings: list[str] = field(default_factory=list)
+    forward_error: str | None = None  # why the original model did not run at ``input_size`` (then no MACs)
 
     @property
     def params_ratio(self) -> float:
@@ -86,35 +90,24 @@ def _dummy(model: nn.Module, input_size: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(1, *input_size, dtype=dtype, device=device)
 
 
-def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return inp.numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return out.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, nn.Linear):
-        return out.numel() * module.in_features
-    return 0
+_COUNTED = (nn.modules.conv._ConvNd, nn.Linear)  # the modules whose MACs a report row sums
 
 
 @dataclass
 class Measurement:
-    """One forward pass at batch 1: MACs per conv/linear module (by id), output shapes, fvcore's count."""
+    """One forward pass at batch 1: output shapes, and fvcore's conv + linear MACs (total and per module)."""
 
-    macs: dict[int, int]
     outputs: list[tuple[int, ...]]
-    error: str | None = None
-    fvcore: int | None = None  # conv + linear MACs counted by fvcore in the same pass (None: not available)
+    error: str | None = None  # the model did not run (a ForwardError message naming the layer)
+    fvcore: int | None = None  # conv + linear MACs (None: not counted, or fvcore could not trace the model)
+    macs: dict[int, int] = field(default_factory=dict)  # id(conv or linear module) -> its MACs (fvcore by_module)
+    macs_error: str | None = None  # why fvcore could not count, when it could not
 
     def of(self, module: nn.Module) -> int | None:
-        """MACs of ``module`` and its children (None when the forward pass failed)."""
-        if self.error is not None:
+        """MACs of the conv / linear modules in ``module`` (None when they were not counted)."""
+        if self.error is not None or self.fvcore is None:
             return None
         return sum(self.macs.get(id(m), 0) for m in module.modules())
-
-    @property
-    def total(self) -> int:
-        """MACs of every conv / linear module (hook count)."""
-        return sum(self.macs.values())
 
 
 def _shapes(out: Any) -> list[tuple[int, ...]]:
@@ -127,48 +120,43 @@ def _shapes(out: Any) -> list[tuple[int, ...]]:
     return []
 
 
-def _fvcore_count(model: nn.Module, x: torch.Tensor) -> int | None:
-    try:
-        return count_macs(model, x).conv_linear
-    except Exception:  # noqa: BLE001 - fvcore cannot trace every model: the caller falls back to hooks
-        return None
+def measure(model: nn.Module, input_size: tuple[int, ...], use_fvcore: bool = True,
+            what: str = "the model") -> Measurement:
+    """Run ``model`` once (eval mode, no grad, batch 1): its output shapes and, with ``use_fvcore``,
+    fvcore's MACs (``analysis.macs.count_macs``).
 
-
-def measure(model: nn.Module, input_size: tuple[int, ...], use_fvcore: bool = True) -> Measurement:
-    """Run ``model`` once (eval mode, no grad, batch 1) with hooks on conv and linear layers.
-
-    With ``use_fvcore`` the pass is fvcore's own trace, so its conv + linear count comes for free;
-    when fvcore cannot trace the model a plain forward pass is used instead.
+    fvcore's trace is the forward pass when it succeeds; otherwise the model runs once more
+    (``runtime.probe.run_once``), so a failure names the layer. Training flags are restored.
     """
-    macs: dict[int, int] = {}
     outputs: list[list[tuple[int, ...]]] = []
-
-    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-            macs[id(module)] = macs.get(id(module), 0) + _layer_macs(module, args[0], out)
 
     def top_hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         outputs.append(_shapes(out))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    handles.append(model.register_forward_hook(top_hook))
+    x = _dummy(model, input_size)
+    result = Measurement([])
     training = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        x = _dummy(model, input_size)
-        with torch.no_grad():
-            count = _fvcore_count(model, x) if use_fvcore else None
-            if count is None or len(outputs) != 1:
-                macs.clear()
-                outputs.clear()
-                model(x)
-        return Measurement(macs, outputs[0], fvcore=count)
-    except Exception as exc:  # noqa: BLE001 - reported, not raised: the structure does not depend on it
-        return Measurement({}, [], f"{type(exc).__name__}: {one_line(exc, 200)}")
+        if use_fvcore:
+            handle = model.register_forward_hook(top_hook)
+            try:
+                count = count_macs(model, x)
+                names = dict(model.named_modules())
+                result.fvcore = count.conv_linear
+                result.macs = {id(m): count.by_module.get(n, 0) for n, m in names.items() if isinstance(m, _COUNTED)}
+            except GhostcliError as exc:
+                result.macs_error = str(exc)
+            finally:
+                handle.remove()
+        if result.fvcore is None or len(outputs) != 1:
+            try:
+                outputs = [_shapes(run_once(model, x, what))]
+            except ForwardError as exc:
+                return Measurement([], error=str(exc))
+        result.outputs = outputs[0]
+        return result
     finally:
-        for h in handles:
-            h.remove()
         for m, t in training.items():
             m.training = t
 

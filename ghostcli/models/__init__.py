@@ -1,6 +1,14 @@
 """The zoo. Importing this package registers every family."""
 
-from ghostcli.models import cifar, ghost_cifar, ghostnet  # noqa: F401  (registration side effects)
-from ghostcli.models.registry import ModelSpec, build_model, get_model_spec, list_models, register_model, zoo_names
+from ghostcli.models import cifar, ghost_cifar, ghost_resnet, ghostnet  # noqa: F401  (registration side effects)
+from ghostcli.models.registry import (
+                                      ModelSpec,
+                                      build_model,
+                                      get_model_spec,
+                                      list_models,
+                                      name_matches,
+                                      register_model,
+                                      zoo_names,
+)
 
-__all__ = ["ModelSpec", "build_model", "get_model_spec", "list_models", "register_model", "zoo_names"]
+__all__ = ["ModelSpec", "build_model", "get_model_spec", "list_models", "name_matches", "register_model", "zoo_names"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from ghostcli.errors import UsageError
 from ghostcli.layers import GhostBottleneck, make_divisible
 from ghostcli.models.registry import register_model
 
@@ -43,11 +44,11 @@ class GhostNet(nn.Module):
                  dropout: float = 0.2, head_channels: int = 1280) -> None:
         super().__init__()
         if width <= 0:
-            raise UsageError(f"width must be positive, got {width}")
+            raise ValueError(f"width must be positive, got {width}")
         if num_classes < 1:
-            raise UsageError(f"num_classes must be positive, got {num_classes}")
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
         if in_chans < 1:
-            raise UsageError(f"in_chans must be positive, got {in_chans}")
+            raise ValueError(f"in_chans must be positive, got {in_chans}")
         self.num_classes, self.width = num_classes, width
         out = make_divisible(16 * width, 4)
         self.conv_stem = nn.Conv2d(in_chans, out, 3, 2, 1, bias=False)
@@ -55,16 +56,16 @@ class GhostNet(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         in_ch = out
         stages: list[nn.Module] = []
-        exp = 16
+        last_exp = 16.0
         for stage in GHOSTNET_CFG:
             layers = []
-            for k, exp, c, se, s in stage:
+            for k, last_exp, c, se, s in stage:
                 out = make_divisible(c * width, 4)
-                mid = make_divisible(exp * width, 4)
+                mid = make_divisible(last_exp * width, 4)
                 layers.append(GhostBottleneck(in_ch, mid, out, int(k), int(s), se_ratio=se))
                 in_ch = out
             stages.append(nn.Sequential(*layers))
-        out = make_divisible(exp * width, 4)
+        out = make_divisible(last_exp * width, 4)
         stages.append(nn.Sequential(ConvBnAct(in_ch, out, 1)))
         self.blocks = nn.Sequential(*stages)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -95,22 +96,32 @@ class GhostNet(nn.Module):
 _DESC = "GhostNet {w}x for ImageNet (Han et al., CVPR 2020)"
 
 
+def width_name(options: dict[str, Any]) -> str | None:
+    """The zoo name of a GhostNet built with ``options["width"]``: ``ghostnet_130`` for 1.3 (timm's names);
+    ``ghostnet_1.25x``-style when the width is not a whole percentage. None without a width."""
+    width = options.get("width")
+    if width is None:
+        return None
+    pct = float(width) * 100
+    return f"ghostnet_{round(pct):03d}" if abs(pct - round(pct)) < 1e-6 else f"ghostnet_{float(width):g}x"
+
+
 @register_model("ghostnet_050", family="ghostnet", description=_DESC.format(w=0.5),
-                paper={"params": 2.6e6, "macs": 42e6, "top1": 66.2})
+                paper={"params": 2.6e6, "macs": 42e6, "top1": 66.2}, variant_name=width_name)
 def ghostnet_050(num_classes: int = 1000, in_chans: int = 3, width: float = 0.5) -> GhostNet:
     """GhostNet 0.5x."""
     return GhostNet(num_classes=num_classes, width=width, in_chans=in_chans)
 
 
 @register_model("ghostnet_100", family="ghostnet", description=_DESC.format(w=1.0),
-                paper={"params": 5.2e6, "macs": 141e6, "top1": 73.9})
+                paper={"params": 5.2e6, "macs": 141e6, "top1": 73.9}, variant_name=width_name)
 def ghostnet_100(num_classes: int = 1000, in_chans: int = 3, width: float = 1.0) -> GhostNet:
     """GhostNet 1.0x."""
     return GhostNet(num_classes=num_classes, width=width, in_chans=in_chans)
 
 
 @register_model("ghostnet_130", family="ghostnet", description=_DESC.format(w=1.3),
-                paper={"params": 7.3e6, "macs": 226e6, "top1": 75.7})
+                paper={"params": 7.3e6, "macs": 226e6, "top1": 75.7}, variant_name=width_name)
 def ghostnet_130(num_classes: int = 1000, in_chans: int = 3, width: float = 1.3) -> GhostNet:
     """GhostNet 1.3x."""
     return GhostNet(num_classes=num_classes, width=width, in_chans=in_chans)
