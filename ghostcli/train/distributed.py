@@ -32,7 +32,6 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    backend: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -65,11 +64,10 @@ def detect() -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local)
 
 
-def init(device_type: str) -> DistEnv:
-    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    env = detect()
+def init(env: DistEnv, device_type: str) -> None:
+    """Join the process group when ``env`` has several processes (gloo on CPU, nccl on CUDA)."""
     if not env.enabled:
-        return env
+        return
     backend = "nccl" if device_type == "cuda" else "gloo"
     if not dist.is_available():
         raise DeviceError("this PyTorch build has no torch.distributed support")
@@ -77,7 +75,6 @@ def init(device_type: str) -> DistEnv:
         if device_type == "cuda":
             torch.cuda.set_device(env.local_rank)
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-    return DistEnv(env.rank, env.world_size, env.local_rank, backend)
 
 
 def shutdown(env: DistEnv) -> None:

@@ -271,7 +271,7 @@ def train_model(cfg: TrainConfig, *, progress: Progress = no_progress,
     env = dist_mod.detect()
     device = resolve_device(cfg.device, env)
     owned = env.enabled and not torch.distributed.is_initialized()
-    env = dist_mod.init(device.type)
+    dist_mod.init(env, device.type)
     if not env.is_main:
         progress, on_epoch, on_note = no_progress, None, None
     try:
@@ -504,8 +504,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
     )
 
 
-def _interrupt(save: Callable[[int, int, Meter], None], epoch: int, step: int, meter: Meter, env: dist_mod.DistEnv, device: torch.device,
-               ck_path: Path | None, cfg: TrainConfig, steps: int, saved: bool = False,
+def _interrupt(save: Callable[[int, int, Meter], None], epoch: int, step: int, meter: Meter, env: dist_mod.DistEnv,
+               device: torch.device, ck_path: Path | None, cfg: TrainConfig, steps: int, saved: bool = False,
                collective: bool = False) -> None:
     """Save where training stands and stop with a one-line message (``collective``: all ranks are here)."""
     if not saved:
