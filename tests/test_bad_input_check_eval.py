@@ -83,11 +83,15 @@ BAD_BASELINES = [
     ("profile-without-models", '{"schema_version": "1.0", "kind": "ghostcli.profile", "models": 3}',
      "lacks a list of models"),
     ("binary", None, "is not JSON"),
+    ("zero-input-size", json.dumps({**BASELINE, "input_size": [3, 0, 32]}),
+     "'input_size' must be three positive integers"),
+    ("other-input-size", json.dumps({**BASELINE, "input_size": [3, 64, 64]}),
+     ["recorded at input size 3x64x64, this check measures 3x32x32", "--input-size 3x64x64"]),
 ]
 
 
 @pytest.mark.parametrize(("text", "match"), [(t, m) for _, t, m in BAD_BASELINES], ids=[i for i, _, _ in BAD_BASELINES])
-def test_check_bad_baseline_files(tmp_path: Path, text: str | None, match: str) -> None:
+def test_check_bad_baseline_files(tmp_path: Path, text: str | None, match: str | list[str]) -> None:
     base = tmp_path / "base.json"
     if text is None:
         base.write_bytes(b"\xff\xfe\x00garbage")

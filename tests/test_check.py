@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import subprocess
+import tomllib
+from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
-from ghostcli.analysis.budget import build_settings, find_config, read_baseline, read_config, run_check
+from ghostcli.analysis.baseline import read_baseline
+from ghostcli.analysis.check import run_check
+from ghostcli.analysis.check_config import build_settings, find_config, read_config
+from ghostcli.analysis.check_keys import CHECK_KEYS, CheckSettings, render_terms
 from ghostcli.cli.app import app
+from ghostcli.cli.check import check_cmd
+from ghostcli.cli.check_view import keys_markdown, option_name
 from ghostcli.errors import ArtifactError, UsageError
 from ghostcli.resolve import resolve_model
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 R20_MACS, R20_PARAMS = 40_931_968, 269_722
 
@@ -55,7 +67,8 @@ def test_usage_errors_exit_2(runner, tmp_path: Path, monkeypatch, args: list[str
 def test_human_sizes_parse() -> None:
     s = build_settings({"max-macs": "2.5G", "max-params": "15M", "max-weights": "500k", "tolerance": "2%"}, {}, None)
     assert (s.max_macs, s.max_params, s.max_weights, s.tolerance) == (2.5e9, 15e6, 500e3, 0.02)
-    s = build_settings({"max-params": "15M"}, {"max-params": 1000, "max-macs": "1e9", "runs": 7}, None)
+    s = build_settings({"max-params": "15M"}, {"max-params": 1000, "max-macs": "1e9", "runs": 7}, None,
+                       name=option_name)
     assert (s.max_params, s.max_macs, s.runs) == (15e6, 1e9, 7) and s.sources["max-params"] == "--max-params"
 
 
@@ -167,3 +180,65 @@ def test_subprocess_exit_codes(ghostcli_exe: str, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert over.returncode == 3 and "FAIL" in over.stdout
     assert over.stderr.strip() == "Error: 1 of 1 limits exceeded: params 269.72 k > 100.00 k"
+
+
+# ---------------------------------------------------------------- one table of keys
+
+CLI_ONLY = {"update_baseline", "config", "no_config", "trust_factory", "json_out"}
+
+
+def test_table_settings_and_options_agree() -> None:
+    """Adding a key to the table, CheckSettings or the CLI alone fails here."""
+    assert [k.field for k in CHECK_KEYS.values()] == [f.name for f in fields(CheckSettings)][:-2]
+    assert [f.name for f in fields(CheckSettings)][-2:] == ["config_path", "sources"]
+    params = inspect.signature(check_cmd).parameters
+    assert set(params) - CLI_ONLY == {k.field for k in CHECK_KEYS.values()}
+    hints = get_type_hints(check_cmd, include_extras=True)
+    for key in CHECK_KEYS.values():
+        info = hints[key.field].__metadata__[0]
+        assert info.help == render_terms(key.help, option_name), key.key
+        first = info.metavar if key.key == "model" else info.default  # typer keeps the first declaration there
+        assert first.split("/")[0] == option_name(key.key), key.key
+    assert all(k.limit is None or k.unit in ("MAC", "params", "bytes", "ms", "x") for k in CHECK_KEYS.values())
+
+
+def test_docs_list_every_key() -> None:
+    """docs/ci.md holds the generated key table, and its examples use only known keys."""
+    text = (DOCS / "ci.md").read_text()
+    block = text.split("<!-- check-keys -->")[1].strip()
+    assert block == keys_markdown(), "regenerate the table in docs/ci.md with ghostcli.cli.check_view.keys_markdown()"
+    assert set(re.findall(r"^\| `([a-z-]+)` \|", block, flags=re.M)) == set(CHECK_KEYS)
+    for example in re.findall(r"```toml\n(.*?)```", text, flags=re.S):
+        section = tomllib.loads(example)["tool"]["ghostcli"]["check"]
+        assert set(section) <= set(CHECK_KEYS)
+
+
+def test_library_messages_name_keys_not_options() -> None:
+    with pytest.raises(UsageError) as err:
+        build_settings({"max-latency-ratio": "1.2"}, {}, None)
+    assert str(err.value) == "max-latency-ratio needs latency-reference MODEL (timed in the same run)"
+    with pytest.raises(UsageError, match="^max-macs: cannot read 'lots'"):
+        build_settings({"max_macs": "lots"}, {}, None)
+    with pytest.raises(UsageError, match="unknown key 'max-flops'"):
+        build_settings({"max-flops": "1G"}, {}, None)
+    with pytest.raises(UsageError) as err:
+        run_check(build_settings({"model": "resnet20"}, {}, None), load=resolve_model, update_baseline=True)
+    assert "--" not in str(err.value) and "baseline" in str(err.value)
+    with pytest.raises(ArtifactError) as err2:
+        read_baseline(Path("no-such-baseline.json"))
+    assert str(err2.value).endswith("(create it with update_baseline=True)")
+
+
+def test_baseline_records_and_compares_input_size(runner, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", "b.json", "--update-baseline", "--no-config"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(Path("b.json").read_text())["input_size"] == [3, 32, 32]
+    assert read_baseline(Path("b.json")).input_size == [3, 32, 32]
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", "b.json", "--input-size", "3x16x16", "--no-config"])
+    assert res.exit_code == 1
+    assert _one_line_error(res) == (
+        "Error: baseline b.json was recorded at input size 3x32x32, this check measures 3x16x16: "
+        "pass --input-size 3x32x32 or re-create the baseline with --update-baseline")
+    ok = runner.invoke(app, ["check", "resnet20", "--baseline", "b.json", "--input-size", "3x32x32", "--no-config"])
+    assert ok.exit_code == 0, ok.output

@@ -6,8 +6,11 @@
 >>> p.macs, p.params                                # doctest: +SKIP
 (4111512576, 25557032)
 
-Names are imported on first use, so that ``ghostcli.analysis.budget`` / ``.report`` (no
-torch) stay cheap to import.
+``check`` (the CI gate) lives in ``check_keys`` (the table of settings), ``check_config``
+(config files), ``baseline`` (the baseline file) and ``check`` (``run_check``).
+
+Names are imported on first use, so that ``check_keys``, ``check_config``, ``baseline`` and
+``report`` (no torch) stay cheap to import.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from typing import Any
 
 _LAZY = {
     "ForwardError": "ghostcli.runtime.probe",
+    **{n: "ghostcli.analysis.check_keys" for n in ("CHECK_KEYS", "CheckKey", "CheckSettings")},
+    **{n: "ghostcli.analysis.check_config" for n in ("build_settings", "find_config", "read_config")},
+    **{n: "ghostcli.analysis.baseline" for n in ("BaselineEntry", "read_baseline")},
+    **{n: "ghostcli.analysis.check" for n in ("CheckReport", "LimitResult", "run_check")},
     **{n: "ghostcli.analysis.profile" for n in ("DEFAULT_RUNS", "DEFAULT_WARMUP", "compare", "profile_model",
                                                  "profile_models")},
     **{n: "ghostcli.analysis.report" for n in ("SCHEMA_VERSION", "Comparison", "Conditions", "Environment",

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ghostcli.cli.common import InputSizeOpt, JsonOpt, TrustFactoryOpt
+from ghostcli.analysis.check_keys import CHECK_KEYS, KeyedError, render_terms
+from ghostcli.cli.check_view import option_name
+from ghostcli.cli.common import JsonOpt, TrustFactoryOpt
+
+if TYPE_CHECKING:
+    from ghostcli.analysis.check import CheckReport
 
 HELP = """Check a model against size limits and a committed baseline; exit 3 when one is exceeded.
 
@@ -28,69 +33,41 @@ Examples:
   ghostcli check ghostnet_100 --latency-reference mobilenet_v2 --max-latency-ratio 1.2
 """
 
+def _help(key: str) -> str:
+    """The help of the option for check key ``key`` (from the table)."""
+    return render_terms(CHECK_KEYS[key].help, option_name)
+
 
 def check_cmd(
-    model: Annotated[
-        str | None,
-        typer.Argument(metavar="MODEL", help="Model to check (default: 'model' from the config file)."),
-    ] = None,
-    max_macs: Annotated[
-        str | None,
-        typer.Option("--max-macs", help="Most MACs allowed (fvcore total), e.g. 2.5G."),
-    ] = None,
-    max_params: Annotated[
-        str | None,
-        typer.Option("--max-params", help="Most parameters allowed, e.g. 15M or 500k."),
-    ] = None,
-    max_weights: Annotated[
-        str | None,
-        typer.Option("--max-weights", help="Most weight bytes allowed, e.g. 60M (bytes)."),
-    ] = None,
-    max_latency_ms: Annotated[
-        str | None,
-        typer.Option("--max-latency-ms", help="Most median latency in ms (absolute; opt-in, flaky on shared runners)."),
-    ] = None,
+    model: Annotated[str | None, typer.Argument(metavar="MODEL", help=_help("model"))] = None,
+    max_macs: Annotated[str | None, typer.Option("--max-macs", help=_help("max-macs"))] = None,
+    max_params: Annotated[str | None, typer.Option("--max-params", help=_help("max-params"))] = None,
+    max_weights: Annotated[str | None, typer.Option("--max-weights", help=_help("max-weights"))] = None,
+    max_latency_ms: Annotated[str | None, typer.Option("--max-latency-ms", help=_help("max-latency-ms"))] = None,
     latency_reference: Annotated[
-        str | None,
-        typer.Option("--latency-reference", help="A model timed interleaved in the same run, for ratio limits."),
+        str | None, typer.Option("--latency-reference", help=_help("latency-reference"))
     ] = None,
     max_latency_ratio: Annotated[
-        str | None,
-        typer.Option("--max-latency-ratio", help="Most median latency relative to --latency-reference, e.g. 0.8."),
+        str | None, typer.Option("--max-latency-ratio", help=_help("max-latency-ratio"))
     ] = None,
-    baseline: Annotated[
-        Path | None,
-        typer.Option("--baseline", help="Baseline JSON to compare against (written by --update-baseline)."),
-    ] = None,
-    tolerance: Annotated[
-        str | None,
-        typer.Option("--tolerance", help="Growth allowed over the baseline MACs/params, e.g. 2% (default 0%)."),
-    ] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help=_help("baseline"))] = None,
+    tolerance: Annotated[str | None, typer.Option("--tolerance", help=_help("tolerance"))] = None,
     latency_tolerance: Annotated[
-        str | None,
-        typer.Option("--latency-tolerance", help="Latency growth allowed over the baseline, e.g. 10% (opt-in)."),
+        str | None, typer.Option("--latency-tolerance", help=_help("latency-tolerance"))
     ] = None,
     update_baseline: Annotated[
         bool,
         typer.Option("--update-baseline", help="Write the measured values to --baseline (replacing it)."),
     ] = False,
-    input_size: InputSizeOpt = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", "-b", help="Batch size for latency (default 1)."),
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", "-d", help="cpu, cuda or openvino, for latency.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for latency.")] = None,
-    warmup: Annotated[int | None, typer.Option("--warmup", help="Untimed runs (default 5).")] = None,
-    runs: Annotated[int | None, typer.Option("--runs", help="Timed runs (default 30).")] = None,
+    input_size: Annotated[str | None, typer.Option("--input-size", help=_help("input-size"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help=_help("batch-size"))] = None,
+    device: Annotated[str | None, typer.Option("--device", "-d", help=_help("device"))] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help=_help("threads"))] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", help=_help("warmup"))] = None,
+    runs: Annotated[int | None, typer.Option("--runs", help=_help("runs"))] = None,
     channels_last: Annotated[
         bool | None,
-        typer.Option(
-            "--channels-last/--no-channels-last",
-            help="Time cpu/cuda models in channels_last (NHWC) memory format (default: off, or the config file's "
-            "channels-last).",
-            show_default=False,
-        ),
+        typer.Option("--channels-last/--no-channels-last", help=_help("channels-last"), show_default=False),
     ] = None,
     config: Annotated[
         Path | None,
@@ -100,58 +77,50 @@ def check_cmd(
     trust_factory: TrustFactoryOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    from ghostcli.analysis.budget import build_settings, find_config, read_config, run_check
+    options = dict(locals())  # the parameters: one per check key (named as its settings field) and the rest
     from ghostcli.errors import RegressionError, UsageError
 
     if config is not None and no_config:
         raise UsageError("choose one of --config and --no-config")
-    cfg_path = None if no_config else (config or find_config())
-    cfg = read_config(cfg_path) if cfg_path else {}
-    cli = {
-        "model": model, "max-macs": max_macs, "max-params": max_params, "max-weights": max_weights,
-        "max-latency-ms": max_latency_ms, "latency-reference": latency_reference,
-        "max-latency-ratio": max_latency_ratio, "baseline": str(baseline) if baseline else None,
-        "tolerance": tolerance, "latency-tolerance": latency_tolerance, "input-size": input_size,
-        "batch-size": batch_size, "device": device, "threads": threads, "warmup": warmup, "runs": runs,
-        "channels-last": channels_last,
-    }
-    settings = build_settings(cli, cfg, cfg_path)
-    from ghostcli.resolve import resolve_model
+    try:
+        report = _run(options, config=config, no_config=no_config, update_baseline=update_baseline,
+                      trust_factory=trust_factory)
+    except KeyedError as exc:
+        raise exc.rendered(option_name) from None
 
-    report = run_check(settings, update_baseline=update_baseline,
-                       load=lambda spec: resolve_model(spec, trust_factory=trust_factory))
-
-    from ghostcli import render
-    from ghostcli.analysis.budget import format_value
+    from ghostcli.cli.check_view import print_report, regression_message
 
     if json_out:
+        from ghostcli import render
+
         render.print_json("check", report.to_dict())
     else:
-        rows = [[r.name, format_value(r.measured, r.unit), "<= " + format_value(r.limit, r.unit),
-                 "[green]pass[/]" if r.passed else "[red bold]FAIL[/]", r.source, r.detail] for r in report.results]
-        if report.baseline_updated:
-            m = report.measured
-            rows += [[k, format_value(v, u), "-", "recorded", report.baseline or "", ""]
-                     for k, v, u in (("macs", m["macs"], "MAC"), ("params", m["params"], "params"),
-                                     ("latency_ms", m["latency_median_ms"], "ms"),
-                                     ("latency_ratio", m["latency_ratio"], "x")) if v is not None]
-        title = f"ghostcli check: {report.model} (input {'x'.join(map(str, report.input_size))})"
-        render.stdout.print(render.table(title, ["Limit", "Measured", "Allowed", "Verdict", "From", "Note"], rows,
-                                         numeric=(1, 2)))
-        if report.baseline_updated:
-            render.stdout.print(f"Baseline written to {report.baseline}.", highlight=False, soft_wrap=True)
-        render.stdout.print("MACs: fvcore total (conv, linear, norms, pooling); 1 multiply-add = 1 MAC.",
-                            highlight=False, soft_wrap=True)
-        if report.conditions is not None:
-            from ghostcli.cli.profile_view import format_conditions
-
-            render.stdout.print(format_conditions(report.conditions, report.environment), highlight=False,
-                                soft_wrap=True)
+        print_report(report)
     if not report.passed:
-        fails = report.failures
-        what = "; ".join(f"{r.name} {format_value(r.measured, r.unit)} > {format_value(r.limit, r.unit)}"
-                         for r in fails)
-        raise RegressionError(f"{len(fails)} of {len(report.results)} limits exceeded: {what}")
+        if json_out:  # the report is the one JSON object on stdout (docs/output.md): no error object after it
+            typer.echo(f"Error: {regression_message(report)}", err=True)
+            raise typer.Exit(RegressionError.exit_code)
+        raise RegressionError(regression_message(report))
+
+
+def _run(options: dict[str, Any], *, config: Path | None, no_config: bool, update_baseline: bool,
+         trust_factory: bool) -> CheckReport:
+    """Find and read the config, merge the options over it, and run the check."""
+    from ghostcli.analysis.check import run_check
+    from ghostcli.analysis.check_config import build_settings, find_config, read_config
+    from ghostcli.analysis.profile import OptionError
+    from ghostcli.resolve import resolve_model
+
+    cfg_path = None if no_config else (config or find_config())
+    cfg = read_config(cfg_path) if cfg_path else {}
+    given = {k.key: options[k.field] for k in CHECK_KEYS.values()}
+    settings = build_settings(given, cfg, cfg_path, name=option_name)
+    try:
+        return run_check(settings, update_baseline=update_baseline,
+                         load=lambda spec: resolve_model(spec, trust_factory=trust_factory))
+    except OptionError as exc:  # the timing options, named by their ProfileOptions fields
+        names = {k.field: option_name(k.key) for k in CHECK_KEYS.values()}
+        raise exc.named({**names, "batch_sizes": option_name("batch-size")}) from None
 
 
 def register(app: typer.Typer) -> None:
