@@ -184,6 +184,6 @@ def eval_loader(ds: Dataset, *, batch_size: int, rank: int = 0, world: int = 1, 
                 pin_memory: bool = False) -> DataLoader:
     """A loader that visits every image once across all ranks."""
     if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+        raise UsageError("`batch_size` must be at least 1")
     sampler = ShardSampler(len(ds), rank, world)  # type: ignore[arg-type]
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory)
