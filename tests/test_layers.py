@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ghostcli.errors import UsageError
 from ghostcli.layers import GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
 
 
@@ -44,7 +43,7 @@ def test_ghost_module_shape_and_params(ratio: int, cout: int, k: int, stride: in
 @settings(max_examples=40, deadline=None)
 def test_ghost_module_property(cin: int, cout: int, ratio: int, k: int, d: int, stride: int) -> None:
     if cout < ratio:
-        with pytest.raises(UsageError):
+        with pytest.raises(ValueError):  # a plain nn.Module: ValueError, no CLI error type
             GhostModule(cin, cout, k, ratio, d, stride)
         return
     mod = GhostModule(cin, cout, k, ratio, d, stride).eval()
@@ -93,22 +92,24 @@ def test_macs_about_one_over_ratio(ratio: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs,match",
+    "kwargs,error,match",
     [
-        ({"ratio": 1}, "ratio"),
-        ({"ratio": 2.5}, "ratio"),
-        ({"dw_kernel": 2}, "odd"),
-        ({"dw_kernel": 0}, "odd"),
-        ({"dw_kernel": -3}, "odd"),
+        ({"ratio": 1}, ValueError, "ratio"),
+        ({"ratio": 2.5}, TypeError, "ratio"),
+        ({"dw_kernel": 2}, ValueError, "odd"),
+        ({"dw_kernel": 0}, ValueError, "odd"),
+        ({"dw_kernel": -3}, ValueError, "odd"),
+        ({"dw_kernel": 3.0}, TypeError, "odd"),
+        ({"padding_mode": "mirror"}, ValueError, "padding_mode"),
     ],
 )
-def test_bad_arguments_raise_clear_errors(kwargs: dict, match: str) -> None:
-    with pytest.raises(UsageError, match=match):
+def test_bad_arguments_raise_clear_errors(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
         GhostModule(8, 16, **kwargs)
 
 
 def test_out_channels_below_ratio_rejected() -> None:
-    with pytest.raises(UsageError, match="at least the ratio"):
+    with pytest.raises(ValueError, match="at least the ratio"):
         GhostModule(8, 3, ratio=4)
 
 
@@ -152,5 +153,5 @@ def test_bottleneck_identity_and_projection() -> None:
     assert down.shortcut[0].groups == 16 and down.shortcut[2].kernel_size == (1, 1)
     assert isinstance(down.ghost1.primary_conv[2], nn.ReLU) and isinstance(down.ghost2.primary_conv[2], nn.Identity)
     assert down(x).shape == (1, 24, 4, 4)
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
         GhostBottleneck(16, 48, 16, stride=3)

@@ -7,7 +7,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 
 from ghostcli.errors import ModelNotFoundError, UsageError
-from ghostcli.models import build_model, get_model_spec, list_models
+from ghostcli.models import build_model, get_model_spec, list_models, name_matches
 
 
 def conv_linear_macs(model: torch.nn.Module, size: tuple[int, int, int]) -> int:
@@ -79,3 +79,54 @@ def test_list_filters() -> None:
     names = [s.name for s in list_models("ghostnet")]
     assert names == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
     assert [s.name for s in list_models("ghostnet_1*")] == ["ghostnet_100", "ghostnet_130"]
+    assert name_matches("resnet50", "net5") and name_matches("resnet50", "res*") and not name_matches("vgg16", "res*")
+    assert name_matches("vgg16", None) and name_matches("vgg16", "")
+
+
+def test_constructors_raise_value_errors_and_the_zoo_a_usage_error() -> None:
+    from ghostcli.models.cifar import CifarResNet
+    from ghostcli.models.ghostnet import GhostNet
+
+    with pytest.raises(ValueError, match="6n\\+2") as info:
+        CifarResNet(depth=21)
+    assert not isinstance(info.value, UsageError)  # a plain nn.Module knows nothing of the CLI
+    with pytest.raises(ValueError, match="width must be positive"):
+        GhostNet(width=0)
+    with pytest.raises(UsageError, match="^width must be positive, got -1.0$"):  # same message, CLI exit code
+        build_model("ghostnet_100", width=-1.0)
+
+
+def test_ghost_resnet50_lives_with_the_imagenet_models() -> None:
+    spec = get_model_spec("ghost_resnet50")
+    assert spec.builder.__module__ == "ghostcli.models.ghost_resnet" and spec.input_size == (3, 224, 224)
+    assert all(get_model_spec(n).builder.__module__ == "ghostcli.models.ghost_cifar"
+               for n in ("ghost_resnet56", "ghost_vgg16"))
+
+
+@pytest.mark.parametrize("name, width, shown", [
+    ("ghostnet_050", 1.3, "ghostnet_130"), ("ghostnet_100", 0.75, "ghostnet_075"),
+    ("ghostnet_100", 1.0, "ghostnet_100"), ("ghostnet_130", None, "ghostnet_130"), ("ghostnet_100", 1.25, "ghostnet_125"),
+    ("ghostnet_100", 0.333, "ghostnet_0.333x"),
+])
+def test_the_name_says_the_width(name: str, width: float | None, shown: str) -> None:
+    assert get_model_spec(name).display_name({"width": width}) == shown
+
+
+def test_build_with_another_width_names_the_model_by_its_width(runner, tmp_path) -> None:
+    import json
+
+    from ghostcli.cli.app import app
+    from ghostcli.resolve import load_artifact
+
+    out = tmp_path / "g.safetensors"
+    res = runner.invoke(app, ["build", "ghostnet_050", "--width", "1.3", "--json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["name"] == "ghostnet_130" and data["source"] == "zoo:ghostnet_050"
+    assert data["options"] == {"width": 1.3} and data["params"] == 7_358_820  # GhostNet 1.3x (timm's count)
+    loaded = load_artifact(out)  # the recipe still rebuilds it
+    assert sum(p.numel() for p in loaded.model.parameters()) == 7_358_820 and loaded.model.width == 1.3
+    res = runner.invoke(app, ["build", "ghostnet_050", "--width", "1.3"])
+    assert res.exit_code == 0 and "ghostnet_130" in res.stdout
+    res = runner.invoke(app, ["build", "ghostnet_050", "--json"])
+    assert json.loads(res.stdout)["name"] == "ghostnet_050"
