@@ -149,7 +149,8 @@ _SETTING = re.compile(r"`(\w+)`")
 
 
 def option_names(text: str) -> str:
-    """A message of ``train_model`` with the settings it names (```batch_size```) as this command's options."""
+    """``train_model``'s message with each setting it names in backquotes (a ``TrainConfig`` field) written as
+    this command's option (``--batch-size``, or MODEL)."""
     from dataclasses import fields
 
     from ghostcli.train import TrainConfig
