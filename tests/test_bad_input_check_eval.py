@@ -49,6 +49,7 @@ CHECK_USAGE = [
     (["--max-latency-ms", "100", "--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
     (["--max-macs", "1G", "--input-size", "3x0x8"], "has a zero dimension"),
     (["--max-macs", "1G", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--max-latency-ms", "100", "--device", "openvino", "--channels-last"], "--channels-last applies to cpu and cuda"),
     (["--config", "nowhere.toml"], "config file nowhere.toml does not exist"),
 ]
 
