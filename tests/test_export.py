@@ -17,6 +17,7 @@ from ghostcli.deploy import graph
 from ghostcli.deploy.export import export_model
 from ghostcli.deploy.onnx_export import needs_external_data
 from ghostcli.deploy.openvino_export import save_ir
+from ghostcli.deploy.options import ExportOptions
 from ghostcli.deploy.verify import compare_outputs, merge_results
 from ghostcli.errors import ExportError, OutputExistsError, UsageError
 from ghostcli.fold import fold_batchnorm
@@ -121,7 +122,8 @@ def test_ghostnet_onnx_has_no_bn_and_no_slice(tmp_path: Path, simplify: bool) ->
     n_blocks = sum(isinstance(m, GhostBottleneck) for m in model.modules())
     assert (n_ghost, n_se, n_blocks) == (32, 7, 16)
     out = tmp_path / "g.onnx"
-    r = export_model(model, "onnx", out, input_size=(3, 64, 64), simplify=simplify)
+    r = export_model(model,
+                     options=ExportOptions(output=out, format="onnx", input_size=(3, 64, 64), simplify=simplify))
     counts = graph.onnx_op_counts(out)
     assert counts == r.op_counts
     assert r.bn_folded == 80 and r.bn_left == 0
@@ -143,8 +145,10 @@ def test_ghostnet_onnx_has_no_bn_and_no_slice(tmp_path: Path, simplify: bool) ->
 def test_slice_only_where_ghost_channels_do_not_divide(tmp_path: Path) -> None:
     even = nn.Sequential(GhostModule(8, 12, ratio=2), GhostModule(12, 12, ratio=3))  # 6*2, 4*3: no slice
     odd = nn.Sequential(GhostModule(8, 10, ratio=3), GhostModule(10, 7, ratio=2))    # 4*3=12>10, 4*2=8>7
-    r_even = export_model(randomize_bn(even).eval(), "onnx", tmp_path / "e.onnx", input_size=(8, 16, 16))
-    r_odd = export_model(randomize_bn(odd).eval(), "onnx", tmp_path / "o.onnx", input_size=(8, 16, 16))
+    r_even = export_model(randomize_bn(even).eval(),
+                          options=ExportOptions(output=tmp_path / "e.onnx", format="onnx", input_size=(8, 16, 16)))
+    r_odd = export_model(randomize_bn(odd).eval(),
+                         options=ExportOptions(output=tmp_path / "o.onnx", format="onnx", input_size=(8, 16, 16)))
     assert r_even.op_counts.get("Slice", 0) == 0 and r_even.ghost_modules_sliced == r_even.ghost_slices == 0
     assert r_odd.op_counts.get("Slice", 0) == 2 and r_odd.ghost_modules_sliced == r_odd.ghost_slices == 2
     ov_odd = to_openvino(randomize_bn(odd).eval(), (1, 8, 16, 16))
@@ -163,7 +167,7 @@ def test_ghostified_resnet_exports_clean(tmp_path: Path) -> None:
     ghost = randomize_bn(ghost).eval()
     n_ghost = sum(isinstance(m, GhostModule) for m in ghost.modules())
     assert n_ghost > 10
-    r = export_model(ghost, "onnx", tmp_path / "gr.onnx", input_size=(3, 32, 32))
+    r = export_model(ghost, options=ExportOptions(output=tmp_path / "gr.onnx", format="onnx", input_size=(3, 32, 32)))
     assert r.bn_left == 0 and r.op_counts.get("BatchNormalization", 0) == 0
     # resnet20's "option A" shortcuts slice (x[:, :, ::2, ::2]); none of the Ghost modules does
     assert r.ghost_slices == r.ghost_modules_sliced == 0 and r.op_counts.get("Slice", 0) == 2
@@ -174,7 +178,8 @@ def test_ghostified_resnet_exports_clean(tmp_path: Path) -> None:
 def test_openvino_ir_is_clean_verified_and_dynamic(tmp_path: Path) -> None:
     model = tiny()
     xml = tmp_path / "t.xml"
-    r = export_model(model, "openvino", xml, input_size=(3, 32, 32), dynamic_batch=True)
+    r = export_model(model,
+                     options=ExportOptions(output=xml, format="openvino", input_size=(3, 32, 32), dynamic_batch=True))
     assert files_in(tmp_path) == ["t.bin", "t.xml"]
     assert r.files == [str(tmp_path / "t.bin"), str(xml)]
     counts = graph.openvino_op_counts(xml)
@@ -217,7 +222,8 @@ def test_openvino_fp16_compresses_weights_only_when_asked(tmp_path: Path) -> Non
 def test_onnx_dynamic_batch_runs_at_1_and_8(tmp_path: Path) -> None:
     model = tiny()
     out = tmp_path / "d.onnx"
-    r = export_model(model, "onnx", out, input_size=(3, 32, 32), dynamic_batch=True)
+    r = export_model(model,
+                     options=ExportOptions(output=out, format="onnx", input_size=(3, 32, 32), dynamic_batch=True))
     assert r.input_shape == ["batch", 3, 32, 32] and r.verification.passed
     x = np.random.default_rng(3).standard_normal((8, 3, 32, 32)).astype(np.float32)
     run = onnx_runner(out)
@@ -244,10 +250,13 @@ class TraceTimeState(nn.Module):
 
 def test_failed_onnx_verification_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="verification failed.*max abs"):
-        export_model(TraceTimeState().eval(), "onnx", tmp_path / "bad.onnx", input_size=(3, 8, 8))
+        export_model(TraceTimeState().eval(),
+                     options=ExportOptions(output=tmp_path / "bad.onnx", format="onnx", input_size=(3, 8, 8)))
     assert files_in(tmp_path) == []
     # the same export goes through without verification
-    r = export_model(TraceTimeState().eval(), "onnx", tmp_path / "bad.onnx", input_size=(3, 8, 8), verify=False)
+    r = export_model(TraceTimeState().eval(),
+                     options=ExportOptions(output=tmp_path / "bad.onnx", format="onnx", input_size=(3, 8, 8),
+                                           verify=False))
     assert r.verification is None and files_in(tmp_path) == ["bad.onnx"]
 
 
@@ -255,11 +264,14 @@ def test_failed_openvino_verification_leaves_no_file(tmp_path: Path) -> None:
     model = tiny()
     # FP16 weights cannot match FP32 PyTorch to 1e-9: verification must fail, and nothing be written
     with pytest.raises(ExportError, match="verification failed.*max abs"):
-        export_model(model, "openvino", tmp_path / "h.xml", input_size=(3, 16, 16), fp16=True, atol=1e-9, rtol=0)
+        export_model(model,
+                     options=ExportOptions(output=tmp_path / "h.xml", format="openvino",
+                                           input_size=(3, 16, 16), fp16=True, atol=1e-9, rtol=0))
     assert files_in(tmp_path) == []
     # OpenVINO's tracer notices the Python state that ONNX's did not
     with pytest.raises(ExportError, match="different graphs"):
-        export_model(TraceTimeState().eval(), "openvino", tmp_path / "bad.xml", input_size=(3, 8, 8))
+        export_model(TraceTimeState().eval(),
+                     options=ExportOptions(output=tmp_path / "bad.xml", format="openvino", input_size=(3, 8, 8)))
     assert files_in(tmp_path) == []
 
 
@@ -269,16 +281,19 @@ def test_unsupported_operator_is_named(tmp_path: Path) -> None:
             return torch.cummax(x, 1)[0]
 
     with pytest.raises(ExportError, match="aten::cummax"):
-        export_model(CumMax(), "onnx", tmp_path / "c.onnx", input_size=(3, 4, 4))
+        export_model(CumMax(), options=ExportOptions(output=tmp_path / "c.onnx", format="onnx", input_size=(3, 4, 4)))
     with pytest.raises(ExportError, match="aten::cummax"):
-        export_model(CumMax(), "openvino", tmp_path / "c.xml", input_size=(3, 4, 4))
+        export_model(CumMax(),
+                     options=ExportOptions(output=tmp_path / "c.xml", format="openvino", input_size=(3, 4, 4)))
     assert files_in(tmp_path) == []
 
 
 def test_external_data_decision_and_output(tmp_path: Path) -> None:
     model = tiny()
     out = tmp_path / "x.onnx"
-    r = export_model(model, "onnx", out, input_size=(3, 32, 32), external_data_threshold=1000)
+    r = export_model(model,
+                     options=ExportOptions(output=out, format="onnx", input_size=(3, 32, 32),
+                                           external_data_threshold=1000))
     assert r.external_data and files_in(tmp_path) == ["x.onnx", "x.onnx.data"]
     assert any("external data" in w for w in r.warnings)
     assert r.verification.passed  # onnxruntime read the weights from x.onnx.data
@@ -296,7 +311,7 @@ def test_onnxsim_failure_falls_back_with_warning(tmp_path: Path, monkeypatch: py
         raise RuntimeError("simulated onnxsim crash")
 
     monkeypatch.setattr(onnxsim, "simplify", broken)
-    r = export_model(tiny(), "onnx", tmp_path / "s.onnx", input_size=(3, 32, 32))
+    r = export_model(tiny(), options=ExportOptions(output=tmp_path / "s.onnx", format="onnx", input_size=(3, 32, 32)))
     assert r.simplify_status.startswith("failed: simulated onnxsim crash")
     assert any("keeping the unsimplified model" in w for w in r.warnings)
     assert r.verification.passed and r.op_counts.get("BatchNormalization", 0) == 0
@@ -304,30 +319,42 @@ def test_onnxsim_failure_falls_back_with_warning(tmp_path: Path, monkeypatch: py
 
 def test_onnx_verification_falls_back_to_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
-    r = export_model(tiny(), "onnx", tmp_path / "v.onnx", input_size=(3, 32, 32))
+    r = export_model(tiny(), options=ExportOptions(output=tmp_path / "v.onnx", format="onnx", input_size=(3, 32, 32)))
     assert r.verification.backend == "openvino-cpu-f32" and r.verification.passed
 
 
 def test_usage_errors(tmp_path: Path) -> None:
     m = tiny()
     with pytest.raises(UsageError, match="unknown export format"):
-        export_model(m, "tflite", tmp_path / "a.tflite", input_size=(3, 8, 8))
+        export_model(m, options=ExportOptions(output=tmp_path / "a.tflite", format="tflite", input_size=(3, 8, 8)))
     with pytest.raises(UsageError, match="must end in .onnx"):
-        export_model(m, "onnx", tmp_path / "a.xml", input_size=(3, 8, 8))
+        export_model(m, options=ExportOptions(output=tmp_path / "a.xml", format="onnx", input_size=(3, 8, 8)))
     with pytest.raises(UsageError, match="openvino only"):
-        export_model(m, "onnx", tmp_path / "a.onnx", input_size=(3, 8, 8), fp16=True)
+        export_model(m,
+                     options=ExportOptions(output=tmp_path / "a.onnx", format="onnx", input_size=(3, 8, 8), fp16=True))
     with pytest.raises(UsageError, match="input_size is required"):
-        export_model(m, "onnx", tmp_path / "a.onnx")
+        export_model(m, options=ExportOptions(output=tmp_path / "a.onnx", format="onnx"))
     with pytest.raises(UsageError, match="--no-simplify applies to --format onnx only"):
-        export_model(m, "ov", tmp_path / "a.xml", input_size=(3, 8, 8), simplify=False)
+        export_model(m,
+                     options=ExportOptions(output=tmp_path / "a.xml", format="ov", input_size=(3, 8, 8),
+                                           simplify=False))
     with pytest.raises(UsageError, match="exclude each other"):
-        export_model(m, "onnx", tmp_path / "a.onnx", input_size=(3, 8, 8), batch_size=1, dynamic_batch=True)
+        export_model(m,
+                     options=ExportOptions(output=tmp_path / "a.onnx", format="onnx",
+                                           input_size=(3, 8, 8), batch_size=1, dynamic_batch=True))
     with pytest.raises(UsageError, match="opset must be between 7 and"):
-        export_model(m, "onnx", tmp_path / "a.onnx", input_size=(3, 8, 8), opset=99)
+        export_model(m,
+                     options=ExportOptions(output=tmp_path / "a.onnx", format="onnx", input_size=(3, 8, 8), opset=99))
     (tmp_path / "e.onnx").write_text("x")
     with pytest.raises(OutputExistsError):
-        export_model(m, "onnx", tmp_path / "e.onnx", input_size=(3, 8, 8))
+        export_model(m, options=ExportOptions(output=tmp_path / "e.onnx", format="onnx", input_size=(3, 8, 8)))
     assert (tmp_path / "e.onnx").read_text() == "x"
+    # options checked before the file appeared still refuse to replace it when the export writes
+    later = ExportOptions(output=tmp_path / "later.onnx", format="onnx", input_size=(3, 8, 8))
+    (tmp_path / "later.onnx").write_text("x")
+    with pytest.raises(OutputExistsError):
+        export_model(m, options=later)
+    assert (tmp_path / "later.onnx").read_text() == "x"
 
 
 def test_compare_outputs_values() -> None:

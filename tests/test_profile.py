@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import subprocess
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from ghostcli.analysis import ForwardError, profile_model, profile_models
-from ghostcli.analysis.latency import measure, percentile, summarize
+from ghostcli.analysis.latency import latency_stats
 from ghostcli.analysis.macs import count_macs
-from ghostcli.analysis.params import count_params, weight_bytes
+from ghostcli.analysis.params import total_and_trainable_params, weight_bytes
+from ghostcli.analysis.profile import ProfileOptions
 from ghostcli.cli.app import app
 from ghostcli.errors import DeviceError, UsageError
 from ghostcli.resolve import resolve_model
 from ghostcli.runtime.probe import probe_forward
+from ghostcli.runtime.timing import percentile, time_interleaved
 from ghostcli.units import format_macs
 
 FAST = ["--runs", "3", "--warmup", "1"]
@@ -25,7 +30,7 @@ FAST = ["--runs", "3", "--warmup", "1"]
 # ------------------------------------------------------------------ known values
 
 def test_resnet50_known_values() -> None:
-    p = profile_model(resolve_model("resnet50"), latency=False, memory=False)
+    p = profile_model(resolve_model("resnet50"), options=ProfileOptions(latency=False, memory=False))
     # fvcore's default total counts conv + linear + batch_norm + adaptive_avg_pool2d
     assert p.macs == 4_111_512_576 and format_macs(p.macs) == "4.11 GMac"
     assert p.macs_by_operator == {"conv": 4_087_136_256, "batch_norm": 22_227_968, "linear": 2_048_000,
@@ -38,11 +43,11 @@ def test_resnet50_known_values() -> None:
 
 
 def test_mobilenet_v2_and_ghostnet_known_values() -> None:
-    mb = profile_model(resolve_model("mobilenet_v2"), latency=False, memory=False)
+    mb = profile_model(resolve_model("mobilenet_v2"), options=ProfileOptions(latency=False, memory=False))
     assert 0.30e9 <= mb.macs_conv_linear <= mb.macs <= 0.32e9
     assert mb.params == 3_504_872
     assert "hardtanh_" in mb.uncounted_ops  # ReLU6 is listed, not silently zero
-    g = profile_model(resolve_model("ghostnet_100"), latency=False, memory=False)
+    g = profile_model(resolve_model("ghostnet_100"), options=ProfileOptions(latency=False, memory=False))
     assert g.params == 5_182_508
     assert abs(g.macs_conv_linear - 141e6) < 0.5e6  # paper: 141M MACs (conv + linear)
     assert {"hardsigmoid", "mul"} <= set(g.uncounted_ops)
@@ -55,7 +60,7 @@ def test_macs_match_hand_count() -> None:
     conv = 8 * 10 * 10 * 3 * 3 * 3
     assert mc.by_operator["conv"] == conv and mc.by_operator["linear"] == 800 * 5
     assert mc.conv_linear == conv + 4000 and mc.total == conv + 4000 + mc.by_operator["batch_norm"]
-    assert count_params(model) == (8 * 27 + 16 + 4005, 8 * 27 + 16 + 4005)
+    assert total_and_trainable_params(model) == (8 * 27 + 16 + 4005, 8 * 27 + 16 + 4005)
 
 
 def test_weight_bytes_follow_dtype() -> None:
@@ -74,7 +79,7 @@ def test_cpu_peak_memory_counts_live_tensors() -> None:
 
 
 def test_memory_scales_with_batch_and_includes_weights() -> None:
-    p = profile_model(resolve_model("resnet20"), latency=False, batch_sizes=[1, 4])
+    p = profile_model(resolve_model("resnet20"), options=ProfileOptions(latency=False, batch_sizes=[1, 4]))
     m1, m4 = p.memory
     assert m1.weights_bytes == m4.weights_bytes == p.weight_bytes
     assert m4.input_bytes == 4 * m1.input_bytes == 4 * 3 * 32 * 32 * 4
@@ -84,11 +89,12 @@ def test_memory_scales_with_batch_and_includes_weights() -> None:
 
 def test_failing_layer_is_named() -> None:
     with pytest.raises(ForwardError, match=r"at layer 'classifier' \(Linear, input 1x2048\)"):
-        profile_models([resolve_model("vgg16")], input_size=(3, 64, 64), latency=False)
+        profile_models([resolve_model("vgg16")], options=ProfileOptions(input_size=(3, 64, 64), latency=False))
 
 
 def test_tree_and_layers() -> None:
-    p = profile_model(resolve_model("resnet20"), latency=False, memory=False, depth=1, per_layer=True)
+    p = profile_model(resolve_model("resnet20"),
+                      options=ProfileOptions(latency=False, memory=False, depth=1, per_layer=True))
     top = [m for m in p.modules if m.depth == 1]
     assert p.modules[0].name == "" and p.modules[0].macs == p.macs
     assert sum(m.macs for m in top) == p.macs and {m.name for m in top} >= {"conv1", "layer1", "fc"}
@@ -99,17 +105,17 @@ def test_tree_and_layers() -> None:
 
 def test_library_rejects_bad_options() -> None:
     with pytest.raises(UsageError):
-        profile_models([resolve_model("resnet20")], runs=0)
+        profile_models([resolve_model("resnet20")], options=ProfileOptions(runs=0))
     with pytest.raises(UsageError):
-        profile_models([resolve_model("resnet20")], batch_sizes=[0])
+        profile_models([resolve_model("resnet20")], options=ProfileOptions(batch_sizes=[0]))
     with pytest.raises(UsageError):
-        profile_models([resolve_model("resnet20")], device="tpu")
+        profile_models([resolve_model("resnet20")], options=ProfileOptions(device="tpu"))
 
 
 # ------------------------------------------------------------------ latency statistics
 
 def test_summarize_statistics() -> None:
-    s = summarize([float(v) for v in range(100, 0, -1)], batch_size=4, warmup=2)
+    s = latency_stats([float(v) for v in range(100, 0, -1)], batch_size=4, warmup=2)
     assert (s.median_ms, s.min_ms, s.max_ms, s.runs) == (50.5, 1.0, 100.0, 100)
     assert s.p90_ms == pytest.approx(90.1) and s.p99_ms == pytest.approx(99.01)
     assert s.mean_ms == 50.5 and s.std_ms == pytest.approx(29.011491975882016)
@@ -126,11 +132,11 @@ def test_measure_interleaves_and_respects_budget() -> None:
             return ms
         return run
 
-    times = measure([make("a", 1.0), make("b", 2.0)], warmup=2, runs=3)
+    times = time_interleaved([make("a", 1.0), make("b", 2.0)], warmup=2, runs=3)
     assert calls == ["a", "a", "b", "b", "a", "b", "a", "b", "a", "b"]
     assert times == [[1.0] * 3, [2.0] * 3]
     calls.clear()
-    times = measure([make("a", 1.0)], warmup=0, runs=1000, max_seconds=0.0, min_runs=4)
+    times = time_interleaved([make("a", 1.0)], warmup=0, runs=1000, max_seconds=0.0, min_runs=4)
     assert len(times[0]) == 4
 
 
@@ -198,32 +204,35 @@ def test_cuda_without_gpu_is_one_line_error(runner) -> None:
     assert res.exit_code == 1
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "CUDA is not available" in res.stderr
     with pytest.raises(DeviceError):
-        profile_models([resolve_model("resnet20")], device="cuda")
+        profile_models([resolve_model("resnet20")], options=ProfileOptions(device="cuda"))
 
 
 class _LayoutProbe(nn.Module):
-    """A conv whose forward records, in a list shared by all copies, whether its input was NHWC."""
+    """A conv whose forward tells ``record`` whether its input was NHWC.
 
-    seen: list[bool] = []
+    ``record`` (e.g. a test's ``seen.append``) is shared by the copies profile makes: deepcopy keeps functions.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, record: Callable[[bool], None]) -> None:
         super().__init__()
+        self.record = record
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        self.record(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
         return self.conv(x)
 
 
 def test_channels_last_runs_models_and_inputs_nhwc(runner) -> None:
-    probe = _LayoutProbe()
-    seen = _LayoutProbe.seen
-    report = profile_models([probe], input_size=(3, 16, 16), runs=3, warmup=1, memory=False, channels_last=True)
+    seen: list[bool] = []
+    probe = _LayoutProbe(seen.append)
+    opts = ProfileOptions(input_size=(3, 16, 16), runs=3, warmup=1, memory=False, channels_last=True)
+    report = profile_models([probe], options=opts)
     assert report.conditions.memory_format == "channels_last" and report.models[0].latency[0].runs == 3
     assert seen[-4:] == [True] * 4  # warm-up + timed runs, all in NHWC
     assert probe.conv.weight.is_contiguous()  # the caller's module is left as it was
     seen.clear()
-    plain = profile_models([probe], input_size=(3, 16, 16), runs=3, warmup=1, memory=False)
+    plain = profile_models([probe], options=ProfileOptions(input_size=(3, 16, 16), runs=3, warmup=1, memory=False))
     assert plain.conditions.memory_format == "contiguous" and seen[-4:] == [False] * 4
     res = runner.invoke(app, ["profile", "resnet20", *FAST, "--channels-last"])
     assert res.exit_code == 0, res.output
@@ -311,13 +320,22 @@ def test_cli_layer_times_line_up_ghostified_layers(runner, tmp_path) -> None:
     res = runner.invoke(app, ["profile", "resnet20", str(ghost), "--device", "openvino", "--ov-precision", "f32",
                               "--threads", "1", "--layer-times", *FAST, "--json"])
     assert res.exit_code == 0, res.output
-    base, g = (m["layer_times"] for m in json.loads(res.stdout)["models"])
+    models = json.loads(res.stdout)["models"]
+    base, g = (m["layer_times"] for m in models)
     kinds = {t["name"]: t["kind"] for t in g}
     assert {t["name"]: t["kind"] for t in base}["layer1.0.conv1"] == "Conv2d" and kinds["layer1.0.conv1"] == "GhostModule"
     assert not any("primary_conv" in t["name"] or "cheap_operation" in t["name"] for t in g)
     assert kinds["conv1"] == "Conv2d" and kinds["fc"] == "Linear"  # the stem and the head stay
-    assert all(t["ms"] >= 0 and t["nodes"] >= 1 for t in base + g)  # a tiny eltwise can read 0 us
+    assert all(t["nodes"] >= 1 and math.isfinite(t["ms"]) and t["ms"] >= 0 for t in base + g)  # eltwise: 0 us
     assert all(t["ms"] > 0 for t in base + g if t["kind"] in ("Conv2d", "GhostModule"))
+    by_name = {t["name"]: t for t in base}
+    # a whole conv (BN and ReLU fused in) outlasts the shortcut's < 1 us pad and slice
+    assert max(t["ms"] for t in base if t["kind"] == "Conv2d") > by_name["layer3.0"]["ms"]
+    # the rows are milliseconds of one inference: together the order of its measured latency (a PERF_COUNT
+    # copy run alone vs 3 interleaved timed runs on a busy machine: a wide bound, still 10x short of a unit slip)
+    for m in models:
+        rows, median = sum(t["ms"] for t in m["layer_times"]), m["latency"][0]["median_ms"]
+        assert median / 100 < rows < 100 * median, (m["name"], rows, median)
     assert {t["name"] for t in base} <= {t["name"] for t in g} | {"(runtime)"}
     # the shortcut's slice and pad take < 1 us, which OpenVINO's counters often report as NOT_RUN: still counted
     assert {t["name"]: t["kind"] for t in base}["layer3.0"] == "Pad+Slice"
@@ -332,11 +350,16 @@ def test_cli_layer_times_in_pytorch_time_units_and_the_code_between_them(runner,
     assert runner.invoke(app, ["ghostify", "resnet20", "-o", str(ghost)]).exit_code == 0
     res = runner.invoke(app, ["profile", "resnet20", str(ghost), "--layer-times", "--channels-last", *FAST, "--json"])
     assert res.exit_code == 0, res.output
-    base, g = (m["layer_times"] for m in json.loads(res.stdout)["models"])
+    models = json.loads(res.stdout)["models"]
+    base, g = (m["layer_times"] for m in models)
     kinds = {t["name"]: t["kind"] for t in g}
     assert kinds["layer1.0.conv1"] == "GhostModule" and {t["name"]: t["kind"] for t in base}["layer1.0.conv1"] == "Conv2d"
     assert not any("primary_conv" in t["name"] for t in g)
-    assert base[-1]["name"] == g[-1]["name"] == "(outside layers)" and g[-1]["ms"] >= 0  # residual adds, cat ...
+    # residual adds, flatten and the hooks themselves run between the timed units: whole forward - units > 0
+    assert base[-1]["name"] == g[-1]["name"] == "(outside layers)" and base[-1]["ms"] > 0 and g[-1]["ms"] > 0
     assert all(t["nodes"] >= 1 and t["ms"] > 0 for t in g[:-1] if t["kind"] == "GhostModule")  # nodes = calls
+    for rows, unit in ((base, "Conv2d"), (g, "GhostModule")):  # a 3x3 conv at 32x32 outlasts a ReLU, typically 10x
+        assert statistics.median(t["ms"] for t in rows if t["kind"] == unit) > \
+            statistics.median(t["ms"] for t in rows if t["kind"] == "ReLU")
     text = runner.invoke(app, ["profile", "resnet20", "--layer-times", *FAST])
     assert text.exit_code == 0 and "Time per layer (PyTorch cpu)" in text.output and "forward hooks" in text.output

@@ -1,4 +1,8 @@
-"""Parameter counts and weight sizes."""
+"""Parameter counts and weight sizes.
+
+Two counts, two names: :func:`total_and_trainable_params` is the pair a profile reports,
+:func:`module_params` the plain number of parameters inside one module (and its children).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import torch
 from torch import nn
 
 
-def count_params(model: nn.Module) -> tuple[int, int]:
+def total_and_trainable_params(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameters; tensors shared between modules are counted once."""
     total = trainable = 0
     for p in model.parameters():  # parameters() already de-duplicates shared tensors

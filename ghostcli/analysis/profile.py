@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ghostcli.analysis.env import collect_environment, cpu_name
-from ghostcli.analysis.latency import measure, openvino_compile, openvino_runner, summarize, torch_runner
+from ghostcli.analysis.latency import latency_stats, openvino_compile
 from ghostcli.analysis.macs import count_macs
-from ghostcli.analysis.params import count_params, module_params, weight_bytes
+from ghostcli.analysis.params import module_params, total_and_trainable_params, weight_bytes
 from ghostcli.analysis.report import (
     Comparison,
     Conditions,
@@ -23,25 +23,52 @@ from ghostcli.analysis.report import (
     ModuleStat,
     ProfileReport,
 )
-from ghostcli.errors import DeviceError, UsageError
-from ghostcli.runtime.probe import CPU_METHOD, CUDA_METHOD, cuda_forward_peak, probe_forward
+from ghostcli.errors import DeviceError, GhostcliError, UsageError, one_line
+from ghostcli.loaded import LoadedModel
+from ghostcli.progress import Progress, no_progress
+from ghostcli.runtime.probe import CPU_METHOD, CUDA_METHOD, LayerRecord, cuda_forward_peak, probe_forward
+from ghostcli.runtime.timing import openvino_runner, time_interleaved, torch_runner
 from ghostcli.units import check_timing
 
 DEFAULT_WARMUP = 5
 DEFAULT_RUNS = 50
 DEFAULT_TIME_BUDGET_S = 5.0  # with default runs: stop timing a batch size after this long (at least 10 runs)
+DEFAULT_INPUT_SIZE = (3, 224, 224)  # a bare nn.Module profiled without ProfileOptions.input_size
 DEVICES = ("cpu", "cuda", "openvino")
+OV_PRECISIONS = ("f32", "bf16", "f16")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "fp16": "float16", "half": "float16", "f16": "float16",
                   "bf16": "bfloat16"}
 _ACTIVATION_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                       nn.ConvTranspose3d, nn.Linear)
 
-ProgressFn = Callable[[str, int, int], None]
-if TYPE_CHECKING:
-    from ghostcli.loaded import LoadedModel
+Wording = Callable[[Callable[[str], str]], str]
+"""An error message built from a function that spells an option's name (``depth`` -> ``--depth``)."""
 
-ModelLike = Union["LoadedModel", nn.Module]  # the caller resolves MODEL names (resolve.resolve_model)
+
+class OptionError(GhostcliError):
+    """An impossible option value whose message names options.
+
+    ``str()`` names them as :class:`ProfileOptions` fields (``depth``); :meth:`named` gives the same
+    error with the caller's own names (the CLI passes its flags: ``{"depth": "--depth", ...}``).
+    """
+
+    def __init__(self, wording: Wording, names: Mapping[str, str] | None = None) -> None:
+        spelling = dict(names or {})
+        super().__init__(wording(lambda option: spelling.get(option, option)))
+        self.wording = wording
+
+    def named(self, names: Mapping[str, str]) -> OptionError:
+        """This error with every option spelled as in ``names`` (unlisted ones keep their field name)."""
+        return type(self)(self.wording, names)
+
+
+class OptionUsageError(OptionError, UsageError):
+    """An impossible option value or combination (exit 2)."""
+
+
+class OptionDeviceError(OptionError, DeviceError):
+    """A device that was asked for but is not available (exit 1)."""
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -52,45 +79,103 @@ def normalize_dtype(dtype: str) -> str:
     return name
 
 
-def validate_options(*, device: str, dtype: str, batch_sizes: Sequence[int], warmup: int, runs: int,
-                     threads: int | None, ov_precision: str | None, depth: int,
-                     channels_last: bool = False) -> None:
-    """Raise UsageError/DeviceError for impossible settings, before any model is built."""
-    if device not in DEVICES:
-        raise UsageError(f"unknown device {device!r} (choose cpu, cuda or openvino)")
-    if not batch_sizes:
-        raise UsageError("at least one batch size is needed")
-    for b in batch_sizes:
-        if int(b) < 1:
-            raise UsageError(f"batch size must be at least 1, got {b}")
-    check_timing(runs, warmup, threads, runs_hint=" (use --no-latency to skip timing)")
-    if depth < 0:
-        raise UsageError(f"--depth must be 0 or more, got {depth}")
-    if ov_precision is not None:
-        if device != "openvino":
-            raise UsageError("--ov-precision applies only with --device openvino")
-        if ov_precision not in ("f32", "bf16", "f16"):
-            raise UsageError(f"unknown --ov-precision {ov_precision!r} (choose f32, bf16 or f16)")
-    if device == "openvino" and dtype != "float32":
-        raise UsageError("--dtype applies to cpu and cuda; with --device openvino use --ov-precision")
-    if device == "openvino" and channels_last:
-        raise UsageError("--channels-last applies to cpu and cuda; OpenVINO chooses its own memory layouts")
-    if device == "cuda" and not torch.cuda.is_available():
-        built = torch.version.cuda
-        why = "no NVIDIA GPU is visible" if built else "this torch build has no CUDA support"
-        raise DeviceError(f"--device cuda: CUDA is not available ({why}; torch {torch.__version__})")
+@dataclass(frozen=True)
+class ProfileOptions:
+    """How :func:`profile_models` measures; checked when made, before any model is built or timed.
+
+    MACs, parameters and activations are counted at batch 1 in float32 at ``input_size`` (C, H, W;
+    default: each model's own, 3x224x224 for a bare ``nn.Module``); memory and latency at each of
+    ``batch_sizes`` on ``device`` (cpu, cuda or openvino) in ``dtype`` (aliases such as ``fp16`` are
+    normalized), with ``warmup`` untimed and ``runs`` timed forwards on ``threads`` CPU threads.
+    ``time_budget_s`` ends the timing of a batch size early (after at least 10 runs) once that many
+    seconds were spent. ``ov_precision`` is OpenVINO's inference precision hint (f32, bf16, f16).
+    ``channels_last`` runs cpu/cuda models and inputs in NHWC memory format (Ghost-ResNet-50 runs 0.64x
+    of ResNet-50 that way on one CPU thread, 0.69x in NCHW: docs/ghostify.md). ``depth`` > 0 adds the
+    module tree, ``per_layer`` every leaf layer, ``layer_times`` the time per module at the first batch
+    size (OpenVINO's per-node counters, or forward hooks in PyTorch: :mod:`ghostcli.analysis.layer_times`).
+
+    Impossible values raise :class:`OptionUsageError` (a :class:`~ghostcli.errors.UsageError`), CUDA
+    asked for but missing :class:`OptionDeviceError`; both name options by field (see :class:`OptionError`).
+    """
+
+    input_size: tuple[int, ...] | None = None
+    batch_sizes: Sequence[int] = (1,)
+    device: str = "cpu"
+    dtype: str = "float32"
+    ov_precision: str | None = None
+    threads: int | None = None
+    warmup: int = DEFAULT_WARMUP
+    runs: int = DEFAULT_RUNS
+    time_budget_s: float | None = None
+    latency: bool = True
+    memory: bool = True
+    depth: int = 0
+    per_layer: bool = False
+    channels_last: bool = False
+    layer_times: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalize once, here
+        set_(self, "device", str(self.device).strip().lower())
+        set_(self, "dtype", normalize_dtype(self.dtype))
+        set_(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        if self.input_size is not None:
+            set_(self, "input_size", tuple(int(v) for v in self.input_size))
+        self._check()
+
+    def _check(self) -> None:
+        device, dtype, depth, ov = self.device, self.dtype, self.depth, self.ov_precision
+        if device not in DEVICES:
+            raise UsageError(f"unknown device {device!r} (choose cpu, cuda or openvino)")
+        if not self.batch_sizes:
+            raise UsageError("at least one batch size is needed")
+        for b in self.batch_sizes:
+            if b < 1:
+                raise UsageError(f"batch size must be at least 1, got {b}")
+        check_timing(self.runs, self.warmup, self.threads, runs_hint=" (use --no-latency to skip timing)")
+        if depth < 0:
+            raise OptionUsageError(lambda n: f"{n('depth')} must be 0 or more, got {depth}")
+        if ov is not None:
+            if device != "openvino":
+                raise OptionUsageError(lambda n: f"{n('ov_precision')} applies only with {n('device')} openvino")
+            if ov not in OV_PRECISIONS:
+                raise OptionUsageError(lambda n: f"unknown {n('ov_precision')} {ov!r} (choose f32, bf16 or f16)")
+        if device == "openvino" and dtype != "float32":
+            raise OptionUsageError(
+                lambda n: f"{n('dtype')} applies to cpu and cuda; with {n('device')} openvino use {n('ov_precision')}")
+        if device == "openvino" and self.channels_last:
+            raise OptionUsageError(
+                lambda n: f"{n('channels_last')} applies to cpu and cuda; OpenVINO chooses its own memory layouts")
+        if device == "cuda" and not torch.cuda.is_available():
+            why = "no NVIDIA GPU is visible" if torch.version.cuda else "this torch build has no CUDA support"
+            raise OptionDeviceError(
+                lambda n: f"{n('device')} cuda: CUDA is not available ({why}; torch {torch.__version__})")
 
 
-def _unpack(item: ModelLike) -> tuple[nn.Module, str, str, tuple[int, ...] | None, bool]:
-    """(model, display name, source, default input size, owned) for a LoadedModel or nn.Module."""
+@dataclass
+class _Subject:
+    """One model as profiled: the module that runs, its display name and source, and its input size."""
+
+    model: nn.Module
+    name: str
+    source: str
+    input_size: tuple[int, ...]
+    owned: bool  # False for a caller's bare module: changed only on a copy
+
+
+def _subject(item: LoadedModel | nn.Module, input_size: tuple[int, ...] | None) -> _Subject:
+    if isinstance(item, LoadedModel):
+        return _Subject(item.model.eval(), item.name, item.recipe.source, input_size or tuple(item.input_size), True)
     if isinstance(item, nn.Module):
-        return item.eval(), type(item).__name__, f"module:{type(item).__name__}", None, False
+        kind = type(item).__name__
+        return _Subject(item.eval(), kind, f"module:{kind}", input_size or DEFAULT_INPUT_SIZE, False)
     if isinstance(item, str):
         raise UsageError(f"profile takes loaded models: resolve {item!r} with ghostcli.resolve_model first")
-    return item.model.eval(), item.name, item.recipe.source, tuple(item.input_size), True
+    raise UsageError(f"cannot profile a {type(item).__name__}: expected a LoadedModel or an nn.Module")
 
 
-def _tree(model: nn.Module, by_module: dict[str, int], layers: dict[str, Any], depth: int) -> list[ModuleStat]:
+def _tree(model: nn.Module, by_module: dict[str, int], layers: dict[str, LayerRecord],
+          depth: int) -> list[ModuleStat]:
     rows = []
     for name, mod in model.named_modules():
         d = 0 if name == "" else name.count(".") + 1
@@ -103,7 +188,7 @@ def _tree(model: nn.Module, by_module: dict[str, int], layers: dict[str, Any], d
     return rows
 
 
-def _leaves(model: nn.Module, by_module: dict[str, int], layers: dict[str, Any]) -> list[ModuleStat]:
+def _leaves(model: nn.Module, by_module: dict[str, int], layers: dict[str, LayerRecord]) -> list[ModuleStat]:
     rows = []
     for name, mod in model.named_modules():
         if name == "" or any(True for _ in mod.children()) or name not in layers:
@@ -115,17 +200,17 @@ def _leaves(model: nn.Module, by_module: dict[str, int], layers: dict[str, Any])
     return rows
 
 
-def _static_profile(model: nn.Module, name: str, source: str, size: tuple[int, ...], *, depth: int,
-                    per_layer: bool) -> ModelProfile:
+def _static_profile(s: _Subject, *, depth: int, per_layer: bool) -> ModelProfile:
     """MACs, params, activations and layer shapes at batch 1, float32, on CPU."""
-    x = torch.randn(1, *size)
-    probe = probe_forward(model, x, model_name=name, track_memory=False)
+    model = s.model
+    x = torch.randn(1, *s.input_size)
+    probe = probe_forward(model, x, model_name=s.name, track_memory=False)
     mc = count_macs(model, x)
-    total, trainable = count_params(model)
+    total, trainable = total_and_trainable_params(model)
     named = dict(model.named_modules())
     acts = sum(rec.output_numel for n, rec in probe.layers.items() if isinstance(named.get(n), _ACTIVATION_LAYERS))
     prof = ModelProfile(
-        name=name, source=source, input_size=list(size), macs=mc.total, macs_conv_linear=mc.conv_linear,
+        name=s.name, source=s.source, input_size=list(s.input_size), macs=mc.total, macs_conv_linear=mc.conv_linear,
         flops=2 * mc.total, macs_by_operator=mc.by_operator, uncounted_ops=mc.uncounted,
         params=total, trainable_params=trainable, weight_bytes=weight_bytes(model), activations=int(acts),
     )
@@ -139,172 +224,161 @@ def _static_profile(model: nn.Module, name: str, source: str, size: tuple[int, .
     return prof
 
 
-def _example(batch: int, size: tuple[int, ...], device: str, dtype: torch.dtype,
-             fmt: torch.memory_format) -> torch.Tensor:
-    x = torch.randn(batch, *size, dtype=dtype, device="cuda" if device == "cuda" else "cpu")
-    return x.contiguous(memory_format=fmt) if x.dim() == 4 else x
+def _layout(o: ProfileOptions) -> torch.memory_format:
+    return torch.channels_last if o.channels_last else torch.contiguous_format
 
 
-def _memory(model: nn.Module, size: tuple[int, ...], batch: int, device: str, dtype: torch.dtype,
-            name: str, fmt: torch.memory_format = torch.contiguous_format) -> MemoryStats:
-    x = _example(batch, size, device, dtype, fmt)
+def _example(batch: int, size: tuple[int, ...], o: ProfileOptions) -> torch.Tensor:
+    """A random input batch on ``o``'s device, in its dtype and memory format."""
+    x = torch.randn(batch, *size, dtype=DTYPES[o.dtype], device="cuda" if o.device == "cuda" else "cpu")
+    return x.contiguous(memory_format=_layout(o)) if x.dim() == 4 else x
+
+
+def _memory(model: nn.Module, size: tuple[int, ...], batch: int, name: str, o: ProfileOptions) -> MemoryStats:
+    x = _example(batch, size, o)
     w = weight_bytes(model)
     inp = x.numel() * x.element_size()
-    if device == "cuda":
+    if o.device == "cuda":
         peak, extra = cuda_forward_peak(model, x)
         return MemoryStats(batch, w, inp, activations_peak_bytes=extra, peak_bytes=peak, method=CUDA_METHOD)
-    if device == "openvino":
+    if o.device == "openvino":
         return MemoryStats(batch, w, inp, None, None, method="not measured for OpenVINO (runtime-internal buffers)")
     probe = probe_forward(model, x, model_name=name, track_memory=True)
     act = probe.activations_peak_bytes or 0
     return MemoryStats(batch, w, inp, activations_peak_bytes=act, peak_bytes=w + inp + act, method=CPU_METHOD)
 
 
-def profile_models(
-    models: Sequence[ModelLike],
-    *,
-    input_size: tuple[int, int, int] | None = None,
-    batch_sizes: Sequence[int] = (1,),
-    device: str = "cpu",
-    dtype: str = "float32",
-    ov_precision: str | None = None,
-    threads: int | None = None,
-    warmup: int = DEFAULT_WARMUP,
-    runs: int = DEFAULT_RUNS,
-    time_budget_s: float | None = None,
-    latency: bool = True,
-    memory: bool = True,
-    depth: int = 0,
-    per_layer: bool = False,
-    channels_last: bool = False,
-    layer_times: bool = False,
-    progress: ProgressFn | None = None,
-) -> ProfileReport:
-    """Profile each model (``LoadedModel`` or ``nn.Module``) under the same conditions.
+def profile_models(models: Sequence[LoadedModel | nn.Module], *, options: ProfileOptions | None = None,
+                   progress: Progress = no_progress) -> ProfileReport:
+    """Profile each model (a ``LoadedModel``, or an ``nn.Module``) under the same conditions (``options``).
 
-    MACs, parameters and activations are counted at batch 1 in float32; memory and
-    latency at each of ``batch_sizes`` on ``device`` in ``dtype``. Latency runs of
-    several models are interleaved. The first model is the reference for ratios.
-    ``time_budget_s`` ends timing of a batch size early (after at least 10 runs) once that
-    many seconds were spent; the CLI sets it only when ``--runs`` was not given.
-    ``channels_last`` runs models and inputs in NHWC memory format on cpu/cuda (Ghost-ResNet-50
-    runs 0.64x of ResNet-50 that way on one CPU thread, 0.69x in NCHW: docs/ghostify.md).
-    ``layer_times`` adds the time per module at the first batch size: OpenVINO's per-node
-    counters, or forward hooks in PyTorch (:mod:`ghostcli.analysis.layer_times`).
+    Latency runs of several models are interleaved; the first model is the reference for ratios.
+    ``progress`` hears of the counting, the layer timing and the timing of each batch size.
     """
-    dtype = normalize_dtype(dtype)
-    batch_sizes = [int(b) for b in batch_sizes]
-    validate_options(device=device, dtype=dtype, batch_sizes=batch_sizes, warmup=warmup, runs=runs,
-                     threads=threads, ov_precision=ov_precision, depth=depth, channels_last=channels_last)
+    opts = ProfileOptions() if options is None else options
     if not models:
-        raise UsageError("no MODEL given")
+        raise UsageError("no model to profile")
     old_threads = torch.get_num_threads()
-    if threads is not None and device != "openvino":
-        torch.set_num_threads(threads)
+    if opts.threads is not None and opts.device != "openvino":
+        torch.set_num_threads(opts.threads)
     try:
-        return _profile(models, input_size=input_size, batch_sizes=batch_sizes, device=device, dtype=dtype,
-                        ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs, time_budget_s=time_budget_s,
-                        latency=latency, memory=memory, depth=depth, per_layer=per_layer,
-                        channels_last=channels_last, layer_times=layer_times,
-                        progress=progress)
+        return _profile([_subject(item, opts.input_size) for item in models], opts, progress)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _profile(models: Sequence[ModelLike], *, input_size: tuple[int, int, int] | None, batch_sizes: list[int],
-             device: str, dtype: str, ov_precision: str | None, threads: int | None, warmup: int, runs: int,
-             time_budget_s: float | None, latency: bool, memory: bool, depth: int, per_layer: bool,
-             channels_last: bool, layer_times: bool, progress: ProgressFn | None) -> ProfileReport:
-    tdtype = DTYPES[dtype]
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+def _profile(subjects: list[_Subject], o: ProfileOptions, progress: Progress) -> ProfileReport:
+    profiles, modules = _count(subjects, o, progress)
+    if o.memory:
+        _measure_memory(profiles, modules, o)
+    if o.layer_times:  # before the latency models are compiled: with those alive, the PERF_COUNT copies'
+        # stage-1 layers of Ghost-ResNet-50 came out up to 2x slower than alone (measured, cause unknown)
+        _time_layers(profiles, modules, o, progress)
+    precision, ov_threads = _time(profiles, modules, o, progress) if o.latency else (None, o.threads)
+    report = ProfileReport(models=profiles, conditions=_conditions(profiles, o, precision, ov_threads),
+                           environment=collect_environment(with_cuda=o.device == "cuda"))
+    report.comparisons = [compare(p, profiles[0]) for p in profiles[1:]]
+    return report
+
+
+def _count(subjects: list[_Subject], o: ProfileOptions,
+           progress: Progress) -> tuple[list[ModelProfile], list[nn.Module]]:
+    """Each model's static profile, and the module that runs (moved to ``o``'s device, dtype and layout)."""
+    tdtype = DTYPES[o.dtype]
     profiles: list[ModelProfile] = []
     modules: list[nn.Module] = []
-    n = len(models)
-    for i, item in enumerate(models):
-        if progress:
-            progress(f"loading/counting {item if isinstance(item, str) else type(item).__name__}", i, n)
-        model, name, source, default_size, owned = _unpack(item)
-        size = tuple(input_size or default_size or (3, 224, 224))
-        prof = _static_profile(model, name, source, size, depth=depth, per_layer=per_layer)
-        if device != "openvino" and (device != "cpu" or tdtype != torch.float32 or channels_last):
-            if not owned:
+    for i, s in enumerate(subjects):
+        progress("counting MACs and parameters", i, len(subjects), s.name)
+        prof = _static_profile(s, depth=o.depth, per_layer=o.per_layer)
+        model = s.model
+        if o.device != "openvino" and (o.device != "cpu" or tdtype != torch.float32 or o.channels_last):
+            if not s.owned:
                 model = copy.deepcopy(model)
             try:
-                layout = {"memory_format": fmt} if channels_last else {}  # else keep the model's own
-                model = model.to(device="cuda" if device == "cuda" else "cpu", dtype=tdtype, **layout)
+                model = model.to(device="cuda" if o.device == "cuda" else "cpu", dtype=tdtype)
+                if o.channels_last:  # else keep the model's own layout
+                    model = model.to(memory_format=torch.channels_last)
             except Exception as exc:
-                raise DeviceError(f"cannot move {name} to {device}/{dtype}: {exc}") from None
+                raise DeviceError(f"cannot move {s.name} to {o.device}/{o.dtype}: {exc}") from None
             prof.weight_bytes = weight_bytes(model)
         profiles.append(prof)
         modules.append(model)
+    progress("counting MACs and parameters", len(subjects), len(subjects))
+    return profiles, modules
 
-    precision = None
-    device_name = cpu_name()
-    if device == "cuda":
-        device_name = torch.cuda.get_device_name(0)
-    if memory:
-        for prof, model in zip(profiles, modules):
-            for b in batch_sizes:
-                try:
-                    prof.memory.append(_memory(model, tuple(prof.input_size), b, device, tdtype, prof.name, fmt))
-                except RuntimeError as exc:  # e.g. an op without a float16 CPU kernel
-                    raise DeviceError(f"{prof.name} cannot run on {device} in {dtype}: "
-                                      f"{(str(exc).splitlines() or [''])[0][:200]}") from None
 
-    if layer_times:  # before the latency models are compiled: with those alive, the PERF_COUNT copies'
-        # stage-1 layers of Ghost-ResNet-50 came out up to 2x slower than alone (measured, cause unknown)
-        from ghostcli.analysis.layer_times import openvino_layer_times, torch_layer_times
-
-        if progress:
-            progress("layer times", 0, 1)
-        if device == "openvino":
-            per_model = openvino_layer_times(modules, [torch.randn(batch_sizes[0], *p.input_size) for p in profiles],
-                                             precision=ov_precision, threads=threads)
-        else:
-            per_model = torch_layer_times(
-                modules, [_example(batch_sizes[0], tuple(p.input_size), device, tdtype, fmt) for p in profiles])
-        for prof, times in zip(profiles, per_model):
-            prof.layer_times = times
-    ov_threads = threads
-    if latency:
-        for b in batch_sizes:
-            runners = []
-            for prof, model in zip(profiles, modules):
-                size = tuple(prof.input_size)
-                if device == "openvino":
-                    compiled, precision = openvino_compile(model, torch.randn(b, *size), precision=ov_precision,
-                                                           threads=threads)
-                    ov_threads = int(compiled.get_property("INFERENCE_NUM_THREADS") or 0) or threads
-                    runners.append(openvino_runner(compiled, torch.randn(b, *size)))
-                else:
-                    runners.append(torch_runner(model, _example(b, size, device, tdtype, fmt)))
-            step = (lambda d, t, b=b: progress(f"timing batch {b}", d, t)) if progress else None
+def _measure_memory(profiles: list[ModelProfile], modules: list[nn.Module], o: ProfileOptions) -> None:
+    for prof, model in zip(profiles, modules):
+        for b in o.batch_sizes:
             try:
-                times = measure(runners, warmup=warmup, runs=runs, max_seconds=time_budget_s, on_step=step)
-            except RuntimeError as exc:
-                raise DeviceError(f"forward failed on {device} in {dtype}: "
-                                  f"{(str(exc).splitlines() or [''])[0][:200]}") from None
-            for prof, t in zip(profiles, times):
-                prof.latency.append(summarize(t, batch_size=b, warmup=warmup))
-    if device == "openvino":
+                prof.memory.append(_memory(model, tuple(prof.input_size), b, prof.name, o))
+            except RuntimeError as exc:  # e.g. an op without a float16 CPU kernel
+                raise DeviceError(f"{prof.name} cannot run on {o.device} in {o.dtype}: "
+                                  f"{one_line(exc, first_line=True)}") from None
+
+
+def _time_layers(profiles: list[ModelProfile], modules: list[nn.Module], o: ProfileOptions,
+                 progress: Progress) -> None:
+    from ghostcli.analysis.layer_times import openvino_layer_times, torch_layer_times
+
+    progress("layer times", 0, 1)
+    batch = o.batch_sizes[0]
+    if o.device == "openvino":
+        per_model = openvino_layer_times(modules, [torch.randn(batch, *p.input_size) for p in profiles],
+                                         precision=o.ov_precision, threads=o.threads)
+    else:
+        per_model = torch_layer_times(modules, [_example(batch, tuple(p.input_size), o) for p in profiles])
+    for prof, times in zip(profiles, per_model):
+        prof.layer_times = times
+    progress("layer times", 1, 1)
+
+
+def _time(profiles: list[ModelProfile], modules: list[nn.Module], o: ProfileOptions,
+          progress: Progress) -> tuple[str | None, int | None]:
+    """Latency of every model at every batch size, interleaved; returns (OpenVINO precision, OpenVINO threads)."""
+    precision: str | None = None
+    ov_threads = o.threads
+    for b in o.batch_sizes:
+        runners = []
+        for prof, model in zip(profiles, modules):
+            size = tuple(prof.input_size)
+            if o.device == "openvino":
+                compiled, precision = openvino_compile(model, torch.randn(b, *size), precision=o.ov_precision,
+                                                       threads=o.threads)
+                ov_threads = int(compiled.get_property("INFERENCE_NUM_THREADS") or 0) or o.threads
+                runners.append(openvino_runner(compiled, torch.randn(b, *size)))
+            else:
+                runners.append(torch_runner(model, _example(b, size, o)))
+        try:
+            times = time_interleaved(runners, warmup=o.warmup, runs=o.runs, max_seconds=o.time_budget_s,
+                                     progress=progress, description=f"timing batch {b}")
+        except RuntimeError as exc:
+            raise DeviceError(f"forward failed on {o.device} in {o.dtype}: "
+                              f"{one_line(exc, first_line=True)}") from None
+        for prof, t in zip(profiles, times):
+            prof.latency.append(latency_stats(t, batch_size=b, warmup=o.warmup))
+    return precision, ov_threads
+
+
+def _conditions(profiles: list[ModelProfile], o: ProfileOptions, precision: str | None,
+                ov_threads: int | None) -> Conditions:
+    device_name = cpu_name()
+    if o.device == "cuda":
+        device_name = torch.cuda.get_device_name(0)
+    elif o.device == "openvino":
         import openvino as ov
 
         device_name = "OpenVINO CPU: " + str(ov.Core().get_property("CPU", "FULL_DEVICE_NAME"))
-
-    conditions = Conditions(
-        device=device, device_name=device_name, dtype=dtype,
-        threads=ov_threads if device == "openvino" else torch.get_num_threads(),
-        batch_sizes=batch_sizes, warmup=warmup if latency else 0,
-        runs=(min(p.latency[0].runs for p in profiles) if profiles[0].latency else runs) if latency else 0,
-        inference_precision=precision, performance_hint="LATENCY" if device == "openvino" else None,
+    runs = (min(p.latency[0].runs for p in profiles) if profiles[0].latency else o.runs) if o.latency else 0
+    return Conditions(
+        device=o.device, device_name=device_name, dtype=o.dtype,
+        threads=ov_threads if o.device == "openvino" else torch.get_num_threads(),
+        batch_sizes=list(o.batch_sizes), warmup=o.warmup if o.latency else 0, runs=runs,
+        inference_precision=precision, performance_hint="LATENCY" if o.device == "openvino" else None,
         timer={"cuda": "CUDA events + synchronize", "openvino": "time.perf_counter around infer()"}.get(
-            device, "time.perf_counter around forward()"),
-        memory_format="channels_last" if channels_last else "contiguous",
+            o.device, "time.perf_counter around forward()"),
+        memory_format="channels_last" if o.channels_last else "contiguous",
     )
-    report = ProfileReport(models=profiles, conditions=conditions,
-                           environment=collect_environment(with_cuda=device == "cuda"))
-    report.comparisons = [compare(p, profiles[0]) for p in profiles[1:]]
-    return report
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -325,10 +399,12 @@ def compare(this: ModelProfile, ref: ModelProfile) -> Comparison:
     )
 
 
-def profile_model(model: ModelLike, **options: Any) -> ModelProfile:
-    """Profile one model; ``options`` as for :func:`profile_models`. Returns its :class:`ModelProfile`."""
-    return profile_models([model], **options).models[0]
+def profile_model(model: LoadedModel | nn.Module, *, options: ProfileOptions | None = None,
+                  progress: Progress = no_progress) -> ModelProfile:
+    """Profile one model (see :func:`profile_models`); returns its :class:`ModelProfile`."""
+    return profile_models([model], options=options, progress=progress).models[0]
 
 
-__all__ = ["DEFAULT_RUNS", "DEFAULT_TIME_BUDGET_S", "DEFAULT_WARMUP", "LatencyStats", "compare", "normalize_dtype", "profile_model",
-           "profile_models", "validate_options"]
+__all__ = ["DEFAULT_RUNS", "DEFAULT_TIME_BUDGET_S", "DEFAULT_WARMUP", "LatencyStats", "OptionDeviceError",
+           "OptionError", "OptionUsageError", "ProfileOptions", "compare", "normalize_dtype", "profile_model",
+           "profile_models"]

@@ -72,17 +72,17 @@ def export_command(
     trust_factory: TrustFactoryOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    from ghostcli.deploy.options import check_export_options, export_format
+    from ghostcli.deploy.options import ExportOptions, export_format
 
     size = None
     if input_size is not None:
         from ghostcli.units import parse_input_size
 
         size = parse_input_size(input_size)
-    fmt_l, out = check_export_options(  # fail before loading anything
-        fmt, output if output is not None else _default_output(model, export_format(fmt)), batch_size=batch_size,
-        dynamic_batch=dynamic_batch, opset=opset, simplify=not no_simplify, fp16=fp16, force=force, atol=atol,
-        rtol=rtol)
+    options = ExportOptions(  # checked here, before anything is loaded
+        output=output if output is not None else _default_output(model, export_format(fmt)), format=fmt,
+        input_size=size, batch_size=batch_size, dynamic_batch=dynamic_batch, opset=opset, simplify=not no_simplify,
+        fp16=fp16, verify=verify, atol=atol, rtol=rtol, force=force)
 
     from ghostcli import render
     from ghostcli.deploy.export import export_model
@@ -92,11 +92,9 @@ def export_command(
     with stdout_to_stderr():  # a factory's prints must not precede the report / JSON
         loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
                                trust_factory=trust_factory)
-    status = render.stderr.status(f"Exporting {loaded.name} to {fmt_l}...")
+    status = render.stderr.status(f"Exporting {loaded.name} to {options.format}...")
     with status if render.stderr.is_terminal else contextlib.nullcontext():
-        result = export_model(loaded, fmt_l, out, input_size=size, batch_size=batch_size,
-                              dynamic_batch=dynamic_batch, opset=opset, simplify=not no_simplify, fp16=fp16,
-                              verify=verify, atol=atol, rtol=rtol, force=force)
+        result = export_model(loaded, options=options)
     for w in result.warnings:
         render.warn(w)
     if as_json:

@@ -32,6 +32,13 @@ Examples:
 """
 
 
+# ProfileOptions field -> the flag that sets it, for the library's option errors
+FLAGS = {"input_size": "--input-size", "batch_sizes": "--batch-size", "device": "--device", "dtype": "--dtype",
+         "ov_precision": "--ov-precision", "threads": "--threads", "warmup": "--warmup", "runs": "--runs",
+         "depth": "--depth", "per_layer": "--per-layer", "channels_last": "--channels-last",
+         "layer_times": "--layer-times"}
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     """``"1,8,32"`` -> ``[1, 8, 32]``; zero, negative or non-integer sizes raise UsageError."""
     from ghostcli.errors import UsageError
@@ -82,34 +89,27 @@ def profile_cmd(
     from ghostcli.analysis.profile import (
         DEFAULT_RUNS,
         DEFAULT_TIME_BUDGET_S,
-        normalize_dtype,
+        OptionError,
+        ProfileOptions,
         profile_models,
-        validate_options,
     )
     from ghostcli.resolve import resolve_model
 
-    device = device.strip().lower()
-    dtype = normalize_dtype(dtype)
-    runs_n = DEFAULT_RUNS if runs is None else runs
-    validate_options(device=device, dtype=dtype, batch_sizes=batches, warmup=warmup, runs=runs_n, threads=threads,
-                     ov_precision=ov_precision, depth=depth, channels_last=channels_last)  # before any model loads
-    with render.progress() as bar:
-        task = bar.add_task("profiling", total=None, info="")
-
-        def on_progress(desc: str, done: int, total: int) -> None:
-            bar.update(task, description=desc, completed=done, total=total)
-
+    try:  # checked before any model loads
+        options = ProfileOptions(
+            input_size=size, batch_sizes=batches, device=device, dtype=dtype, ov_precision=ov_precision,
+            threads=threads, warmup=warmup, runs=DEFAULT_RUNS if runs is None else runs,
+            time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
+            depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times)
+    except OptionError as exc:
+        raise exc.named(FLAGS) from None
+    with render.progress_bar() as progress:
         loaded = []
         for i, spec in enumerate(models):
-            on_progress(f"loading {spec}", i, len(models))
+            progress("loading", i, len(models), spec)
             loaded.append(resolve_model(spec, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory))
-        report = profile_models(
-            loaded, input_size=size, batch_sizes=batches, device=device, dtype=dtype,
-            ov_precision=ov_precision, threads=threads, warmup=warmup, runs=runs_n,
-            time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
-            depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times,
-            progress=on_progress,
-        )
+        progress("loading", len(models), len(models))
+        report = profile_models(loaded, options=options, progress=progress)
     if json_out:
         render.print_json("profile", report.to_dict())
         return

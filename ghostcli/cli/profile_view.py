@@ -13,7 +13,7 @@ MACS_NOTE = ("MACs: 1 multiply-add = 1 MAC (the GhostNet paper's FLOP). 'MACs' =
              "(conv, linear, norms, pooling); 'conv+linear' = the paper's convention, BN excluded.")
 
 
-def _emit(title: str | None, columns: Sequence[str], rows: list[Sequence[Any]], numeric: Sequence[int],
+def _emit(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int],
           markdown: bool) -> None:
     if markdown:
         if title:
@@ -31,7 +31,7 @@ def _line(text: str, markdown: bool) -> None:
 
 
 def _shape(s: list[int] | None) -> str:
-    return format_input_size(s) if s else "-"
+    return format_input_size(tuple(s)) if s else "-"
 
 
 def format_conditions(c: Conditions, e: Environment) -> str:
@@ -85,7 +85,7 @@ def _module_rows(rows: list[ModuleStat], tree: bool) -> list[list[str]]:
 
 
 def _print_single(p: ModelProfile, report: ProfileReport, markdown: bool) -> None:
-    title = f"{p.name}  ({p.source}, input {format_input_size(p.input_size)})"
+    title = f"{p.name}  ({p.source}, input {format_input_size(tuple(p.input_size))})"
     _emit(title, ["Metric", "Value"], _summary_rows(p), (1,), markdown)
     total = p.macs or 1
     op_rows = [[k, format_macs(v), f"{100 * v / total:.1f}%"] for k, v in p.macs_by_operator.items()]
@@ -113,7 +113,7 @@ def _print_comparison(report: ProfileReport, markdown: bool) -> None:
         c = cmp.get(p.name) if i else None
         lat = p.latency[0] if p.latency else None
         mem = p.memory[0] if p.memory else None
-        row = [p.name] + ([format_input_size(p.input_size)] if show_input else []) + [
+        row = [p.name] + ([format_input_size(tuple(p.input_size))] if show_input else []) + [
             format_macs(p.macs),
             format_ratio(c.macs_ratio) if c and c.macs_ratio is not None else "1.00x",
             format_count(p.params), format_ratio(c.params_ratio) if c and c.params_ratio is not None else "1.00x",
@@ -126,7 +126,7 @@ def _print_comparison(report: ProfileReport, markdown: bool) -> None:
     b = report.conditions.batch_sizes[0]
     cols = ["Model"] + (["Input"] if show_input else []) + [
         "MACs", "MACs x", "Params", "Params x", "Weights", "Peak mem", "Median", "Speed-up"]
-    where = "" if show_input else f", input {format_input_size(ref.input_size)}"
+    where = "" if show_input else f", input {format_input_size(tuple(ref.input_size))}"
     _emit(f"Comparison (ratios against {ref.name}{where}; latency at batch {b})", cols, rows,
           tuple(range(1 + show_input, len(cols))), markdown)
     for p in report.models:

@@ -2,7 +2,8 @@
 
 Names are imported on first use so that ``import ghostcli.deploy`` stays cheap:
 
-- :func:`export_model` / :class:`ExportResult` (``ghostcli.deploy.export``)
+- :func:`export_model` / :class:`ExportResult` (``ghostcli.deploy.export``), :class:`ExportOptions`
+  (``ghostcli.deploy.options``)
 - :func:`fold_batchnorm` (``ghostcli.fold``)
 - :func:`compare_outputs` / :class:`VerifyResult` (``ghostcli.deploy.verify``)
 - :func:`to_openvino`, :func:`compile_cpu` (``ghostcli.runtime.openvino``), :func:`save_ir` (``ghostcli.deploy.openvino_export``)
@@ -17,6 +18,7 @@ from typing import Any
 _LAZY = {
     "export_model": "ghostcli.deploy.export",
     "ExportResult": "ghostcli.deploy.export",
+    "ExportOptions": "ghostcli.deploy.options",
     "fold_batchnorm": "ghostcli.fold",
     "compare_outputs": "ghostcli.deploy.verify",
     "VerifyResult": "ghostcli.deploy.verify",

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ghostcli.deploy.options import EXTERNAL_DATA_THRESHOLD
 from ghostcli.errors import ExportError, one_line
 from ghostcli.runtime.onnx import captured_fd2
 
-# A single protobuf cannot exceed 2 GiB; keep a margin for the graph itself.
+# A single protobuf cannot exceed 2 GiB; EXTERNAL_DATA_THRESHOLD keeps a margin for the graph itself.
 PROTOBUF_LIMIT = 2**31
-EXTERNAL_DATA_THRESHOLD = 2**31 - 64 * 2**20
 EXPORTER = "torchscript"
 
 _ONNX_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
@@ -61,9 +61,8 @@ def torch_to_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ..
         if op and ("not supported" in str(exc) or "Unsupported" in type(exc).__name__):
             raise ExportError(f"the ONNX exporter cannot handle operator {op}{where} "
                               "(try another --opset, or --format openvino)") from exc
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        first = first.split("[Caused by")[0].strip()
-        raise ExportError(f"ONNX export failed{where}: {first[:300]}") from exc
+        first = one_line(exc, 300, first_line=True).split("[Caused by")[0].strip()
+        raise ExportError(f"ONNX export failed{where}: {first}") from exc
 
 
 def tensor_bytes(proto: Any) -> int:
@@ -115,8 +114,7 @@ def simplify(proto: Any) -> tuple[Any, str]:
             warnings.simplefilter("ignore")
             simplified, ok = onnxsim.simplify(proto)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises anything; the unsimplified model is kept
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        return proto, f"failed: {first[:200]}"
+        return proto, f"failed: {one_line(exc, first_line=True)}"
     if not ok:
         return proto, "failed: onnxsim's own check of the simplified model did not pass"
     return simplified, "ok"

@@ -1,13 +1,17 @@
-"""Option checks for export and quantize, kept free of torch so that a usage error fails fast.
+"""Options of export and quantize and their checks, kept free of torch so that a usage error fails fast.
 
-The CLI calls them before it loads a model; ``export_model`` / ``quantize_model`` call them too,
-so library users get the same errors.
+This is the option-validation module the CLI calls before it loads a model, and library users get
+the same checks (``ExportOptions`` checks itself when made; ``quantize_model`` calls
+``check_quantize_options``). Its messages name the command-line flags (``--opset``, ``--fp16``...):
+each check mirrors one flag and ``ExportOptions``'s fields carry the same names, so one wording
+serves both (tests pin it through the library too).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ghostcli.errors import DataError, UsageError
@@ -20,6 +24,8 @@ PRESETS = ("performance", "mixed")
 DEFAULT_SUBSET_SIZE = 300
 DEFAULT_EVAL_SIZE = 300
 DATA_SETS = ("digits", "synthetic")
+# A single protobuf cannot exceed 2 GiB: above this many bytes of weights, ONNX weights go to <name>.onnx.data.
+EXTERNAL_DATA_THRESHOLD = 2**31 - 64 * 2**20
 
 
 def export_format(fmt: str) -> str:
@@ -40,40 +46,76 @@ def max_opset() -> int:
         return 20
 
 
-def check_export_options(fmt: str, output: str | Path, *, batch_size: int | None = None, dynamic_batch: bool = False,
-                         opset: int | None = None, simplify: bool = True, fp16: bool = False,
-                         force: bool = False, atol: float | None = None,
-                         rtol: float | None = None) -> tuple[str, Path]:
-    """Validate ``export_model``'s options without loading anything; returns ``(format, output path)``.
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``export_model`` writes and how it checks it; checked when made, before any model is loaded.
 
-    ``batch_size=None`` means "not given" (then it cannot clash with ``dynamic_batch``). Raises
-    ``UsageError`` for an impossible value or combination and a bad output path; an output that
-    exists without ``force`` raises ``OutputExistsError`` (see :func:`ghostcli.fsutil.check_output`).
+    ``output`` ends in ``.onnx`` (``format`` ``onnx``) or ``.xml`` (``openvino``/``ov``/``ir``: IR with its
+    ``.bin`` beside it) and may exist only with ``force``. ``input_size`` (C, H, W) overrides a loaded
+    model's own and is required for a bare ``nn.Module``. ``batch_size`` (default 1) and ``dynamic_batch``
+    exclude each other; ``opset`` and ``simplify`` (onnxsim) apply to ONNX, ``fp16`` (FP16 weights) to
+    OpenVINO. ``verify`` checks the written model against PyTorch within ``atol`` / ``rtol`` (default
+    1e-4 / 1e-3, 1e-2 / 1e-2 with ``fp16``). ``fold_bn`` folds conv -> BN pairs first; ONNX weights
+    over ``external_data_threshold`` bytes are written as external data.
+
+    Raises ``UsageError`` for an impossible value or combination and a bad output path; an output
+    that exists without ``force`` raises ``OutputExistsError`` (see :func:`ghostcli.fsutil.check_output`).
     """
-    fmt_key = export_format(fmt)
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    for name, tol in (("--atol", atol), ("--rtol", rtol)):
-        if tol is not None and not (math.isfinite(tol) and tol >= 0):
-            raise UsageError(f"{name} must be a finite number >= 0, got {tol}")
-    if dynamic_batch and batch_size is not None:
-        raise UsageError("--batch-size and --dynamic-batch exclude each other")
-    if opset is not None and fmt_key != "onnx":
-        raise UsageError("--opset applies to --format onnx only")
-    if not simplify and fmt_key != "onnx":
-        raise UsageError("--no-simplify applies to --format onnx only")
-    if fp16 and fmt_key != "openvino":
-        raise UsageError("--fp16 (FP16 weight compression) applies to --format openvino only")
-    if opset is not None and not 7 <= opset <= max_opset():
-        raise UsageError(f"opset must be between 7 and {max_opset()}, got {opset}")
-    out = Path(output)
-    want = ".onnx" if fmt_key == "onnx" else ".xml"
-    if out.suffix.lower() != want:
-        raise UsageError(f"the {fmt_key} output must end in {want}, got {display_path(out)}")
-    check_output(out, force)
-    if fmt_key == "openvino":
-        check_output(out.with_suffix(".bin"), force)
-    return fmt_key, out
+
+    output: str | Path
+    format: str = "onnx"
+    input_size: tuple[int, ...] | None = None
+    batch_size: int | None = None
+    dynamic_batch: bool = False
+    opset: int | None = None
+    simplify: bool = True
+    fp16: bool = False
+    verify: bool = True
+    atol: float | None = None
+    rtol: float | None = None
+    force: bool = False
+    fold_bn: bool = True
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalize once, here
+        set_(self, "format", export_format(self.format))
+        set_(self, "output", Path(self.output))
+        if self.input_size is not None:
+            set_(self, "input_size", tuple(int(v) for v in self.input_size))
+        self._check()
+
+    @property
+    def path(self) -> Path:
+        """``output`` as a :class:`~pathlib.Path`."""
+        return Path(self.output)
+
+    def _check(self) -> None:
+        fmt, batch_size, opset = self.format, self.batch_size, self.opset
+        if batch_size is not None and batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+        for name, tol in (("--atol", self.atol), ("--rtol", self.rtol)):
+            if tol is not None and not (math.isfinite(tol) and tol >= 0):
+                raise UsageError(f"{name} must be a finite number >= 0, got {tol}")
+        if self.dynamic_batch and batch_size is not None:
+            raise UsageError("--batch-size and --dynamic-batch exclude each other")
+        if opset is not None and fmt != "onnx":
+            raise UsageError("--opset applies to --format onnx only")
+        if not self.simplify and fmt != "onnx":
+            raise UsageError("--no-simplify applies to --format onnx only")
+        if self.fp16 and fmt != "openvino":
+            raise UsageError("--fp16 (FP16 weight compression) applies to --format openvino only")
+        if opset is not None and not 7 <= opset <= max_opset():
+            raise UsageError(f"opset must be between 7 and {max_opset()}, got {opset}")
+        out = self.path
+        want = ".onnx" if fmt == "onnx" else ".xml"
+        if out.suffix.lower() != want:
+            raise UsageError(f"the {fmt} output must end in {want}, got {display_path(out)}")
+        check_output(out, self.force)
+        if fmt == "openvino":
+            check_output(out.with_suffix(".bin"), self.force)
+        if self.input_size is not None and (not self.input_size or any(v <= 0 for v in self.input_size)):
+            raise UsageError(f"invalid input size {list(self.input_size)}")
 
 
 def check_data_spec(spec: str, what: str) -> None:
@@ -126,15 +168,13 @@ def check_quantize_options(*, preset: str = "performance", subset_size: int = DE
         raise UsageError(f"--max-accuracy-drop is a fraction in [0, 1), got {max_accuracy_drop}")
     check_timing(runs, warmup, threads)
     check_normalization(mean, std, channels)
+    out_xml: Path | None = None
     if output is not None:
-        out_xml: Path | None = Path(output)
-        if out_xml.suffix.lower() != ".xml":
-            raise UsageError("the INT8 model is an OpenVINO IR: the output must end in .xml, "
-                             f"got {display_path(out_xml)}")
-        check_output(out_xml, force)
-        check_output(out_xml.with_suffix(".bin"), force)
-    else:
-        out_xml = None
+        out_xml = xml = Path(output)
+        if xml.suffix.lower() != ".xml":
+            raise UsageError(f"the INT8 model is an OpenVINO IR: the output must end in .xml, got {display_path(xml)}")
+        check_output(xml, force)
+        check_output(xml.with_suffix(".bin"), force)
     if calib_data is not None:
         check_data_spec(calib_data, "calibration data folder")
     if eval_data is not None:
