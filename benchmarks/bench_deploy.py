@@ -98,15 +98,12 @@ def build(name: str) -> nn.Module:
 
 def profile_split(ov_model: Any, x: np.ndarray, threads: int | None, runs: int = 20) -> dict[str, float]:
     """Mean ms per (layer type, kernel) from the plugin's performance counters (PERF_COUNT)."""
-    from ghostcli.runtime.openvino import compile_cpu
+    from ghostcli.runtime.openvino import compile_cpu, profiled_runs
 
-    request = compile_cpu(ov_model, None, threads=threads or None, perf_count=True)[0].create_infer_request()
-    for _ in range(3):
-        request.infer({0: x})
+    compiled = compile_cpu(ov_model, None, threads=threads or None, perf_count=True)[0]
     acc: dict[str, float] = defaultdict(float)
-    for _ in range(runs):
-        request.infer({0: x})
-        for p in request.profiling_info:
+    for infos in profiled_runs(compiled, x, runs=runs, warmup=3):
+        for p in infos:
             if p.status.name == "EXECUTED":
                 acc[f"{p.node_type} [{p.exec_type}]"] += p.real_time.total_seconds() * 1e3 / runs
     return dict(sorted(acc.items(), key=lambda kv: -kv[1]))
@@ -131,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     from ghostcli.convert.report import measure
     from ghostcli.deploy.calibration import load_image_set
     from ghostcli.deploy.graph import executed_precisions
-    from ghostcli.deploy.quantize import int8_coverage, interleaved_latency, quantize_ov_model
+    from ghostcli.deploy.quantize import int8_coverage, quantize_ov_model
     from ghostcli.fold import fold_batchnorm
     from ghostcli.runtime.openvino import compile_cpu, core, to_openvino
+    from ghostcli.runtime.timing import openvino_runner, time_interleaved, timing_stats
 
     torch.manual_seed(0)
     size = (3, 224, 224)
@@ -159,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {name}: {macs / 1e9:.2f} GMac, {n8}/{ntot} conv/FC layers in INT8 "
               f"({info[name]['prepare_s']} s)", file=sys.stderr)
 
-    times = interleaved_latency(compiled, x, warmup=args.warmup, runs=args.runs)
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    timed = time_interleaved([openvino_runner(c, x) for c in compiled.values()], warmup=args.warmup, runs=args.runs)
+    stats = {k: timing_stats(t) for k, t in zip(compiled, timed)}
+    med = {k: s.median_ms for k, s in stats.items()}
     threads = int(next(iter(compiled.values())).get_property("INFERENCE_NUM_THREADS"))
     ratios: dict[str, float] = {}
     for name in names:
@@ -183,12 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                   "subset_size": len(calib), "ignored_types": args.ignore_type}
     if args.json:
         print(json.dumps({"conditions": conditions, "models": info, "median_ms": med,
-                          "min_ms": {k: float(np.min(v)) for k, v in times.items()},
+                          "min_ms": {k: s.min_ms for k, s in stats.items()},
                           "ratios": ratios, "targets_met": verdicts, "profile_ms": profiles}, indent=2))
     else:
         print("conditions: " + ", ".join(f"{k}={v}" for k, v in conditions.items()))
         for k in compiled:
-            print(f"  {k:32s} median {med[k]:8.2f} ms   min {float(np.min(times[k])):8.2f} ms")
+            print(f"  {k:32s} median {med[k]:8.2f} ms   min {stats[k].min_ms:8.2f} ms")
         for k, v in ratios.items():
             print(f"  {k:48s} {v:6.2f}x")
         for k, ok in verdicts.items():

@@ -26,11 +26,11 @@ import argparse
 import copy
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from ghostcli.runtime.timing import Runner, openvino_runner, time_interleaved, torch_runner
 
 TARGETS = {"eager": 0.65, "eager-cl": 0.65, "ov-f32": 0.58, "ov-default": 0.62}
 
@@ -48,34 +48,6 @@ def build_models(ratio: int = 2) -> tuple[torch.nn.Module, torch.nn.Module]:
           f"(ratio {report.macs_ratio:.3f}); params {report.params_before / 1e6:.2f} M -> "
           f"{report.params_after / 1e6:.2f} M", file=sys.stderr)
     return base, ghost.eval()
-
-
-def interleaved(fns: tuple[Callable[[], object], Callable[[], object]], rounds: int, warmup: int
-                ) -> tuple[list[float], list[float]]:
-    """Time two callables in alternating order; returns per-round latencies (ms) of each."""
-    for _ in range(warmup):
-        fns[0]()
-        fns[1]()
-    a, b = [], []
-    for i in range(rounds):
-        order = (0, 1) if i % 2 == 0 else (1, 0)
-        t = {}
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            t[k] = (time.perf_counter() - t0) * 1e3
-        a.append(t[0])
-        b.append(t[1])
-    return a, b
-
-
-def eager_fns(base: torch.nn.Module, ghost: torch.nn.Module, x: torch.Tensor):
-    def run(m):
-        def f():
-            with torch.inference_mode():
-                return m(x)
-        return f
-    return run(base), run(ghost)
 
 
 def openvino_compile(ov_model, precision: str | None, threads: int | None):
@@ -113,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         if backend in ("eager", "eager-cl"):
             if backend == "eager-cl":  # channels_last: oneDNN's depthwise conv is slow on NCHW for some shapes
                 cl = torch.channels_last
-                fns = eager_fns(copy.deepcopy(base).to(memory_format=cl), copy.deepcopy(ghost).to(memory_format=cl),
-                                x.contiguous(memory_format=cl))
+                xcl = x.contiguous(memory_format=cl)
+                runners: tuple[Runner, Runner] = (torch_runner(copy.deepcopy(base).to(memory_format=cl), xcl),
+                                                  torch_runner(copy.deepcopy(ghost).to(memory_format=cl), xcl))
             else:
-                fns = eager_fns(base, ghost, x)
+                runners = (torch_runner(base, x), torch_runner(ghost, x))
             cond = f"torch {torch.__version__}, {torch.get_num_threads()} threads, f32"
         elif backend in ("ov-f32", "ov-default"):
             import openvino as ov
@@ -127,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             base_ov, ghost_ov = to_ov()
             cb, _ = openvino_compile(base_ov, prec, args.threads)
             cg, ran = openvino_compile(ghost_ov, prec, args.threads)
-            rb, rg = cb.create_infer_request(), cg.create_infer_request()
-            xn = x.numpy()
-            fns = (lambda: rb.infer([xn]), lambda: rg.infer([xn]))
+            runners = (openvino_runner(cb, x.numpy()), openvino_runner(cg, x.numpy()))
             cond = (f"openvino {ov.__version__.split('-')[0]}, precision {ran}, "
                     f"{cg.get_property('INFERENCE_NUM_THREADS')} threads")
             if args.layers:
@@ -138,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {layer:<20} " + ", ".join(f"{p} x{n}" for p, n in precs.items()), file=sys.stderr)
         else:
             ap.error(f"unknown backend {backend!r}")
-        a, b = interleaved(fns, args.rounds, args.warmup)
+        a, b = time_interleaved(runners, warmup=args.warmup, runs=args.rounds, alternate=True)
         per_round = np.array(b) / np.array(a)
         q25, q75 = np.percentile(per_round, [25, 75])
         rows.append((backend, statistics.median(a), statistics.median(b), float(np.median(per_round)),
@@ -158,12 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def thread_scaling(base_ov, ghost_ov, x: np.ndarray, threads: int, rounds: int, warmup: int) -> None:
     """OpenVINO f32 latency of both (converted) models at 1 and ``threads`` threads, all four timed round-robin."""
-    from ghostcli.deploy.quantize import interleaved_latency
-
     compiled = {f"{name}@{t}": openvino_compile(ov_model, "f32", t)[0]
                 for name, ov_model in (("ResNet-50", base_ov), ("Ghost-R50", ghost_ov)) for t in (1, threads)}
-    times = interleaved_latency(compiled, x, warmup=warmup, runs=rounds)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times = time_interleaved([openvino_runner(c, x) for c in compiled.values()], warmup=warmup, runs=rounds)
+    med = {k: statistics.median(v) for k, v in zip(compiled, times)}
     print(f"OpenVINO f32 thread scaling (1 -> {threads} threads, {rounds} interleaved rounds, medians):")
     for name in ("ResNet-50", "Ghost-R50"):
         one, many = med[f"{name}@1"], med[f"{name}@{threads}"]

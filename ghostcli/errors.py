@@ -59,7 +59,14 @@ class RegressionError(GhostcliError):
     exit_code = EXIT_REGRESSION
 
 
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """``exc``'s message on one line (whitespace collapsed), cut to ``limit`` characters."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+def one_line(exc: BaseException, limit: int = 200, *, first_line: bool = False) -> str:
+    """``exc``'s message on one line (whitespace collapsed), cut to ``limit`` characters.
+
+    With ``first_line``, only the first non-empty line of the message (for messages that go on
+    with a traceback or a dump after their first line).
+    """
+    text = str(exc)
+    if first_line:
+        text = next((ln for ln in text.splitlines() if ln.strip()), "")
+    text = " ".join(text.split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +27,22 @@ def test_topk_counts() -> None:
     m = Meter()
     m.update(0.5, logits, target)
     assert (m.count, m.top1, m.acc1, m.loss) == (3, 1, pytest.approx(100 / 3), pytest.approx(0.5))
+
+
+def test_run_batch_chunks_and_pads_a_fixed_batch() -> None:
+    from ghostcli.runtime.accuracy import run_batch, top1
+
+    calls: list[int] = []
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return x.reshape(len(x), -1) * 2.0
+
+    x = np.arange(15, dtype=np.float32).reshape(5, 3, 1, 1)
+    out = run_batch(infer, x, fixed_batch=2)
+    assert calls == [2, 2, 2] and np.array_equal(out, 2.0 * x.reshape(5, 3))  # the padding's output is dropped
+    assert top1(lambda b: b.reshape(len(b), -1)[:, ::-1], [x[:2], x[2:]]).tolist() == [0, 0, 0, 0, 0]
+    assert top1(lambda b: b.reshape(len(b), -1), [x[i:i + 1] for i in range(5)]).tolist() == [2] * 5
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +74,13 @@ def test_evaluate_reproduces_the_training_validation(trained: tuple[Path, Path, 
 def test_exported_models_score_like_pytorch(trained: tuple[Path, Path, float], tmp_path: Path, fmt: str,
                                             suffix: str) -> None:
     from ghostcli.deploy.export import export_model
+    from ghostcli.deploy.options import ExportOptions
     from ghostcli.resolve import resolve_model
 
     data, model, top1 = trained
     exported = tmp_path / f"m{suffix}"
-    export_model(resolve_model(str(model)), fmt, exported, input_size=(3, 8, 8), dynamic_batch=(fmt == "onnx"))
+    export_model(resolve_model(str(model)), options=ExportOptions(output=exported, format=fmt, input_size=(3, 8, 8),
+                                                                  dynamic_batch=(fmt == "onnx")))
     ref = evaluate_model(str(model), str(data), batch_size=32, device="cpu")
     r = evaluate_model(str(exported), str(data), batch_size=32, device="cpu")
     assert r.backend == ("onnxruntime" if fmt == "onnx" else "openvino") and r.precision == "f32"

@@ -81,7 +81,7 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
     than measured alone, so the models do not share the machine here as they do in latency timing.
     """
     from ghostcli.fold import fold_batchnorm
-    from ghostcli.runtime.openvino import compile_cpu, to_openvino
+    from ghostcli.runtime.openvino import compile_cpu, profiled_runs, to_openvino
 
     out = []
     for model, example in zip(models, examples):
@@ -96,16 +96,12 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
             if info["layerType"].astype(str) not in _NOT_KERNELS:
                 kernels.add(op.get_friendly_name())
         unit_paths = units(model)
-        request = compiled.create_infer_request()
         data = example.detach().cpu().numpy().astype(np.float32)
-        for _ in range(warmup):
-            request.infer({0: data})
         per_run: dict[str, np.ndarray] = {}  # unit -> ms in each run, in first-seen (execution) order
         nodes: dict[str, int] = defaultdict(int)
         kinds: dict[str, set[str]] = defaultdict(set)
-        for i in range(runs):
-            request.infer({0: data})
-            for p in request.profiling_info:
+        for i, infos in enumerate(profiled_runs(compiled, data, runs=runs, warmup=warmup)):
+            for p in infos:
                 if p.status.name != "EXECUTED" and p.node_name not in kernels:
                     continue  # fused into another node; a kernel that took < 1 us also reads NOT_RUN, but counts
                 unit = attribute(module_of(owner.get(p.node_name, "") or p.node_name), unit_paths)
@@ -115,7 +111,7 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
                     kinds[unit].add(str(p.node_type))
         out.append([LayerTime(u, unit_paths.get(u) or "+".join(sorted(kinds[u])), float(np.median(t)), nodes[u])
                     for u, t in per_run.items()])
-        del request, compiled
+        del compiled
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
@@ -48,11 +49,17 @@ def evaluate_command(
 
     size = parse_input_size(input_size) if input_size else None
     from ghostcli import render
+    from ghostcli.errors import GhostcliError
     from ghostcli.train import evaluate_model
 
-    r = evaluate_model(model, data, split=split, batch_size=batch_size, device=device, input_size=size,
-                       weights=str(weights) if weights else None, precision=precision.lower(), workers=workers,
-                       amp=amp, allow_pickle=allow_pickle, trust_factory=trust_factory)
+    try:
+        r = evaluate_model(model, data, split=split, batch_size=batch_size, device=device, input_size=size,
+                           weights=str(weights) if weights else None, precision=precision.lower(), workers=workers,
+                           amp=amp, allow_pickle=allow_pickle, trust_factory=trust_factory)
+    except GhostcliError as exc:
+        exc.args = (option_names(str(exc)),)
+        raise
+    r.notes = [option_names(n) for n in r.notes]
     if as_json:
         render.print_json("evaluate", r)
         return
@@ -62,7 +69,7 @@ def evaluate_command(
     rows = [
         ("model", f"{r.model} ({r.backend})"),
         ("data", f"{data_label}: {r.images} images, {r.num_classes} classes"),
-        ("device", f"{r.device}, {r.precision}, batch {r.batch_size}, input {format_input_size(r.input_size)}"),
+        ("device", f"{r.device}, {r.precision}, batch {r.batch_size}, input {format_input_size(tuple(r.input_size))}"),
         ("top-1", f"{r.top1:.2f}%"),
         ("top-5", f"{r.top5:.2f}%"),
         ("loss", f"{r.loss:.4f}"),
@@ -71,6 +78,20 @@ def evaluate_command(
     ]
     rows += [("note", n) for n in r.notes]
     render.stdout.print(render.table("Evaluation", ["", ""], rows))
+
+
+_PARAMETER = re.compile(r"`(\w+)`")
+
+
+def option_names(text: str) -> str:
+    """A message of ``evaluate_model`` with the parameters it names (```batch_size```) as this command's options."""
+    import inspect
+
+    from ghostcli.train import evaluate_model
+
+    names = {p: "--" + p.replace("_", "-") for p in inspect.signature(evaluate_model).parameters}
+    names["model"] = "MODEL"
+    return _PARAMETER.sub(lambda m: names.get(m[1], m[0]), text)
 
 
 def register(app: typer.Typer) -> None:

@@ -142,12 +142,12 @@ def quantize_command(
     with stdout_to_stderr():  # a factory's prints must not precede the report / JSON
         loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
                                trust_factory=trust_factory)
-    with render.progress() as bar:
+    with render.progress_bar() as progress:
         result = quantize_model(
             loaded, calib_data=calib_data, subset_size=subset_size, preset=preset, eval_data=eval_data,
             eval_size=eval_size, max_accuracy_drop=drop, input_size=size, mean=mean_v, std=std_v,
             output=output, force=force, threads=threads, runs=runs, warmup=warmup,
-            ignored_types=tuple(ignore_type or ()), progress=bar,
+            ignored_types=tuple(ignore_type or ()), progress=progress,
         )
     if as_json:
         render.print_json("quantize", result)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ghostcli.errors import DataError, UsageError
+from ghostcli.progress import Progress, no_progress
 
 SYNTHETIC = "synthetic"
 
@@ -52,12 +53,12 @@ def load_image_set(
     limit: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    progress: Any = None,
+    progress: Progress = no_progress,
     description: str = "loading images",
 ) -> ImageSet:
     """Load up to ``limit`` images of ``spec`` (``digits`` | ``synthetic`` | a folder) as numpy batches.
 
-    ``progress`` is an optional rich Progress; a task advances per decoded image.
+    ``progress`` hears of every decoded image, as ``description``.
     """
     from ghostcli.data import IMAGENET_MEAN, IMAGENET_STD, load_image_dataset
 
@@ -73,15 +74,14 @@ def load_image_set(
     if n == 0:
         raise DataError(f"no usable images in {spec}")
     idx = _subset_indices(n, limit)
-    task = progress.add_task(description, total=len(idx), info="") if progress is not None else None
     images: list[np.ndarray] = []
     labels: list[int] = []
-    for i in idx:
+    progress(description, 0, len(idx))
+    for done, i in enumerate(idx, 1):
         x, y = dataset[i]
         images.append(np.ascontiguousarray(x.numpy()[None], dtype=np.float32))
         labels.append(int(y))
-        if task is not None:
-            progress.advance(task)
+        progress(description, done, len(idx))
     classes = list(getattr(dataset, "classes", []))
     labeled = bool(getattr(dataset, "labeled", len(classes) > 1)) and spec != SYNTHETIC and len(classes) > 1
     return ImageSet(spec=spec, split=split, images=images, labels=labels, classes=classes, labeled=labeled,

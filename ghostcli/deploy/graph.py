@@ -42,12 +42,6 @@ def onnx_op_counts(model_or_path: Any) -> dict[str, int]:
     return dict(Counter(n.op_type for n in _onnx_nodes(proto.graph)).most_common())
 
 
-def onnx_nodes_of(model_or_path: Any, op_type: str) -> list[str]:
-    """Names of the ONNX nodes of ``op_type``."""
-    proto = load_onnx(model_or_path)
-    return [n.name for n in _onnx_nodes(proto.graph) if n.op_type == op_type]
-
-
 def onnx_slices_after_concat(model_or_path: Any) -> int:
     """Slice nodes fed directly by a Concat: the channel cut of a Ghost module whose channels don't divide."""
     proto = load_onnx(model_or_path)
@@ -82,20 +76,6 @@ def openvino_slices_after_concat(model_or_path: Any) -> int:
         if op.get_type_name() in ("Slice", "StridedSlice", "Split", "VariadicSplit"):
             src = op.input_value(0).get_node()
             count += src.get_type_name() == "Concat"
-    return count
-
-
-def openvino_bias_adds(model_or_path: Any) -> int:
-    """Adds of a constant straight after a (Group)Convolution: how OpenVINO IR spells a conv bias.
-
-    The CPU plugin fuses them into the convolution; any other Add is a real one (residual ...).
-    """
-    count = 0
-    for op in _ov_model(model_or_path).get_ordered_ops():
-        if op.get_type_name() != "Add":
-            continue
-        kinds = sorted(op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size()))
-        count += kinds in (["Constant", "Convolution"], ["Constant", "GroupConvolution"])
     return count
 
 

@@ -17,8 +17,7 @@ import logging
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,9 @@ import numpy as np
 from ghostcli.deploy.options import DEFAULT_EVAL_SIZE, DEFAULT_SUBSET_SIZE, check_normalization, check_quantize_options
 from ghostcli.errors import ExportError, UsageError, one_line
 from ghostcli.fsutil import sigterm_raises
+from ghostcli.progress import Progress, no_progress
+from ghostcli.runtime.accuracy import top1, top1_accuracy
+from ghostcli.runtime.timing import openvino_runner, time_interleaved, timing_stats
 from ghostcli.usercode import stdout_to_stderr
 
 SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
@@ -101,7 +103,7 @@ def _as_model(model_or_loaded: Any, input_size: tuple[int, int, int] | None) -> 
     size = tuple(input_size or model_or_loaded.input_size)
     if len(size) != 3:
         raise UsageError(f"input size must be C x H x W, got {list(size)}")
-    return model.eval(), str(model_or_loaded.name), size  # type: ignore[return-value]
+    return model.eval(), str(model_or_loaded.name), size
 
 
 def _import_nncf() -> Any:
@@ -164,72 +166,36 @@ def int8_coverage(executed: dict[str, dict[str, int]]) -> tuple[int, int]:
     return n_int8, total
 
 
-def _top1(compiled: Any, images: list[np.ndarray], progress: Any = None, label: str = "") -> np.ndarray:
-    request = compiled.create_infer_request()
-    task = progress.add_task(f"evaluating {label}", total=len(images), info="") if progress is not None else None
-    preds = np.empty(len(images), dtype=np.int64)
-    for i, x in enumerate(images):
-        out = next(iter(request.infer({0: x}).values()))
-        preds[i] = int(np.argmax(out.reshape(out.shape[0], -1)[0]))
-        if task is not None:
-            progress.advance(task)
-    return preds
-
-
-def interleaved_latency(compiled: dict[str, Any], x: np.ndarray, *, warmup: int = 5, runs: int = 50,
-                        progress: Any = None) -> dict[str, np.ndarray]:
-    """Batch-1 latencies in ms per variant, measured round-robin so that load changes hit all alike."""
-    if runs < 1 or warmup < 0:
-        raise UsageError(f"runs must be >= 1 and warm-up >= 0, got runs={runs}, warmup={warmup}")
-    requests = {k: c.create_infer_request() for k, c in compiled.items()}
-    for _ in range(warmup):
-        for r in requests.values():
-            r.infer({0: x})
-    times = {k: np.empty(runs) for k in requests}
-    task = progress.add_task("timing", total=runs, info="") if progress is not None else None
-    for i in range(runs):
-        for k, r in requests.items():
-            t0 = time.perf_counter()
-            r.infer({0: x})
-            times[k][i] = (time.perf_counter() - t0) * 1e3
-        if task is not None:
-            progress.advance(task)
-    return times
-
-
-def _stats(name: str, hint: str, executed: str, t: np.ndarray) -> VariantStats:
+def _stats(name: str, hint: str, executed: str, times_ms: list[float]) -> VariantStats:
+    s = timing_stats(times_ms)
     return VariantStats(name=name, precision_hint=hint, executed_precision=executed,
-                        latency_ms=float(np.median(t)), latency_min_ms=float(np.min(t)),
-                        latency_p90_ms=float(np.percentile(t, 90)))
+                        latency_ms=s.median_ms, latency_min_ms=s.min_ms, latency_p90_ms=s.p90_ms)
 
 
-def _calibration_dataset(images: list[np.ndarray], progress: Any) -> Any:
+def _calibration_dataset(images: list[np.ndarray], progress: Progress) -> Any:
     nncf = _import_nncf()
-    task = progress.add_task("calibrating", total=len(images), info="") if progress is not None else None
+    done = 0
 
     def transform(x: np.ndarray) -> np.ndarray:
-        if task is not None:
-            progress.update(task, advance=1)
+        nonlocal done
+        done += 1
+        progress("calibrating", done, len(images))
         return x
 
+    progress("calibrating", 0, len(images))
     return nncf.Dataset(images, transform)
 
 
-def _accuracy_fn(n_classes: int) -> Callable[[Any, Any], float]:
-    def validate(compiled: Any, items: Any) -> float:
-        request = compiled.create_infer_request()
-        hits = n = 0
-        for x, y in items:
-            out = next(iter(request.infer({0: x}).values()))
-            hits += int(np.argmax(out.reshape(out.shape[0], -1)[0]) == y)
-            n += 1
-        return hits / max(n, 1)
+def _accuracy_fn(compiled: Any, items: Any) -> float:
+    """NNCF's ``validation_fn``: top-1 accuracy of a compiled model on ``(image, label)`` items."""
+    from ghostcli.runtime.openvino import infer_fn
 
-    return validate
+    return top1_accuracy(infer_fn(compiled), items)
 
 
 def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: str = "performance",
-                      ignored_types: tuple[str, ...] = (), progress: Any = None, **nncf_options: Any) -> Any:
+                      ignored_types: tuple[str, ...] = (), progress: Progress = no_progress,
+                      **nncf_options: Any) -> Any:
     """``nncf.quantize`` an ``openvino.Model`` on numpy calibration batches (plain PTQ).
 
     ``nncf_options`` go to ``nncf.quantize`` as they are (e.g. ``fast_bias_correction``,
@@ -271,12 +237,12 @@ def quantize_model(
     runs: int = 50,
     warmup: int = 5,
     ignored_types: tuple[str, ...] = (),
-    progress: Any = None,
+    progress: Progress = no_progress,
 ) -> QuantizeResult:
     """Quantize a model to INT8 with NNCF and compare it with FP32 on the OpenVINO CPU plugin.
 
-    ``loaded_or_model``: a MODEL string, a :class:`ghostcli.resolve.LoadedModel` or an ``nn.Module``
-    (then ``input_size`` is required). ``calib_data`` / ``eval_data``: ``digits`` | ``synthetic`` |
+    ``loaded_or_model``: a :class:`ghostcli.loaded.LoadedModel` or an ``nn.Module`` (then ``input_size``
+    is required); the caller resolves MODEL names. ``calib_data`` / ``eval_data``: ``digits`` | ``synthetic`` |
     an image folder; evaluation defaults to digits' ``val`` split, or for a folder (which has no
     split) to the calibration images themselves, with a warning. With labelled
     evaluation images and ``max_accuracy_drop`` (absolute, e.g. 0.01), NNCF's accuracy-controlled
@@ -284,6 +250,7 @@ def quantize_model(
     ``ignored_types``: OpenVINO op types NNCF must not quantize (e.g. ``GroupConvolution``).
     The INT8 IR is written to ``output`` (``.xml`` + ``.bin``, atomically) when given. Every option is
     checked before any work; a model whose forward fails on ``input_size`` is reported naming the layer.
+    ``progress`` hears of image loading, calibration, the top-1 passes and the timing.
     """
     out_xml = check_quantize_options(preset=preset, subset_size=subset_size, eval_size=eval_size,
                                      max_accuracy_drop=max_accuracy_drop, output=output, force=force, mean=mean,
@@ -294,7 +261,7 @@ def quantize_model(
     from ghostcli.deploy.calibration import load_image_set
     from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
     from ghostcli.deploy.openvino_export import save_ir
-    from ghostcli.runtime.openvino import compile_cpu, to_openvino
+    from ghostcli.runtime.openvino import compile_cpu, infer_fn, to_openvino
     from ghostcli.runtime.probe import probe_forward
 
     nncf = _import_nncf()
@@ -353,7 +320,7 @@ def quantize_model(
             with _quiet_nncf():
                 q_model = nncf.quantize_with_accuracy_control(
                     ov_model, _calibration_dataset(calib.images, progress), val_ds,
-                    validation_fn=_accuracy_fn(len(evalset.classes)), max_drop=float(max_accuracy_drop),
+                    validation_fn=_accuracy_fn, max_drop=float(max_accuracy_drop),
                     drop_type=nncf.DropType.ABSOLUTE, **common)
         except Exception as exc:
             raise ExportError(f"NNCF accuracy-controlled quantization failed: "
@@ -368,19 +335,19 @@ def quantize_model(
         warnings.append("the CPU plugin runs no convolution in INT8 (this CPU may lack INT8 support): "
                         "expect no speed-up")
 
-    ref = _top1(fp32_c, evalset.images, progress, "FP32")
-    got = _top1(int8_c, evalset.images, progress, "INT8")
+    ref = top1(infer_fn(fp32_c), evalset.images, progress=progress, description="evaluating FP32")
+    got = top1(infer_fn(int8_c), evalset.images, progress=progress, description="evaluating INT8")
     agreement = float(np.mean(ref == got))
     labels = np.asarray(evalset.labels)
     acc_fp32 = float(np.mean(ref == labels)) if has_accuracy else None
     acc_int8 = float(np.mean(got == labels)) if has_accuracy else None
 
     x = calib.images[0]
-    times = interleaved_latency({"fp32": fp32_c, "fp32_default": default_c, "int8": int8_c}, x,
-                                warmup=warmup, runs=runs, progress=progress)
-    fp32 = _stats("fp32", "f32", "f32", times["fp32"])
-    fp32_default = _stats("fp32_default", "default", default_prec, times["fp32_default"])
-    int8 = _stats("int8", "default", f"int8 ({n_int8}/{n_compute} conv/FC layers in i8/u8)", times["int8"])
+    t_fp32, t_default, t_int8 = time_interleaved([openvino_runner(c, x) for c in (fp32_c, default_c, int8_c)],
+                                                 warmup=warmup, runs=runs, progress=progress)
+    fp32 = _stats("fp32", "f32", "f32", t_fp32)
+    fp32_default = _stats("fp32_default", "default", default_prec, t_default)
+    int8 = _stats("int8", "default", f"int8 ({n_int8}/{n_compute} conv/FC layers in i8/u8)", t_int8)
     fp32.top1_accuracy, fp32_default.top1_accuracy, int8.top1_accuracy = acc_fp32, None, acc_int8
     fp32.size_bytes = fp32_default.size_bytes = _measure_size(ov_model)
 

@@ -1,4 +1,4 @@
-"""The ONNX runtime: one session per model file, and quiet exporter logs."""
+"""ONNX Runtime: one session per model file, its inference function, and quiet exporter logs."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ghostcli.runtime.openvino import compile_cpu, core, run_compiled
+from ghostcli.runtime.openvino import compile_cpu, core, infer_fn
 
 
 @contextlib.contextmanager
@@ -44,6 +45,25 @@ def captured_fd2() -> Iterator[None]:
                 sys.stderr.write(tmp.read().decode(errors="replace"))
 
 
+def onnx_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``path`` that logs errors only; its native log to fd 2 is captured.
+
+    ``providers`` in order of preference. Raises ``ImportError`` without onnxruntime and what
+    onnxruntime raises for a file it cannot load.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: its warnings are not the user's business
+    with captured_fd2():
+        return ort.InferenceSession(str(path), opts, providers=list(providers))
+
+
+def session_infer(session: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``infer(x) -> first output`` of an onnxruntime session (its first input fed with ``x``)."""
+    name = session.get_inputs()[0].name
+    return lambda x: np.asarray(session.run(None, {name: x})[0])
+
 
 def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, str]]:
     """Load the ONNX model at ``path`` once for CPU inference: onnxruntime, else OpenVINO (f32).
@@ -51,14 +71,10 @@ def onnx_runner(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, st
     Returns ``run(x) -> (first output, backend name)``; every call reuses the same session.
     """
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
-        ort = None
-    if ort is not None:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda x: (np.asarray(sess.run(None, {name: x})[0]), "onnxruntime")
-    compiled, _ = compile_cpu(core().read_model(str(path)), precision="f32")
-    return lambda x: (run_compiled(compiled, x), "openvino-cpu-f32")
+        compiled, _ = compile_cpu(core().read_model(str(path)), precision="f32")
+        infer = infer_fn(compiled)
+        return lambda x: (infer(x), "openvino-cpu-f32")
+    infer = session_infer(onnx_session(path))
+    return lambda x: (infer(x), "onnxruntime")

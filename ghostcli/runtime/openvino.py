@@ -7,9 +7,10 @@ import functools
 import logging
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,13 +52,12 @@ def _conversion_error(exc: Exception) -> ExportError:
         ops = sorted({o.strip() for o in m.group(1).split(",") if o.strip()})
     if not ops:
         ops = sorted(set(re.findall(r"No translation for (\S+?)[\s.,]", text + " ")))
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
     if "Tracing failed sanity checks" in text or "differed across invocations" in text:
         return ExportError("OpenVINO conversion failed: tracing the model twice gave different graphs "
                            "(forward depends on Python state or on the data)")
     if ops:
         return ExportError(f"OpenVINO cannot convert operator(s) {', '.join(ops)}")
-    return ExportError(f"OpenVINO conversion failed: {first[:300]}")
+    return ExportError(f"OpenVINO conversion failed: {one_line(exc, 300, first_line=True)}")
 
 
 def to_openvino(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
@@ -128,8 +128,26 @@ def compile_cpu(ov_model: Any, precision: str | None = None, threads: int | None
     return compiled, executed
 
 
-def run_compiled(compiled: Any, x: Any) -> Any:
-    """Run a compiled model on one numpy input; returns the first output as numpy."""
+def infer_fn(compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``infer(x) -> first output`` (numpy, a copy) of a compiled model; one infer request, reused by every call."""
     request = compiled.create_infer_request()
-    result = request.infer({0: x})
-    return next(iter(result.values())).copy()
+    output = compiled.outputs[0]
+    return lambda x: np.asarray(request.infer({0: x})[output])
+
+
+def run_compiled(compiled: Any, x: Any) -> Any:
+    """Run a compiled model once on one numpy input; returns the first output as numpy."""
+    return infer_fn(compiled)(x)
+
+
+def profiled_runs(compiled: Any, x: np.ndarray, *, runs: int, warmup: int) -> Iterator[list[Any]]:
+    """Infer ``warmup`` times, then ``runs`` times, yielding each timed run's per-node ``profiling_info``.
+
+    ``compiled`` must have been compiled with ``perf_count=True`` (:func:`compile_cpu`).
+    """
+    request = compiled.create_infer_request()
+    for _ in range(warmup):
+        request.infer({0: x})
+    for _ in range(runs):
+        request.infer({0: x})
+        yield list(request.profiling_info)

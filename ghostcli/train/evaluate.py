@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghostcli.errors import DataError, DeviceError, UsageError, one_line
+from ghostcli.runtime import device as runtime_device
 from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
 from ghostcli.units import format_input_size
@@ -44,26 +45,11 @@ class EvalResult:
 
 
 def resolve_device(name: str, env: DistEnv | None = None) -> torch.device:
-    """``cpu`` | ``cuda`` | ``cuda:N`` | ``auto`` -> a torch device; CUDA asked for but absent is an error."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name} was asked for but CUDA is not available "
-                              "(no NVIDIA GPU visible, or a CPU-only PyTorch build)")
-        if env is not None and env.enabled:
-            return torch.device("cuda", env.local_rank)
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
-        return dev
-    raise UsageError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)")
+    """Temporary, for train/loop.py's import: :func:`ghostcli.runtime.device.resolve_device` with a DistEnv."""
+    return runtime_device.resolve_device(name, env.local_rank if env is not None and env.enabled else None)
 
 
-def autocast(device: torch.device, enabled: bool):  # type: ignore[no-untyped-def]
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
     """Mixed precision: float16 on CUDA, bfloat16 on CPU; a no-op when disabled."""
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
@@ -116,15 +102,8 @@ def run_eval(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
     return meter
 
 
-def quiet_native_stderr() -> contextlib.AbstractContextManager[None]:
-    """Capture what native libraries write to file descriptor 2 (replayed with ``GHOSTCLI_DEBUG=1``)."""
-    from ghostcli.runtime.onnx import captured_fd2
-
-    return captured_fd2()
-
-
 class _ExportedRunner:
-    """Runs an ``.onnx`` (onnxruntime) or OpenVINO ``.xml`` on numpy batches."""
+    """An ``.onnx`` (onnxruntime) or OpenVINO ``.xml`` loaded with ghostcli.runtime, run on numpy batches."""
 
     def __init__(self, path: Path, device: torch.device, precision: str) -> None:
         self.path = path
@@ -134,6 +113,8 @@ class _ExportedRunner:
             self._init_openvino(path, device, precision)
 
     def _init_onnx(self, path: Path, device: torch.device) -> None:
+        from ghostcli.runtime.onnx import onnx_session, session_infer
+
         try:
             import onnxruntime as ort
         except ImportError:
@@ -141,34 +122,31 @@ class _ExportedRunner:
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise DeviceError("--device cuda: this onnxruntime has no CUDA execution provider")
+                raise DeviceError("`device` cuda: this onnxruntime has no CUDA execution provider")
             providers.insert(0, "CUDAExecutionProvider")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only: its warnings are not the user's business
         try:
-            with quiet_native_stderr():
-                self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            session = onnx_session(path, providers)
         except Exception as exc:  # noqa: BLE001 (any failure to load is reported as one line)
             raise DataError(f"{path} is not a loadable ONNX model: {one_line(exc, 160)}") from None
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.shape = [d if isinstance(d, int) else None for d in inp.shape]
+        self.shape = [d if isinstance(d, int) else None for d in session.get_inputs()[0].shape]
+        self.infer = session_infer(session)
         self.backend, self.precision = "onnxruntime", "f32"
 
     def _init_openvino(self, path: Path, device: torch.device, precision: str) -> None:
-        from ghostcli.runtime.openvino import compile_cpu, core
+        from ghostcli.runtime.onnx import captured_fd2
+        from ghostcli.runtime.openvino import compile_cpu, core, infer_fn
 
         if device.type != "cpu":
-            raise DeviceError("OpenVINO IR is evaluated on the CPU; use --device cpu")
+            raise DeviceError("OpenVINO IR is evaluated on the CPU; use `device` cpu")
         try:
-            with quiet_native_stderr():  # frontends that fail to read it log to fd 2 (absl, TensorFlow)
+            with captured_fd2():  # frontends that fail to read it log to fd 2 (absl, TensorFlow)
                 model = core().read_model(str(path))
         except Exception as exc:  # noqa: BLE001 (any failure to read is reported as one line)
             raise DataError(f"{path} is not a readable OpenVINO IR: {one_line(exc, 160)}") from None
         ps = model.inputs[0].get_partial_shape()
         self.shape = [d.get_length() if d.is_static else None for d in ps]
-        self.compiled, self.precision = compile_cpu(model, precision)
-        self.request = self.compiled.create_infer_request()
+        compiled, self.precision = compile_cpu(model, precision)
+        self.infer = infer_fn(compiled)
         self.backend = "openvino"
 
     @property
@@ -182,34 +160,28 @@ class _ExportedRunner:
             return (self.shape[1], self.shape[2], self.shape[3])  # type: ignore[return-value]
         return None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.backend == "onnxruntime":
-            return np.asarray(self.session.run(None, {self.input_name: x})[0])
-        return np.asarray(self.request.infer({0: x})[self.compiled.outputs[0]])
-
 
 def _run_exported(runner: _ExportedRunner, loader: torch.utils.data.DataLoader) -> Meter:
+    """Loss/top-1/top-5 of an exported model over ``loader``; ``seconds`` counts the model calls only."""
+    from ghostcli.runtime.accuracy import run_batch
+
     meter = Meter()
     compute = 0.0
-    fixed = runner.fixed_batch
     warm = False
+
+    def timed(chunk: np.ndarray) -> np.ndarray:
+        nonlocal compute, warm
+        if not warm:  # one untimed call: first-inference set-up is not throughput
+            runner.infer(chunk)
+            warm = True
+        t0 = time.perf_counter()
+        out = runner.infer(chunk)
+        compute += time.perf_counter() - t0
+        return out
+
     for x, y in loader:
         xs = x.numpy().astype(np.float32)
-        chunks = [xs] if not fixed else [xs[i:i + fixed] for i in range(0, len(xs), fixed)]
-        outs = []
-        for chunk in chunks:
-            n = len(chunk)
-            if fixed and n < fixed:  # pad a short last chunk to the model's batch, then drop the padding
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
-            chunk = np.ascontiguousarray(chunk)
-            if not warm:  # one untimed call: first-inference set-up is not throughput
-                runner(chunk)
-                warm = True
-            t0 = time.perf_counter()
-            out = runner(chunk)
-            compute += time.perf_counter() - t0
-            outs.append(out[:n])
-        logits = torch.from_numpy(np.concatenate(outs).reshape(len(xs), -1)).float()
+        logits = torch.from_numpy(run_batch(timed, xs, runner.fixed_batch).reshape(len(xs), -1)).float()
         check_targets(logits, y)
         meter.update(float(F.cross_entropy(logits, y)), logits, y)
     meter.seconds = compute
@@ -239,17 +211,17 @@ def _check_options(model: str, *, batch_size: int, workers: int, precision: str,
     from ghostcli.runtime.openvino import PRECISIONS
 
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UsageError(f"`batch_size` must be at least 1, got {batch_size}")
     if workers < 0:
-        raise UsageError(f"--workers must be 0 (load in this process) or more, got {workers}")
+        raise UsageError(f"`workers` must be 0 (load in this process) or more, got {workers}")
     suffix = Path(model).suffix.lower()
     if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"`precision` {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision != "f32" and suffix != ".xml":
-        raise UsageError(f"--precision {precision} applies to OpenVINO .xml models only "
-                         "(PyTorch models: --amp for mixed precision)")
+        raise UsageError(f"`precision` {precision} applies to OpenVINO .xml models only "
+                         "(PyTorch models: `amp` for mixed precision)")
     if suffix in EXPORTED_SUFFIXES:
-        given = [flag for flag, on in (("--weights", weights), ("--amp", amp), ("--allow-pickle", allow_pickle)) if on]
+        given = [f"`{name}`" for name, on in (("weights", weights), ("amp", amp), ("allow_pickle", allow_pickle)) if on]
         if given:
             raise UsageError(f"{', '.join(given)} applies to PyTorch models, not to an exported {suffix} file")
 
@@ -264,7 +236,8 @@ def evaluate_model(model: str, data: str = "digits", *, split: str | None = None
     file (OpenVINO runs on the CPU at ``precision``, f32 unless asked). ``split`` (val
     unless given) picks the split of ``digits`` or of a folder holding ``train/`` and
     ``val/``; any other folder is evaluated whole. Every option is checked before the
-    model is loaded; the model's forward runs with stdout sent to stderr.
+    model is loaded; the model's forward runs with stdout sent to stderr. Errors and notes name
+    parameters in backticks (```batch_size```); the CLI shows them as its options.
     """
     from ghostcli.runtime.probe import probe_forward
     from ghostcli.train.data import _load, eval_loader, eval_source
@@ -276,10 +249,10 @@ def evaluate_model(model: str, data: str = "digits", *, split: str | None = None
     suffix = Path(model).suffix.lower()
     if suffix in EXPORTED_SUFFIXES and (device or "auto").strip().lower() == "auto":
         device = "cpu"  # exported models run on the CPU unless CUDA is asked for (ONNX only)
-    dev = resolve_device(device)
+    dev = runtime_device.resolve_device(device)
     notes: list[str] = []
     if workers > _usable_cpus():
-        notes.append(f"--workers {workers} is more than the {_usable_cpus()} CPUs this process may use")
+        notes.append(f"`workers` {workers} is more than the {_usable_cpus()} CPUs this process may use")
     t_start = time.perf_counter()
     if suffix in EXPORTED_SUFFIXES:
         path = Path(model)
@@ -310,7 +283,7 @@ def evaluate_model(model: str, data: str = "digits", *, split: str | None = None
         with stdout_to_stderr():  # one image first: a wrong input size is named at the failing layer
             probe = probe_forward(net.eval(), torch.zeros(1, *size, device=dev), model_name=loaded.name,
                                   track_memory=False)
-        ds = _load(source, split_name or "val", size, False)  # type: ignore[arg-type]
+        ds = _load(source, split_name or "val", size, False)
         out = probe.layers.get("")
         if out is not None and out.output_shape is not None and len(out.output_shape) == 2:
             check_outputs(out.output_shape[1], list(getattr(ds, "classes", [])), f"model {loaded.name}")
