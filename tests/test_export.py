@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from graph_helpers import openvino_bias_adds
 from torch import nn
 
 from ghostcli.cli.app import app
@@ -186,7 +187,7 @@ def test_openvino_ir_is_clean_verified_and_dynamic(tmp_path: Path) -> None:
     assert graph.bn_leftovers(counts) == 0
     assert counts.get("Multiply", 0) == 1  # the SE gate only
     n_conv = counts["Convolution"] + counts["GroupConvolution"]
-    assert n_conv == 15 and graph.openvino_bias_adds(xml) == n_conv  # IR spells a conv bias as Conv + Add(const)
+    assert n_conv == 15 and openvino_bias_adds(xml) == n_conv  # IR spells a conv bias as Conv + Add(const)
     assert counts["Add"] - n_conv == 2  # the other Adds are the two residuals
     assert counts.get("Slice", 0) + counts.get("StridedSlice", 0) == 0 and r.ghost_slices == 0
     v = r.verification
@@ -404,10 +405,12 @@ def test_cli_subprocess_openvino(ghostcli_exe: str, tmp_path: Path) -> None:
     assert files_in(tmp_path) == ["r20.bin", "r20.xml"]
     ov_model = core().read_model(str(tmp_path / "r20.xml"))
     assert list(ov_model.inputs[0].get_partial_shape().to_shape()) == [2, 3, 32, 32]
-    # a failing ONNX export: one error line, and no exporter log dumped on stdout (it would corrupt --json)
+    # a failing ONNX export: one error line, and no exporter log dumped on stdout (it would corrupt --json):
+    # stdout holds the JSON error object alone
     bad = subprocess.run([ghostcli_exe, "export", "resnet20", "--opset", "9", "--json", "-o", "r9.onnx"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.returncode == 1 and json.loads(bad.stdout)["kind"] == "ghostcli.error"
+    assert json.loads(bad.stdout)["message"] == "ONNX export failed at opset 9: step!=1 is currently not supported"
     assert bad.stderr.strip().splitlines() == [
         "Error: ONNX export failed at opset 9: step!=1 is currently not supported"]
     assert files_in(tmp_path) == ["r20.bin", "r20.xml"]
