@@ -62,9 +62,11 @@ def bn_pairable(conv: nn.Module, bn: nn.Module) -> bool:
 
 
 class _Tracer(fx.Tracer):
+    """Convs and BatchNorms (subclasses too) are single calls, like ``leaf_types``."""
+
     def __init__(self, leaf_types: tuple[type, ...]) -> None:
         super().__init__()
-        self.leaf_types = leaf_types
+        self.leaf_types = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, *leaf_types)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)

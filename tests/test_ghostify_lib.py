@@ -261,26 +261,44 @@ def test_single_use_relu_moves_inside_the_module_exactly_for_primary_channels():
     assert "ReLU moved inside" in _rows(rep)["conv"].reason
     x = torch.randn(2, 8, 12, 12)
     with torch.no_grad():
-        want = model.act(model.bn(model.conv(x)))
+        pre = model.bn(model.conv(x))  # the unmodified model (ghostify worked on a copy)
+        want = model.act(pre.clone())
         got = g.conv(x)
+        cheap = g.conv.cheap_operation
+        cheap_pre = cheap[1](cheap[0](got[:, :8]))
+    assert (pre[:, :8] < 0).any() and (cheap_pre < 0).any()  # so both comparisons below need the ReLUs
     torch.testing.assert_close(got[:, :8], want[:, :8])
-    assert (got >= 0).all()
+    # the ghost channels: the cheap op reads the activated intrinsic maps and applies its own ReLU
+    torch.testing.assert_close(got[:, 8:], torch.relu(cheap_pre))
+
+
+def _torchvision_forward(block: nn.Module, cls: type) -> nn.Module:
+    """A copy of a fused block that runs torchvision's own ``cls.forward``, with every ReLU call."""
+    ref = copy.deepcopy(block)
+    ref.__class__ = cls
+    return ref
 
 
 def test_torchvision_resnet_blocks_drop_the_shared_relu_calls():
     import torchvision
+    from torchvision.models.resnet import BasicBlock
 
     model = randomize_bn(torchvision.models.resnet18(num_classes=10), seed=2).eval()
     g, rep = ghostify(model, input_size=(3, 32, 32))
     block = g.layer1[0]
-    assert type(block).__name__ == "GhostReluBasicBlock" and isinstance(block, torchvision.models.resnet.BasicBlock)
+    assert type(block).__name__ == "GhostReluBasicBlock" and isinstance(block, BasicBlock)
     assert isinstance(block.conv1.primary_conv[2], nn.ReLU) and isinstance(block.conv2.primary_conv[2], nn.Identity)
     assert sum("ReLU moved inside" in r.reason for r in rep.rows) == 8
-    # the block computes relu(bn2(conv2(relu-activated conv1)) + x): same as the unfused graph
     x = torch.randn(1, 64, 8, 8)
+    orig = model.layer1[0]  # unmodified: ghostify worked on a copy
+    m = block.conv1.init_channels
     with torch.no_grad():
-        ref = block.relu(block.conv2(block.conv1(x)) + x)
-        assert torch.equal(block(x), ref)
+        # the fused block computes what torchvision's BasicBlock.forward (ReLU after bn1 too) computes
+        assert torch.equal(block(x), _torchvision_forward(block, BasicBlock)(x))
+        # and conv1's intrinsic maps are the original conv1 -> bn1 -> ReLU channels
+        pre = orig.bn1(orig.conv1(x))
+        assert (pre[:, :m] < 0).any()
+        torch.testing.assert_close(block.conv1(x)[:, :m], torch.relu(pre)[:, :m])
     g2, _ = ghostify(torchvision.models.resnet18(num_classes=10), input_size=(3, 32, 32), inherit_weights=False)
     assert list(g2.state_dict()) == list(g.state_dict())
 
@@ -296,10 +314,113 @@ def test_min_fan_in_keeps_low_fan_in_convs_and_the_block_keeps_its_own_relu():
     block = g.layer1[0]  # conv1 kept dense, conv2 a Ghost module with the ReLU inside
     assert isinstance(block.conv1, nn.Conv2d) and isinstance(block.conv2.primary_conv[2], nn.ReLU)
     assert block.relu_inside == frozenset({"2"}) and g.layer1[1].relu_inside == frozenset({"1", "2"})
+    from torchvision.models.resnet import Bottleneck
+
     x = torch.randn(2, 64, 8, 8)
-    with torch.no_grad():
-        mid = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))  # bn2 absorbed: Identity
-        ref = block.relu(block.bn3(block.conv3(mid)) + block.downsample(x))
-        assert torch.equal(block(x), ref)
+    with torch.no_grad():  # torchvision's Bottleneck.forward: a ReLU after bn1 (conv1 kept) and after bn2
+        assert torch.equal(block(x), _torchvision_forward(block, Bottleneck)(x))
+        assert (block.bn1(block.conv1(x)) < 0).any()  # the ReLU after the kept conv1 matters
     with pytest.raises(UsageError, match="min_fan_in"):
         ghostify(model, min_fan_in=-1)
+
+
+class ForwardBN(nn.BatchNorm2d):  # computes something else than a BatchNorm: never folded or absorbed
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+class PlainSubBN(nn.BatchNorm2d):  # a subclass that keeps BatchNorm2d.forward: pairs like BatchNorm2d
+    pass
+
+
+class ShiftConv(nn.Conv2d):  # overrides forward: folding it into a plain conv would lose the shift
+    def forward(self, x):
+        return super().forward(x) + 1
+
+
+class RuleCases(nn.Module):
+    """Where the two old rules (fx._pairable for ghostify, fold._compatible for export) disagreed. The old
+    tracers could not trace the BatchNorm subclasses: old ghostify paired only ``c`` (registration order),
+    old export folding nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn_a = nn.BatchNorm2d(8, affine=False)  # old: folded for export, not absorbed by ghostify
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn_b = ForwardBN(8)  # old: folded for export (isinstance), not absorbed by ghostify (exact type)
+        self.c = ShiftConv(8, 8, 1)
+        self.bn_c = nn.BatchNorm2d(8)  # old: folded for export (the shift was lost), paired by ghostify
+        self.d = nn.Conv2d(8, 8, 1)
+        self.bn_d = PlainSubBN(8)  # old: folded for export, not absorbed by ghostify (exact type)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn_a(self.a(x)))
+        x = torch.relu(self.bn_b(self.b(x)))
+        x = self.bn_c(self.c(x))
+        return self.bn_d(self.d(x))
+
+
+class TraceableCases(nn.Module):
+    """Traceable by the old tracers too: old export folding folded ``a -> bn_a`` (no affine parameters),
+    old ghostify paired nothing (it needed affine BNs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn_a = nn.BatchNorm2d(8, affine=False)
+        self.c = ShiftConv(8, 8, 1)
+        self.bn_c = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn_c(self.c(torch.relu(self.bn_a(self.a(x)))))
+
+
+class UntraceablePairs(nn.Module):
+    """Conv/BN held as attributes, untraceable: old export folding (nn.Sequential neighbours only) folded
+    nothing, old ghostify (registration order) paired both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv1(x))
+        if float(x.sum()) > -1e9:  # data-dependent: torch.fx cannot trace this
+            x = torch.relu(x)
+        return self.bn2(self.conv2(x))
+
+
+@pytest.mark.parametrize("make, method, pairs", [
+    (RuleCases, "fx", {"a": "bn_a", "d": "bn_d"}),
+    (TraceableCases, "fx", {"a": "bn_a"}),
+    (UntraceablePairs, "registration-order", {"conv1": "bn1", "conv2": "bn2"}),
+])
+def test_ghostify_and_export_folding_use_one_conv_bn_rule(make, method, pairs):
+    from ghostcli.fold import fold_batchnorm
+    from ghostcli.fx import conv_bn_pairs
+
+    model = randomize_bn(make(), seed=4).eval()
+    info = conv_bn_pairs(model)
+    assert (info.method, info.bn_after) == (method, pairs)
+    # export folding folds exactly these pairs, and the folded model computes the same function
+    folded, fold = fold_batchnorm(model)
+    bns = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert bns - set(fold.unfolded) == set(pairs.values()) and fold.folded == len(pairs)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    # ghostify absorbs exactly these BatchNorms (every dense conv is eligible here)
+    g, rep = ghostify(model, keep_stem=False, input_size=(3, 8, 8))
+    assert {r.name: r.bn for r in rep.rows if r.bn} == pairs
+    for conv, bn in pairs.items():  # the absorbed BN's first channels are reproduced exactly
+        m = getattr(g, conv).init_channels
+        inp = torch.randn(2, getattr(model, conv).in_channels, 8, 8)
+        with torch.no_grad():
+            want = getattr(model, bn)(getattr(model, conv)(inp))[:, :m]
+            got = getattr(g, conv)(inp)[:, :m]
+        relu_inside = isinstance(getattr(g, conv).primary_conv[2], nn.ReLU)
+        torch.testing.assert_close(got, torch.relu(want) if relu_inside else want, rtol=1e-5, atol=1e-5)
