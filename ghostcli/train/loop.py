@@ -1,6 +1,6 @@
 """``train_model``: fine-tune or distil a model on image data, in one process or under torchrun (DDP).
 
-Error messages and notes name settings as the ``TrainConfig`` field in backquotes (```batch_size```);
+Error messages and notes name a setting as its ``TrainConfig`` field in backquotes (`batch_size`);
 the CLI shows its option there instead (``--batch-size``).
 """
 
@@ -26,11 +26,12 @@ from torch import nn
 from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError, one_line
 from ghostcli.fsutil import check_output
 from ghostcli.progress import Progress, no_progress
+from ghostcli.runtime.device import resolve_device
 from ghostcli.train import checkpoint as ckpt_mod
 from ghostcli.train import distributed as dist_mod
 from ghostcli.train.data import eval_loader, load_datasets, steps_per_epoch, train_loader
 from ghostcli.train.distill import distillation_loss
-from ghostcli.train.evaluate import autocast, check_outputs, resolve_device, run_eval
+from ghostcli.train.evaluate import autocast, check_outputs, run_eval
 from ghostcli.train.metrics import Meter
 from ghostcli.train.schedule import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, build_optimizer, build_scheduler, check_choice
 
@@ -269,7 +270,7 @@ def train_model(cfg: TrainConfig, *, progress: Progress = no_progress,
     """
     _validate(cfg)
     env = dist_mod.detect()
-    device = resolve_device(cfg.device, env)
+    device = resolve_device(cfg.device, env.local_rank if env.enabled else None)
     owned = env.enabled and not torch.distributed.is_initialized()
     dist_mod.init(env, device.type)
     if not env.is_main:
