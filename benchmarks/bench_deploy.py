@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from ghostcli.convert.report import measure
+    from ghostcli.analysis.macs import count_macs
     from ghostcli.deploy.calibration import load_image_set
     from ghostcli.deploy.graph import executed_precisions
     from ghostcli.deploy.quantize import int8_coverage, quantize_ov_model
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         t0 = time.perf_counter()
         model, _ = fold_batchnorm(build(name))
-        macs = measure(model, size, use_fvcore=False).total  # conv + linear, the paper's convention
+        macs = count_macs(model, torch.randn(1, *size)).conv_linear  # conv + linear, the paper's convention
         ov_model = to_openvino(model, (1, *size))
         q_model = quantize_ov_model(ov_model, calib, preset=args.preset, ignored_types=tuple(args.ignore_type))
         compiled[f"{name}/fp32"], _ = compile_cpu(ov_model, "f32", threads=args.threads)

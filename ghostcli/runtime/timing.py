@@ -1,4 +1,4 @@
-"""The one interleaved timer and the statistics of its runs.
+"""The one interleaved timer and the statistics of its runs (imports torch only for :func:`torch_runner`).
 
 A *runner* is a zero-argument callable that does one inference and returns its wall-clock
 time in milliseconds (:func:`torch_runner`, :func:`openvino_runner`, or any callable that
@@ -14,20 +14,24 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ghostcli.errors import UsageError
 from ghostcli.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Runner = Callable[[], float]
 
 
 def torch_runner(model: nn.Module, example: torch.Tensor) -> Runner:
     """Time ``model(example)``; on CUDA with events and a synchronize, on CPU with ``perf_counter``."""
+    import torch
+
     if example.device.type == "cuda":
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
@@ -54,7 +58,7 @@ def torch_runner(model: nn.Module, example: torch.Tensor) -> Runner:
 def openvino_runner(compiled: Any, example: np.ndarray | torch.Tensor) -> Runner:
     """Time one synchronous inference of an OpenVINO compiled model on ``example`` (one request, reused)."""
     request = compiled.create_infer_request()
-    data = example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example
+    data = example if isinstance(example, np.ndarray) else example.detach().cpu().numpy()
 
     def run_ov() -> float:
         t0 = time.perf_counter()
