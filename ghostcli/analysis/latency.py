@@ -41,10 +41,3 @@ def latency_stats(times_ms: Sequence[float], *, batch_size: int, warmup: int) ->
         min_ms=s.min_ms, max_ms=s.max_ms,
         throughput_ips=batch_size * 1000.0 / s.median_ms if s.median_ms > 0 else math.inf,
     )
-
-
-# Old names, kept only until tests/test_profile.py imports the new ones (then delete these three lines).
-from ghostcli.runtime.timing import percentile  # noqa: E402,F401
-from ghostcli.runtime.timing import time_interleaved as measure  # noqa: E402,F401
-
-summarize = latency_stats

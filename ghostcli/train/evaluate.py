@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghostcli.errors import DataError, DeviceError, UsageError, one_line
-from ghostcli.runtime import device as runtime_device
+from ghostcli.runtime.device import resolve_device
 from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
 from ghostcli.units import format_input_size
@@ -42,11 +42,6 @@ class EvalResult:
     input_size: list[int]
     precision: str
     notes: list[str] = field(default_factory=list)
-
-
-def resolve_device(name: str, env: DistEnv | None = None) -> torch.device:
-    """Temporary, for train/loop.py's import: :func:`ghostcli.runtime.device.resolve_device` with a DistEnv."""
-    return runtime_device.resolve_device(name, env.local_rank if env is not None and env.enabled else None)
 
 
 def autocast(device: torch.device, enabled: bool) -> torch.autocast:
@@ -249,7 +244,7 @@ def evaluate_model(model: str, data: str = "digits", *, split: str | None = None
     suffix = Path(model).suffix.lower()
     if suffix in EXPORTED_SUFFIXES and (device or "auto").strip().lower() == "auto":
         device = "cpu"  # exported models run on the CPU unless CUDA is asked for (ONNX only)
-    dev = runtime_device.resolve_device(device)
+    dev = resolve_device(device)
     notes: list[str] = []
     if workers > _usable_cpus():
         notes.append(f"`workers` {workers} is more than the {_usable_cpus()} CPUs this process may use")
