@@ -15,12 +15,13 @@ from ghostcli.units import parse_input_size
 
 @dataclass
 class BuildSummary:
-    """What ``build`` made."""
+    """What ``build`` made. ``name`` is the zoo's name for the variant the options make
+    (``ghostnet_050`` built with width 1.3 is ``ghostnet_130``)."""
 
     name: str
     source: str
     options: dict[str, Any]
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
     output_shape: tuple[int, ...]
     params: int
     output: str | None
