@@ -15,9 +15,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ghostcli.option_names import spell_options
 from ghostcli.progress import Progress as ProgressFn
 from ghostcli.progress import no_progress
 from ghostcli.schema import envelope
@@ -43,12 +45,24 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def _spelled(obj: Any) -> Any:
+    """Every string inside plain JSON data passed through :func:`spell_options`."""
+    if isinstance(obj, str):
+        return spell_options(obj)
+    if isinstance(obj, dict):
+        return {k: _spelled(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_spelled(v) for v in obj]
+    return obj
+
+
 def print_json(kind: str, obj: Any) -> None:
     """Write ``obj`` (a dict or dataclass) as indented JSON to stdout inside the ``kind`` envelope.
 
-    The envelope (``schema_version``, ``kind`` first) is docs/output.md's contract for every command.
+    The envelope (``schema_version``, ``kind`` first) is docs/output.md's contract for every command; settings
+    that library messages name in backquotes are spelled as the command's options (:func:`spell_options`).
     """
-    sys.stdout.write(json.dumps(envelope(kind, to_jsonable(obj)), indent=2) + "\n")
+    sys.stdout.write(json.dumps(envelope(kind, _spelled(to_jsonable(obj))), indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -108,10 +122,11 @@ def progress_bar(transient: bool = True, enabled: bool = True) -> Iterator[Progr
 
 
 def warn(message: str) -> None:
-    """A warning line on stderr."""
-    stderr.print(f"[yellow]Warning:[/] {message}", highlight=False)
+    """A warning line on stderr (settings named as the running command's options: :func:`spell_options`)."""
+    stderr.print(f"[yellow]Warning:[/] {escape(spell_options(message))}", highlight=False)
 
 
 def info(message: str) -> None:
     """An informational line on stderr."""
     stderr.print(message, highlight=False)
+

@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 
 from ghostcli import __version__
 from ghostcli.errors import GhostcliError
+from ghostcli.option_names import spell_options, use_options_of
 
 # One module per command; each exposes ``register(app)``.
 COMMAND_MODULES = (
@@ -41,6 +42,8 @@ class _ErrorMappingGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         args = [*ctx._protected_args, *ctx.args]
         json_mode = "--json" in args[: args.index("--") if "--" in args else len(args)]
+        if args and (command := self.get_command(ctx, args[0])) is not None:
+            use_options_of(command)
         try:
             return super().invoke(ctx)
         except GhostcliError as exc:
@@ -70,6 +73,7 @@ def _is_usage_error(exc: BaseException) -> bool:
 
 def _fail(message: str, exit_code: int, json_mode: bool, prefix: str = "Error: ") -> NoReturn:
     """One line on stderr; under ``--json`` also the error object on stdout (docs/output.md)."""
+    message = spell_options(message)
     if json_mode:
         from ghostcli import render
         from ghostcli.schema import error_envelope

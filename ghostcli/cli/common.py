@@ -41,3 +41,4 @@ InputSizeOpt = Annotated[
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the result.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it already exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
