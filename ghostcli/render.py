@@ -72,8 +72,8 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, col in enumerate(columns):
         t.add_column(col, justify="right" if i in numeric else "left", no_wrap=i == 0)
-    for row in rows:
-        t.add_row(*(str(v) for v in row))
+    for row in rows:  # cells may hold rich markup; settings named in backquotes read as the command's options
+        t.add_row(*(spell_options(str(v)) for v in row))
     return t
 
 

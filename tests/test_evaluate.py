@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from ghostcli.cli.app import app
+from ghostcli.resolve import resolve_model
 from ghostcli.train import TrainConfig, evaluate_model, train_model
+from ghostcli.train.evaluate import EvalOptions
 from ghostcli.train.metrics import Meter, topk_correct
 
 from train_fixtures import make_image_folder
@@ -64,7 +66,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float
 
 def test_evaluate_reproduces_the_training_validation(trained: tuple[Path, Path, float]) -> None:
     data, model, top1 = trained
-    r = evaluate_model(str(model), str(data), batch_size=10, device="cpu")
+    r = evaluate_model(resolve_model(str(model)), str(data), options=EvalOptions(batch_size=10, device="cpu"))
     assert r.backend == "pytorch" and r.images == 144 and r.num_classes == 6 and r.input_size == [3, 8, 8]
     assert r.top1 == pytest.approx(top1)  # the artifact reloads to the very model that was validated
     assert r.top1 <= r.top5 <= 100.0 and r.loss > 0 and r.images_per_s > 0
@@ -81,8 +83,8 @@ def test_exported_models_score_like_pytorch(trained: tuple[Path, Path, float], t
     exported = tmp_path / f"m{suffix}"
     export_model(resolve_model(str(model)), options=ExportOptions(output=exported, format=fmt, input_size=(3, 8, 8),
                                                                   dynamic_batch=(fmt == "onnx")))
-    ref = evaluate_model(str(model), str(data), batch_size=32, device="cpu")
-    r = evaluate_model(str(exported), str(data), batch_size=32, device="cpu")
+    ref = evaluate_model(resolve_model(str(model)), str(data), options=EvalOptions(batch_size=32, device="cpu"))
+    r = evaluate_model(Path(exported), str(data), options=EvalOptions(batch_size=32, device="cpu"))
     assert r.backend == ("onnxruntime" if fmt == "onnx" else "openvino") and r.precision == "f32"
     assert r.images == 144 and r.input_size == [3, 8, 8]
     assert abs(r.top1 - ref.top1) <= 100 / 144 + 1e-9  # at most one image flips on float noise

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from ghostcli.cli.app import app
-from ghostcli.cli.train import option_names
+from ghostcli.resolve import resolve_model
 from ghostcli.train import EpochRecord, TrainConfig, TrainingInterrupted, evaluate_model, train_model
 from ghostcli.train.checkpoint import load_checkpoint
+from ghostcli.train.evaluate import EvalOptions
 
 from conftest import StreamLines
 from train_fixtures import leftovers, make_image_folder, save_ghost_resnet20
@@ -69,7 +70,7 @@ def test_interrupt_then_resume_matches_uninterrupted_run_exactly(folder: Path, t
         train_model(cfg(folder, out), progress=Recorder(stop_at=(1, 3)))
     msg = str(info.value)
     assert info.value.exit_code == 130 and "\n" not in msg
-    assert "epoch 1/2, step 3/6" in msg and "--resume" in option_names(msg)
+    assert "epoch 1/2, step 3/6" in msg and "`resume`" in msg
     assert not out.exists() and leftovers(tmp_path) == []
     ck = load_checkpoint(tmp_path / "part.ckpt")
     assert (ck["epoch"], ck["step"]) == (0, 3)
@@ -95,7 +96,7 @@ def test_checkpoint_is_not_overwritten_without_resume_or_force(folder: Path, tmp
 
     with pytest.raises(OutputExistsError) as info:
         train_model(cfg(folder, tmp_path / "m.safetensors", epochs=1))
-    assert "--resume" in option_names(str(info.value))
+    assert "`resume`" in str(info.value)  # the CLI shows it as --resume (tests/test_option_names.py)
     assert (tmp_path / "m.ckpt").read_bytes() == b"precious"
 
 
@@ -181,11 +182,10 @@ def test_cli_trains_distils_and_reports_json(folder: Path, tmp_path: Path, runne
     assert d["input_size"] == [3, 8, 8] and d["world_size"] == 1 and d["global_batch_size"] == 16
     assert d["final_val_top1"] == d["history"][-1]["val_top1"]
     # the saved model, evaluated on its own on the same images in the same batches, scores what train reported
-    check = evaluate_model(str(out), str(folder), batch_size=16, device="cpu")
+    check = evaluate_model(resolve_model(str(out)), str(folder), options=EvalOptions(batch_size=16, device="cpu"))
     assert check.images == 48 and (check.top1, check.loss) == (d["final_val_top1"], d["final_val_loss"])
     assert d["history"][0]["lr"] == pytest.approx(0.1)  # end of the warm-up epoch: the peak lr
     # the artifact reloads (ghostified architecture + training info in its recipe)
-    from ghostcli.resolve import resolve_model
 
     loaded = resolve_model(str(out))
     assert loaded.is_ghostified and list(loaded.input_size) == [3, 8, 8]
@@ -233,12 +233,12 @@ def test_augmentation_is_the_same_with_data_loading_workers(folder: Path, tmp_pa
 
 
 def test_amp_and_channels_last_train_and_save_a_loadable_model(folder: Path, tmp_path: Path) -> None:
-    from ghostcli.resolve import resolve_model
 
     out = tmp_path / "amp.safetensors"
     r = train_model(cfg(folder, out, epochs=1, amp=True, channels_last=True, val_data=str(folder)))
     assert r.history[0].train_loss == r.history[0].train_loss and r.history[0].train_loss > 0  # finite, not NaN
-    check = evaluate_model(str(out), str(folder), batch_size=8, device="cpu", amp=True, channels_last=True)
+    check = evaluate_model(resolve_model(str(out)), str(folder),
+                           options=EvalOptions(batch_size=8, device="cpu", amp=True, channels_last=True))
     assert r.final_val_top1 is not None and (check.top1, check.loss) == (r.final_val_top1, r.final_val_loss)
     reloaded = resolve_model(str(out)).model
     x = torch.randn(2, *SIZE)
@@ -249,7 +249,6 @@ def test_amp_and_channels_last_train_and_save_a_loadable_model(folder: Path, tmp
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 def test_cuda_amp_training_saves_a_cpu_loadable_model(folder: Path, tmp_path: Path) -> None:
-    from ghostcli.resolve import resolve_model
 
     out = tmp_path / "cuda.safetensors"
     r = train_model(cfg(folder, out, epochs=1, device="cuda", amp=True, channels_last=True, val_data=str(folder)))

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ghostcli.resolve import resolve_model
 from ghostcli.train import TrainConfig, TrainResult, evaluate_model, train_model
+from ghostcli.train.evaluate import EvalOptions
 
 from train_fixtures import save_ghost_resnet20, save_ghostified
 
@@ -67,7 +69,8 @@ def test_resnet20_and_ghost_reach_95_percent_on_digits(results: dict) -> None:
 @pytest.mark.slow
 def test_distilled_ghost_is_at_least_as_good_as_ghost_alone(results: dict) -> None:
     alone, distilled = results["alone"], results["distilled"]
-    before = evaluate_model(str(results["dir"] / "ghost_inherited.safetensors"), "digits", device="cpu").top1
+    before = evaluate_model(resolve_model(str(results["dir"] / "ghost_inherited.safetensors")), "digits",
+                            options=EvalOptions(device="cpu")).top1
     assert before < 50.0  # ghostify cost real accuracy: there is something to recover
     assert distilled.teacher is not None and alone.teacher is None
     assert distilled.final_val_top1 >= alone.final_val_top1
@@ -82,5 +85,5 @@ def test_ghost_artifact_is_smaller_and_evaluates_to_the_same_accuracy(results: d
     orig = resolve_model(str(d / "resnet20.safetensors"))
     ghost = resolve_model(str(d / "ghost_kd.safetensors"))
     assert ghost.is_ghostified and count_params(ghost.model) < 0.6 * count_params(orig.model)
-    r = evaluate_model(str(d / "ghost_kd.safetensors"), "digits", device="cpu")
+    r = evaluate_model(resolve_model(str(d / "ghost_kd.safetensors")), "digits", options=EvalOptions(device="cpu"))
     assert r.images == 360 and r.top1 == pytest.approx(results["distilled"].final_val_top1)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, TrustFactoryOpt, WeightsOpt
+
+if TYPE_CHECKING:
+    from ghostcli.loaded import LoadedModel
 
 HELP = (
     "Measure the accuracy of MODEL on labelled images: top-1, top-5, loss and images/s.\n\n"
@@ -45,21 +48,30 @@ def evaluate_command(
     trust_factory: TrustFactoryOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
+    from ghostcli.errors import UsageError
+    from ghostcli.train.data import eval_source
+    from ghostcli.train.evaluate import EXPORTED_SUFFIXES, EvalOptions, evaluate_model
     from ghostcli.units import parse_input_size
 
-    size = parse_input_size(input_size) if input_size else None
-    from ghostcli import render
-    from ghostcli.errors import GhostcliError
-    from ghostcli.train import evaluate_model
+    options = EvalOptions(split=split, batch_size=batch_size, device=device,
+                          input_size=parse_input_size(input_size) if input_size else None,
+                          precision=precision.lower(), workers=workers, amp=amp)
+    suffix = Path(model).suffix.lower()
+    options.check_model_kind(suffix)
+    eval_source(data, split)  # a missing data folder is named before any model is loaded
+    if suffix in EXPORTED_SUFFIXES:  # an exported file: every option is checked before it is opened
+        given = [f"`{name}`" for name, on in (("weights", weights), ("allow_pickle", allow_pickle)) if on]
+        if given:
+            raise UsageError(f"{', '.join(given)} applies to PyTorch models, not to an exported {suffix} file")
+        target: Path | LoadedModel = Path(model)
+    else:
+        from ghostcli.resolve import resolve_model
 
-    try:
-        r = evaluate_model(model, data, split=split, batch_size=batch_size, device=device, input_size=size,
-                           weights=str(weights) if weights else None, precision=precision.lower(), workers=workers,
-                           amp=amp, allow_pickle=allow_pickle, trust_factory=trust_factory)
-    except GhostcliError as exc:
-        exc.args = (option_names(str(exc)),)
-        raise
-    r.notes = [option_names(n) for n in r.notes]
+        target = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
+                               trust_factory=trust_factory)
+    r = evaluate_model(target, data, options=options)
+    from ghostcli import render
+
     if as_json:
         render.print_json("evaluate", r)
         return
@@ -78,20 +90,6 @@ def evaluate_command(
     ]
     rows += [("note", n) for n in r.notes]
     render.stdout.print(render.table("Evaluation", ["", ""], rows))
-
-
-_PARAMETER = re.compile(r"`(\w+)`")
-
-
-def option_names(text: str) -> str:
-    """A message of ``evaluate_model`` with the parameters it names (```batch_size```) as this command's options."""
-    import inspect
-
-    from ghostcli.train import evaluate_model
-
-    names = {p: "--" + p.replace("_", "-") for p in inspect.signature(evaluate_model).parameters}
-    names["model"] = "MODEL"
-    return _PARAMETER.sub(lambda m: names.get(m[1], m[0]), text)
 
 
 def register(app: typer.Typer) -> None:

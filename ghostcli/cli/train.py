@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -127,37 +126,15 @@ def train_command(
     )
     is_main = os.environ.get("RANK", "0") in ("", "0")  # the library reports on rank 0 only; the CLI prints there
     from ghostcli.cli.train_view import show_epoch, show_result
-    from ghostcli.errors import GhostcliError
 
-    try:
-        with render.progress_bar(transient=False, enabled=is_main) as progress:
-            result = train_model(cfg, progress=progress, on_epoch=show_epoch,
-                                 on_note=lambda message: render.warn(option_names(message)))
-    except GhostcliError as exc:
-        exc.args = (option_names(str(exc)),)
-        raise
+    with render.progress_bar(transient=False, enabled=is_main) as progress:
+        result = train_model(cfg, progress=progress, on_epoch=show_epoch, on_note=render.warn)
     if not is_main:
         return
-    result.notes = [option_names(n) for n in result.notes]
     if as_json:
         render.print_json("train", result.to_dict())
     else:
         show_result(result)
-
-
-_SETTING = re.compile(r"`(\w+)`")
-
-
-def option_names(text: str) -> str:
-    """``train_model``'s message with each setting it names in backquotes (a ``TrainConfig`` field) written as
-    this command's option (``--batch-size``, or MODEL)."""
-    from dataclasses import fields
-
-    from ghostcli.train import TrainConfig
-
-    names = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig) if f.name != "deterministic"}
-    names["model"] = "MODEL"
-    return _SETTING.sub(lambda m: names.get(m[1], m[0]), text)
 
 
 def register(app: typer.Typer) -> None:

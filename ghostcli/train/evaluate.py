@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghostcli.errors import DataError, DeviceError, UsageError, one_line
+from ghostcli.loaded import LoadedModel
 from ghostcli.runtime.device import resolve_device
 from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
@@ -200,67 +201,84 @@ def _usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _check_options(model: str, *, batch_size: int, workers: int, precision: str, weights: str | None, amp: bool,
-                   allow_pickle: bool) -> None:
-    """Refuse impossible option values and combinations up front (UsageError, exit 2)."""
-    from ghostcli.runtime.openvino import PRECISIONS
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate_model` evaluates; impossible values are refused when it is made (UsageError).
 
-    if batch_size < 1:
-        raise UsageError(f"`batch_size` must be at least 1, got {batch_size}")
-    if workers < 0:
-        raise UsageError(f"`workers` must be 0 (load in this process) or more, got {workers}")
-    suffix = Path(model).suffix.lower()
-    if precision not in PRECISIONS:
-        raise UsageError(f"`precision` {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision != "f32" and suffix != ".xml":
-        raise UsageError(f"`precision` {precision} applies to OpenVINO .xml models only "
-                         "(PyTorch models: `amp` for mixed precision)")
-    if suffix in EXPORTED_SUFFIXES:
-        given = [f"`{name}`" for name, on in (("weights", weights), ("amp", amp), ("allow_pickle", allow_pickle)) if on]
-        if given:
-            raise UsageError(f"{', '.join(given)} applies to PyTorch models, not to an exported {suffix} file")
+    ``split`` (val unless given) picks the split of ``digits`` or of a folder holding ``train/`` and
+    ``val/``; any other folder is evaluated whole. ``precision`` is OpenVINO's inference precision
+    (``.xml`` models only); ``amp`` is PyTorch mixed precision.
+    """
+
+    split: str | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    input_size: tuple[int, int, int] | None = None
+    precision: str = "f32"
+    workers: int = 0
+    amp: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        from ghostcli.runtime.openvino import PRECISIONS
+
+        if self.batch_size < 1:
+            raise UsageError(f"`batch_size` must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise UsageError(f"`workers` must be 0 (load in this process) or more, got {self.workers}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"`precision` {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+    def check_model_kind(self, suffix: str) -> None:
+        """Refuse options that do not apply to a model file with ``suffix`` (``.xml``, ``.onnx``, or anything)."""
+        suffix = suffix.lower()
+        if self.precision != "f32" and suffix != ".xml":
+            raise UsageError(f"`precision` {self.precision} applies to OpenVINO .xml models only "
+                             "(PyTorch models: `amp` for mixed precision)")
+        if suffix in EXPORTED_SUFFIXES and self.amp:
+            raise UsageError(f"`amp` applies to PyTorch models, not to an exported {suffix} file")
 
 
-def evaluate_model(model: str, data: str = "digits", *, split: str | None = None, batch_size: int = 64,
-                   device: str = "auto", input_size: tuple[int, int, int] | None = None, weights: str | None = None,
-                   precision: str = "f32", workers: int = 0, amp: bool = False, channels_last: bool = False,
-                   allow_pickle: bool = False, trust_factory: bool = False) -> EvalResult:
+def evaluate_model(model: LoadedModel | Path, data: str = "digits", *, options: EvalOptions | None = None) -> EvalResult:
     """Top-1, top-5, mean loss and images/s of ``model`` on ``data``.
 
-    ``model`` is any MODEL argument, or an exported ``.onnx`` / OpenVINO ``.xml``
-    file (OpenVINO runs on the CPU at ``precision``, f32 unless asked). ``split`` (val
-    unless given) picks the split of ``digits`` or of a folder holding ``train/`` and
-    ``val/``; any other folder is evaluated whole. Every option is checked before the
-    model is loaded; the model's forward runs with stdout sent to stderr. Errors and notes name
-    parameters in backticks (```batch_size```); the CLI shows them as its options.
+    ``model`` is a resolved model (:func:`ghostcli.resolve.resolve_model`) or the path of an exported
+    ``.onnx`` / OpenVINO ``.xml`` file (OpenVINO runs on the CPU at ``options.precision``, f32 unless
+    asked). The model's forward runs with stdout sent to stderr. Errors and notes name settings in
+    backquotes (```batch_size```); the CLI shows them as its options.
     """
-    from ghostcli.runtime.probe import probe_forward
+    o = options or EvalOptions()
+    if isinstance(model, str):
+        raise TypeError("evaluate_model takes a resolved model (ghostcli.resolve_model) or an exported file's Path")
+    if not isinstance(model, (LoadedModel, Path)):
+        raise TypeError(f"cannot evaluate a {type(model).__name__}: expected a LoadedModel or a Path")
+    suffix = model.suffix.lower() if isinstance(model, Path) else ""
+    if isinstance(model, Path) and suffix not in EXPORTED_SUFFIXES:
+        raise UsageError(f"{model.name} is not an exported model (.onnx or .xml)")
+    o.check_model_kind(suffix)
+    from ghostcli.runtime.probe import run_once
     from ghostcli.train.data import _load, eval_loader, eval_source
     from ghostcli.usercode import call_user_code, stdout_to_stderr
 
-    _check_options(model, batch_size=batch_size, workers=workers, precision=precision, weights=weights, amp=amp,
-                   allow_pickle=allow_pickle)
-    source, split_name = eval_source(data, split)
-    suffix = Path(model).suffix.lower()
-    if suffix in EXPORTED_SUFFIXES and (device or "auto").strip().lower() == "auto":
-        device = "cpu"  # exported models run on the CPU unless CUDA is asked for (ONNX only)
-    dev = resolve_device(device)
+    source, split_name = eval_source(data, o.split)
+    exported_on_cpu = isinstance(model, Path) and o.device.strip().lower() == "auto"
+    dev = resolve_device("cpu" if exported_on_cpu else o.device)  # exported models: CPU unless CUDA is asked for
     notes: list[str] = []
-    if workers > _usable_cpus():
-        notes.append(f"`workers` {workers} is more than the {_usable_cpus()} CPUs this process may use")
+    if o.workers > _usable_cpus():
+        notes.append(f"`workers` {o.workers} is more than the {_usable_cpus()} CPUs this process may use")
     t_start = time.perf_counter()
-    if suffix in EXPORTED_SUFFIXES:
-        path = Path(model)
+    if isinstance(model, Path):
+        path = model
         if not path.is_file():
             raise DataError(f"no such model file: {path}")
-        runner = _ExportedRunner(path, dev, precision)
-        size = input_size or runner.input_size() or (3, 224, 224)
+        runner = _ExportedRunner(path, dev, o.precision)
+        size = o.input_size or runner.input_size() or (3, 224, 224)
         fixed_size = runner.input_size()
-        if fixed_size and input_size and tuple(input_size) != fixed_size:
+        if fixed_size and o.input_size and tuple(o.input_size) != fixed_size:
             raise UsageError(f"{path.name} takes {format_input_size(fixed_size)} inputs, "
-                             f"not {format_input_size(input_size)}")
+                             f"not {format_input_size(o.input_size)}")
         ds = _load(source, split_name or "val", tuple(size), False)  # type: ignore[arg-type]
-        loader = eval_loader(ds, batch_size=batch_size, workers=workers)
+        loader = eval_loader(ds, batch_size=o.batch_size, workers=o.workers)
         with quiet_library_warnings():
             meter = call_user_code(f"running {path.name}", lambda: _run_exported(runner, loader))
         backend, prec, name = runner.backend, runner.precision, path.name
@@ -268,28 +286,24 @@ def evaluate_model(model: str, data: str = "digits", *, split: str | None = None
         if runner.fixed_batch:
             notes.append(f"the model's batch is fixed at {runner.fixed_batch}")
     else:
-        from ghostcli.resolve import resolve_model
-
-        loaded = resolve_model(model, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory)
-        size = tuple(input_size or loaded.input_size)  # type: ignore[assignment]
+        loaded = model
+        size = tuple(o.input_size or loaded.input_size)  # type: ignore[assignment]
         net = loaded.model.to(dev)
-        if channels_last:
+        if o.channels_last:
             net = net.to(memory_format=torch.channels_last)
         with stdout_to_stderr():  # one image first: a wrong input size is named at the failing layer
-            probe = probe_forward(net.eval(), torch.zeros(1, *size, device=dev), model_name=loaded.name,
-                                  track_memory=False)
+            out = run_once(net, torch.zeros(1, *size, device=dev), loaded.name)
         ds = _load(source, split_name or "val", size, False)
-        out = probe.layers.get("")
-        if out is not None and out.output_shape is not None and len(out.output_shape) == 2:
-            check_outputs(out.output_shape[1], list(getattr(ds, "classes", [])), f"model {loaded.name}")
-        loader = eval_loader(ds, batch_size=batch_size, workers=workers, pin_memory=dev.type == "cuda")
+        if isinstance(out, torch.Tensor) and out.dim() == 2:
+            check_outputs(out.shape[1], list(getattr(ds, "classes", [])), f"model {loaded.name}")
+        loader = eval_loader(ds, batch_size=o.batch_size, workers=o.workers, pin_memory=dev.type == "cuda")
         with quiet_library_warnings():
             meter = call_user_code(
                 f"evaluating {loaded.name}",
-                lambda: run_eval(net, loader, dev, amp=amp, channels_last=channels_last, warmup=True),
+                lambda: run_eval(net, loader, dev, amp=o.amp, channels_last=o.channels_last, warmup=True),
             )
         backend, name, dev_name = "pytorch", loaded.name, str(dev)
-        prec = ("f16" if dev.type == "cuda" else "bf16") if amp else "f32"
+        prec = ("f16" if dev.type == "cuda" else "bf16") if o.amp else "f32"
     classes = list(getattr(ds, "classes", []))
     if meter.count == 0:
         raise DataError(f"{data} has no images" + (f" in its {split_name} split" if split_name else ""))
@@ -297,6 +311,6 @@ def evaluate_model(model: str, data: str = "digits", *, split: str | None = None
         model=name, backend=backend, device=dev_name, data=data, split=split_name, images=meter.count,
         num_classes=len(classes), top1=meter.acc1, top5=meter.acc5, loss=meter.loss,
         images_per_s=meter.count / meter.seconds if meter.seconds > 0 else float("nan"),
-        seconds=time.perf_counter() - t_start, batch_size=batch_size, input_size=list(size), precision=prec,
+        seconds=time.perf_counter() - t_start, batch_size=o.batch_size, input_size=list(size), precision=prec,
         notes=notes,
     )
