@@ -16,11 +16,12 @@ import pytest
 from ghostcli.analysis.baseline import read_baseline
 from ghostcli.analysis.check import run_check
 from ghostcli.analysis.check_config import build_settings, find_config, read_config
-from ghostcli.analysis.check_keys import CHECK_KEYS, CheckSettings, render_terms
+from ghostcli.analysis.check_keys import CHECK_KEYS, CheckSettings
 from ghostcli.cli.app import app
 from ghostcli.cli.check import check_cmd
-from ghostcli.cli.check_view import keys_markdown, option_name
+from ghostcli.cli.check_view import keys_markdown, spell_help
 from ghostcli.errors import ArtifactError, UsageError
+from ghostcli.option_names import spell_options, use_options_of
 from ghostcli.resolve import resolve_model
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -67,9 +68,9 @@ def test_usage_errors_exit_2(runner, tmp_path: Path, monkeypatch, args: list[str
 def test_human_sizes_parse() -> None:
     s = build_settings({"max-macs": "2.5G", "max-params": "15M", "max-weights": "500k", "tolerance": "2%"}, {}, None)
     assert (s.max_macs, s.max_params, s.max_weights, s.tolerance) == (2.5e9, 15e6, 500e3, 0.02)
-    s = build_settings({"max-params": "15M"}, {"max-params": 1000, "max-macs": "1e9", "runs": 7}, None,
-                       name=option_name)
-    assert (s.max_params, s.max_macs, s.runs) == (15e6, 1e9, 7) and s.sources["max-params"] == "--max-params"
+    s = build_settings({"max-params": "15M"}, {"max-params": 1000, "max-macs": "1e9", "runs": 7}, None)
+    assert (s.max_params, s.max_macs, s.runs) == (15e6, 1e9, 7) and s.sources["max-params"] == "`max_params`"
+    assert s.sources["max-macs"] == "config"
 
 
 def test_baseline_round_trip(runner, tmp_path: Path, monkeypatch) -> None:
@@ -187,6 +188,12 @@ def test_subprocess_exit_codes(ghostcli_exe: str, tmp_path: Path) -> None:
 CLI_ONLY = {"update_baseline", "config", "no_config", "trust_factory", "json_out"}
 
 
+def _check_command():
+    import typer.main
+
+    return typer.main.get_command(app).commands["check"]  # type: ignore[attr-defined]
+
+
 def test_table_settings_and_options_agree() -> None:
     """Adding a key to the table, CheckSettings or the CLI alone fails here."""
     assert [k.field for k in CHECK_KEYS.values()] == [f.name for f in fields(CheckSettings)][:-2]
@@ -194,11 +201,14 @@ def test_table_settings_and_options_agree() -> None:
     params = inspect.signature(check_cmd).parameters
     assert set(params) - CLI_ONLY == {k.field for k in CHECK_KEYS.values()}
     hints = get_type_hints(check_cmd, include_extras=True)
+    use_options_of(_check_command())  # what the error handler does for `ghostcli check`
     for key in CHECK_KEYS.values():
         info = hints[key.field].__metadata__[0]
-        assert info.help == render_terms(key.help, option_name), key.key
+        assert info.help == spell_help(key.help) == spell_options(key.help), key.key
+        assert "`" not in info.help, key.key
         first = info.metavar if key.key == "model" else info.default  # typer keeps the first declaration there
-        assert first.split("/")[0] == option_name(key.key), key.key
+        flag = spell_options(f"`{key.field}`")  # a message naming the field shows the key's own option
+        assert first.split("/")[0] == flag == ("MODEL" if key.key == "model" else f"--{key.key}"), key.key
     assert all(k.limit is None or k.unit in ("MAC", "params", "bytes", "ms", "x") for k in CHECK_KEYS.values())
 
 
@@ -213,20 +223,60 @@ def test_docs_list_every_key() -> None:
         assert set(section) <= set(CHECK_KEYS)
 
 
-def test_library_messages_name_keys_not_options() -> None:
+def test_library_messages_name_settings_not_options() -> None:
+    """Library messages name settings by field in backquotes (ghostcli.option_names); config keys stay as written."""
     with pytest.raises(UsageError) as err:
         build_settings({"max-latency-ratio": "1.2"}, {}, None)
-    assert str(err.value) == "max-latency-ratio needs latency-reference MODEL (timed in the same run)"
-    with pytest.raises(UsageError, match="^max-macs: cannot read 'lots'"):
+    assert str(err.value) == "`max_latency_ratio` needs `latency_reference` MODEL (timed in the same run)"
+    with pytest.raises(UsageError, match="^`max_macs`: cannot read 'lots'"):
         build_settings({"max_macs": "lots"}, {}, None)
+    with pytest.raises(UsageError, match="^ghostcli.toml max-macs: cannot read 'lots'"):
+        build_settings({}, {"max-macs": "lots"}, Path("ghostcli.toml"))
     with pytest.raises(UsageError, match="unknown key 'max-flops'"):
         build_settings({"max-flops": "1G"}, {}, None)
     with pytest.raises(UsageError) as err:
-        run_check(build_settings({"model": "resnet20"}, {}, None), load=resolve_model, update_baseline=True)
-    assert "--" not in str(err.value) and "baseline" in str(err.value)
+        run_check(build_settings({"model": "resnet20", "max-macs": "1G"}, {}, None), load=resolve_model,
+                  update_baseline=True)
+    assert str(err.value) == "`update_baseline` needs `baseline` FILE"
+    with pytest.raises(UsageError, match="^no `model` given"):
+        run_check(build_settings({"max-macs": "1G"}, {}, None), load=resolve_model)
     with pytest.raises(ArtifactError) as err2:
         read_baseline(Path("no-such-baseline.json"))
-    assert str(err2.value).endswith("(create it with update_baseline=True)")
+    assert str(err2.value).endswith("(create it with `update_baseline`)")
+    assert "--" not in str(err2.value)
+
+
+@pytest.mark.parametrize(("given", "args", "field", "flag"), [
+    ({"max-weights": "0"}, ["--max-weights", "0"], "max_weights", "--max-weights"),
+    ({"max-latency-ms": "1", "latency-tolerance": "5%"}, ["--max-latency-ms", "1", "--latency-tolerance", "5%"],
+     "latency_tolerance", "--latency-tolerance"),
+])
+def test_a_library_error_names_the_field_and_the_cli_the_flag(runner, tmp_path: Path, monkeypatch, given, args,
+                                                              field: str, flag: str) -> None:
+    """The same error: the library message has `field`, the command line shows --flag there (and nothing else changes)."""
+    with pytest.raises(UsageError) as err:
+        build_settings(given, {}, None)
+    library = str(err.value)
+    assert library.startswith(f"`{field}`") and "--" not in library
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["check", "resnet20", *args, "--no-config"])
+    assert res.exit_code == 2
+    assert _one_line_error(res) == "Error: " + library.replace(f"`{field}`", flag).replace("`baseline`", "--baseline")
+
+
+def test_special_terms_read_as_the_command_on_the_command_line(runner, tmp_path: Path, monkeypatch) -> None:
+    """Messages that quote a whole command spell each setting in it: MODEL, --baseline FILE, --update-baseline."""
+    monkeypatch.chdir(tmp_path)
+    Path("other.json").write_text('{"macs": 1, "params": 2}')
+    with pytest.raises(ArtifactError) as err:
+        read_baseline(Path("other.json"))
+    assert str(err.value).endswith("write one with 'ghostcli check `model` `baseline` FILE `update_baseline`'")
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", "other.json", "--no-config"])
+    assert _one_line_error(res).endswith("write one with 'ghostcli check MODEL --baseline FILE --update-baseline'")
+    Path("text.json").write_text("macs=1\n")
+    res = runner.invoke(app, ["check", "resnet20", "--baseline", "text.json", "--no-config"])
+    assert _one_line_error(res) == ("Error: baseline text.json is not JSON "
+                                    "(expected a file written by 'ghostcli check --update-baseline')")
 
 
 def test_baseline_records_and_compares_input_size(runner, tmp_path: Path, monkeypatch) -> None:

@@ -22,7 +22,7 @@ _LAZY = {
     "ForwardError": "ghostcli.runtime.probe",
     **{n: "ghostcli.analysis.check_keys" for n in ("CHECK_KEYS", "CheckKey", "CheckSettings")},
     **{n: "ghostcli.analysis.check_config" for n in ("build_settings", "find_config", "read_config")},
-    **{n: "ghostcli.analysis.baseline" for n in ("BaselineEntry", "read_baseline")},
+    **{n: "ghostcli.analysis.baseline" for n in ("BaselineEntry", "BaselineError", "read_baseline")},
     **{n: "ghostcli.analysis.check" for n in ("CheckReport", "LimitResult", "run_check")},
     **{n: "ghostcli.analysis.profile" for n in ("DEFAULT_RUNS", "DEFAULT_WARMUP", "compare", "profile_model",
                                                  "profile_models")},

@@ -12,11 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ghostcli.analysis.check_keys import BaselineError, term
 from ghostcli.analysis.report import PROFILE_KIND, SCHEMA_VERSION, Environment
-from ghostcli.errors import one_line
+from ghostcli.errors import ArtifactError, one_line
 
 BASELINE_KIND = "ghostcli.baseline"
+
+
+class BaselineError(ArtifactError):
+    """A baseline file that is missing, malformed or does not fit this check (exit 1)."""
 
 
 @dataclass
@@ -37,23 +40,23 @@ class BaselineEntry:
 def read_baseline(path: Path, model_name: str | None = None) -> BaselineEntry:
     """Read a baseline (or a ``profile --json`` file: the model named ``model_name``, else the first).
 
-    Missing or malformed files raise :class:`~ghostcli.analysis.check_keys.BaselineError`.
+    Missing or malformed files raise :class:`BaselineError`.
     """
     if path.is_dir():
         raise BaselineError(f"baseline {path} is a directory, expected a JSON file")
     if not path.is_file():
-        raise BaselineError(f"baseline file {path} does not exist (create it with {term('update-baseline')})")
+        raise BaselineError(f"baseline file {path} does not exist (create it with `update_baseline`)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise BaselineError(f"cannot read baseline {path}: {exc.strerror or one_line(exc)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise BaselineError(f"baseline {path} is not JSON (expected a file written by {term('check-update-baseline')})"
-                            ) from None
+        raise BaselineError(f"baseline {path} is not JSON (expected a file written by "
+                            "'ghostcli check `update_baseline`')") from None
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in (BASELINE_KIND, PROFILE_KIND):
         raise BaselineError(f"{path} is not a ghostcli baseline (no kind {BASELINE_KIND!r}); "
-                            f"write one with {term('write-baseline')}")
+                            "write one with 'ghostcli check `model` `baseline` FILE `update_baseline`'")
     major = str(data.get("schema_version", "")).split(".")[0]
     if major != SCHEMA_VERSION.split(".")[0]:
         raise BaselineError(f"{path} has schema version {data.get('schema_version')!r}; this ghostcli reads "

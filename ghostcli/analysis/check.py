@@ -12,17 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ghostcli.analysis.baseline import BaselineEntry, read_baseline, write_baseline
-from ghostcli.analysis.check_keys import (
-    CHECK_KEYS,
-    LIMIT_KEYS,
-    BaselineError,
-    CheckSettings,
-    CheckUsageError,
-    format_value,
-    term,
-)
+from ghostcli.analysis.baseline import BaselineEntry, BaselineError, read_baseline, write_baseline
+from ghostcli.analysis.check_keys import CHECK_KEYS, LIMIT_KEYS, CheckSettings, format_value
 from ghostcli.analysis.report import CHECK_KIND, SCHEMA_VERSION, Conditions, Environment
+from ghostcli.errors import UsageError
 from ghostcli.units import format_input_size
 
 if TYPE_CHECKING:
@@ -38,7 +31,7 @@ class LimitResult:
     limit: float
     unit: str  # MAC | params | bytes | ms | x
     passed: bool
-    source: str  # e.g. "--max-macs", "ghostcli.toml", "baseline ci/base.json +2%"
+    source: str  # e.g. "`max_macs`" (a given setting), "ghostcli.toml", "baseline ci/base.json +2%"
     detail: str = ""
 
 
@@ -76,14 +69,13 @@ class CheckReport:
 def _refuse_impossible(settings: CheckSettings, update_baseline: bool) -> None:
     """Usage errors that need the whole settings (before anything is loaded), beyond a missing MODEL."""
     if all(getattr(settings, k.field) is None for k in LIMIT_KEYS) and settings.baseline is None:
-        raise CheckUsageError(f"nothing to check: give {term('max-macs')}, {term('max-params')}, "
-                              f"{term('max-latency-ms')} or {term('baseline')} "
-                              "(or set them in ghostcli.toml / [tool.ghostcli])")
+        raise UsageError("nothing to check: give `max_macs`, `max_params`, `max_latency_ms` or `baseline` "
+                         "(or set them in ghostcli.toml / [tool.ghostcli])")
     if update_baseline and settings.baseline is None:
-        raise CheckUsageError(f"{term('update-baseline')} needs {term('baseline')} FILE")
+        raise UsageError("`update_baseline` needs `baseline` FILE")
     if "tolerance" in settings.sources and settings.baseline is None:
-        raise CheckUsageError(f"{term('tolerance')} is the growth allowed over a baseline: give {term('baseline')} "
-                              f"FILE (limits such as {term('max-macs')} are exact)")
+        raise UsageError("`tolerance` is the growth allowed over a baseline: give `baseline` FILE "
+                         "(limits such as `max_macs` are exact)")
 
 
 def _same_input_size(settings: CheckSettings, base: BaselineEntry, model: LoadedModel) -> None:
@@ -92,8 +84,7 @@ def _same_input_size(settings: CheckSettings, base: BaselineEntry, model: Loaded
     if base.input_size is not None and size != base.input_size:
         was, now = format_input_size(tuple(base.input_size)), format_input_size(tuple(size))
         raise BaselineError(f"baseline {settings.baseline} was recorded at input size {was}, this check measures "
-                            f"{now}: pass {term('input-size')} {was} or re-create the baseline with "
-                            f"{term('update-baseline')}")
+                            f"{now}: pass `input_size` {was} or re-create the baseline with `update_baseline`")
 
 
 def run_check(settings: CheckSettings, *, load: Callable[[str], LoadedModel],
@@ -103,15 +94,16 @@ def run_check(settings: CheckSettings, *, load: Callable[[str], LoadedModel],
     ``load`` turns the settings' MODEL names into loaded models (the CLI passes ``resolve_model``).
 
     Returns the report; the caller decides the exit code (3 when ``report.passed`` is False).
-    Impossible timing settings raise the :class:`~ghostcli.analysis.profile.OptionError` of
-    ``ProfileOptions`` (naming its fields) before any model is loaded.
+    Impossible settings raise :class:`~ghostcli.errors.UsageError` (timing ones those of
+    ``ProfileOptions``) before any model is loaded, a bad baseline :class:`BaselineError`; messages
+    name settings in backquotes (`` `baseline` ``), as :mod:`ghostcli.option_names` describes.
     """
     from ghostcli.analysis.profile import ProfileOptions, profile_models
     from ghostcli.fsutil import check_output
     from ghostcli.usercode import stdout_to_stderr
 
     if not settings.model:
-        raise CheckUsageError("no MODEL given (pass it, or set 'model' in ghostcli.toml / [tool.ghostcli])")
+        raise UsageError("no `model` given (pass it, or set 'model' in ghostcli.toml / [tool.ghostcli])")
     _refuse_impossible(settings, update_baseline)
     base = None
     if settings.baseline is not None:
@@ -190,4 +182,4 @@ def _compare_baseline(settings: CheckSettings, base: BaselineEntry, measured: di
             "flaky on shared runners")
     else:
         raise BaselineError(f"baseline {settings.baseline} records no latency to compare against "
-                            f"(re-create it with {term('update-baseline')} and a latency option)")
+                            "(re-create it with `update_baseline` and a latency option)")

@@ -9,11 +9,11 @@ command line) win over config values.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ghostcli.analysis.check_keys import CHECK_KEYS, CheckSettings, CheckUsageError, KeyedError, plain_name, term
+from ghostcli.analysis.check_keys import CHECK_KEYS, CheckSettings
 from ghostcli.errors import UsageError, one_line
 
 
@@ -29,7 +29,7 @@ def find_config(start: Path | None = None) -> Path | None:
             return cand
         py = folder / "pyproject.toml"
         if py.is_file():
-            tool = _load_toml(py, hint=f" (fix it, or pass {term('no-config')})").get("tool")
+            tool = _load_toml(py, hint=" (fix it, or pass `no_config`)").get("tool")
             if isinstance(tool, dict) and "ghostcli" in tool:
                 return py
         if (folder / ".git").exists():
@@ -40,15 +40,15 @@ def find_config(start: Path | None = None) -> Path | None:
 def _load_toml(path: Path, hint: str = "") -> dict[str, Any]:
     """Parse a TOML file; a missing, unreadable or malformed one raises a usage error (``hint`` is appended)."""
     if path.is_dir():
-        raise CheckUsageError(f"config file {path} is a directory, expected a .toml file")
+        raise UsageError(f"config file {path} is a directory, expected a .toml file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckUsageError(f"config file {path} does not exist") from None
+        raise UsageError(f"config file {path} does not exist") from None
     except OSError as exc:
-        raise CheckUsageError(f"cannot read config file {path}: {exc.strerror or one_line(exc)}") from None
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or one_line(exc)}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CheckUsageError(f"config file {path} is not valid TOML: {one_line(exc)}{hint}") from None
+        raise UsageError(f"config file {path} is not valid TOML: {one_line(exc)}{hint}") from None
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -76,12 +76,12 @@ def _known(key: str, before: str = "", after: str = "") -> str:
     return k
 
 
-def build_settings(given: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None, *,
-                   name: Callable[[str], str] = plain_name) -> CheckSettings:
+def build_settings(given: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None) -> CheckSettings:
     """Merge config values with given values (which win; ``None`` means not given); parse and validate all.
 
-    ``sources`` records the config file's name for config values and ``name(key)`` for given
-    ones (the CLI passes its option names). A relative path in a config file is relative to it.
+    Keys are config keys (``max-macs``; ``max_macs`` too). ``sources`` records the config file's
+    name for config values and the backquoted field (`` `max_macs` ``) for given ones, which the
+    command line shows as its option. A relative path in a config file is relative to it.
     """
     s = CheckSettings(config_path=config_path)
     label = config_path.name if config_path else "config"
@@ -92,21 +92,21 @@ def build_settings(given: Mapping[str, Any], config: Mapping[str, Any], config_p
     for key, value in given.items():
         if value is not None:
             k = _known(key)
-            merged[k] = (value, name(k), term(k), False)
+            what = f"`{CHECK_KEYS[k].field}`"
+            merged[k] = (value, what, what, False)
     for key, (value, source, what, from_config) in merged.items():
         spec = CHECK_KEYS[key]
         try:
             parsed = spec.parse(value, what)
         except UsageError as exc:
-            msg = exc.template if isinstance(exc, KeyedError) else str(exc)
-            raise CheckUsageError(msg if msg.startswith(what) else f"{what}: {msg}") from None
+            msg = str(exc)
+            raise UsageError(msg if msg.startswith(what) else f"{what}: {msg}") from None
         if isinstance(parsed, Path) and from_config and config_path is not None and not parsed.is_absolute():
             parsed = config_path.parent / parsed
         setattr(s, spec.field, parsed)
         s.sources[key] = source
     if s.max_latency_ratio is not None and not s.latency_reference:
-        raise CheckUsageError(f"{term('max-latency-ratio')} needs {term('latency-reference')} MODEL "
-                              "(timed in the same run)")
+        raise UsageError("`max_latency_ratio` needs `latency_reference` MODEL (timed in the same run)")
     if s.latency_tolerance is not None and s.baseline is None:
-        raise CheckUsageError(f"{term('latency-tolerance')} compares against a baseline: give {term('baseline')} FILE")
+        raise UsageError("`latency_tolerance` compares against a baseline: give `baseline` FILE")
     return s

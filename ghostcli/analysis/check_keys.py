@@ -1,26 +1,25 @@
-"""The ``check`` settings: one table of keys, the settings dataclass, and how messages name keys.
+"""The ``check`` settings: one table of keys and the settings dataclass.
 
 Each :class:`CheckKey` is one setting, spelled the same in config files (``max-macs``) and
-(as ``--max-macs``) on the command line. The table :data:`CHECK_KEYS` drives config parsing
-and validation, the merge of given values over config values, the limit comparison, the
-command-line help and the key list in docs/ci.md; tests hold :class:`CheckSettings`, the
+(as ``--max-macs``) on the command line; its :attr:`~CheckKey.field` is the
+:class:`CheckSettings` attribute (``max_macs``). The table :data:`CHECK_KEYS` drives config
+parsing and validation, the merge of given values over config values, the limit comparison,
+the command-line help and the key list in docs/ci.md; tests hold :class:`CheckSettings`, the
 CLI options and the docs to it. Nothing here imports torch.
 
-Library messages mark the names of keys and options with :func:`term`; ``str()`` shows them
-as plain key names, and the CLI renders them as its options (:meth:`KeyedError.rendered`).
+Messages and help name a setting in backquotes by its field (`` `max_macs` ``), the convention
+of :mod:`ghostcli.option_names`: the command line shows it as ``--max-macs``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ghostcli.errors import ArtifactError, GhostcliError, UsageError
+from ghostcli.errors import UsageError
 from ghostcli.units import (
     format_bytes,
     format_count,
@@ -33,55 +32,6 @@ from ghostcli.units import (
 
 DEFAULT_CHECK_RUNS = 30
 DEFAULT_CHECK_WARMUP = 5
-
-# ---------------------------------------------------------------- naming keys in messages
-
-_MARK = "\x1f"
-_MARKED = re.compile(f"{_MARK}([^{_MARK}]*){_MARK}")
-PLAIN_TERMS = {  # how messages read outside the CLI for terms that are not check keys
-    "update-baseline": "update_baseline=True",
-    "no-config": "no config file",
-    "check-update-baseline": "run_check(settings, update_baseline=True)",
-    "write-baseline": "run_check(settings, update_baseline=True)",
-}
-
-
-def term(name: str) -> str:
-    """Mark ``name`` (a check key, or an option such as ``update-baseline``) in a :class:`KeyedError` message."""
-    return f"{_MARK}{name}{_MARK}"
-
-
-def plain_name(name: str) -> str:
-    """How a key or term reads outside the CLI: the key itself (``max-macs``)."""
-    return PLAIN_TERMS.get(name, name)
-
-
-def render_terms(text: str, name: Callable[[str], str] = plain_name) -> str:
-    """``text`` with every :func:`term` replaced by ``name(term)``."""
-    return _MARKED.sub(lambda m: name(m.group(1)), text)
-
-
-class KeyedError(GhostcliError):
-    """An error whose message names keys with :func:`term`; ``str()`` shows them as :func:`plain_name`."""
-
-    def __init__(self, template: str) -> None:
-        self.template = template
-        super().__init__(render_terms(template))
-
-    def rendered(self, name: Callable[[str], str]) -> KeyedError:
-        """A copy whose message names the keys with ``name`` (the CLI: ``max-macs`` -> ``--max-macs``)."""
-        new = copy.copy(self)
-        new.args = (render_terms(self.template, name),)
-        return new
-
-
-class CheckUsageError(KeyedError, UsageError):
-    """An impossible check setting or combination (exit 2)."""
-
-
-class BaselineError(KeyedError, ArtifactError):
-    """A baseline file that is missing, malformed or does not fit this check (exit 1)."""
-
 
 # ---------------------------------------------------------------- parsers: (value, what) -> setting
 
@@ -106,14 +56,14 @@ def _input_size(value: Any, what: str) -> tuple[int, int, int]:
 
 def _boolean(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
-        raise CheckUsageError(f"{what} must be true or false, got {value!r}")
+        raise UsageError(f"{what} must be true or false, got {value!r}")
     return value
 
 
 def _at_least(minimum: int) -> Parser:
     def parse(value: Any, what: str) -> int:
         if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < minimum:
-            raise CheckUsageError(f"{what}: expected an integer >= {minimum}, got {value!r}")
+            raise UsageError(f"{what}: expected an integer >= {minimum}, got {value!r}")
         return int(value)
 
     return parse
@@ -123,7 +73,7 @@ def _float(text: str, what: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise CheckUsageError(f"{what}: cannot read {text!r} as a number") from None
+        raise UsageError(f"{what}: cannot read {text!r} as a number") from None
 
 
 def _positive(read: Callable[[str, str], float]) -> Parser:
@@ -131,12 +81,12 @@ def _positive(read: Callable[[str, str], float]) -> Parser:
 
     def parse(value: Any, what: str) -> float:
         if isinstance(value, bool):
-            raise CheckUsageError(f"{what}: expected a number, got {value!r}")
+            raise UsageError(f"{what}: expected a number, got {value!r}")
         if isinstance(value, str) and value.strip().startswith("-"):
-            raise CheckUsageError(f"{what}: expected a positive number, got {value!r}")
+            raise UsageError(f"{what}: expected a positive number, got {value!r}")
         v = float(value) if isinstance(value, (int, float)) else read(str(value), what)
         if not math.isfinite(v) or v <= 0:
-            raise CheckUsageError(f"{what}: expected a positive number, got {value!r}")
+            raise UsageError(f"{what}: expected a positive number, got {value!r}")
         return v
 
     return parse
@@ -144,7 +94,7 @@ def _positive(read: Callable[[str, str], float]) -> Parser:
 
 def _percent(value: Any, what: str) -> float:
     if isinstance(value, bool):
-        raise CheckUsageError(f"{what}: expected a tolerance such as 2%, got {value!r}")
+        raise UsageError(f"{what}: expected a tolerance such as 2%, got {value!r}")
     return parse_percent(str(value))
 
 
@@ -170,7 +120,7 @@ class CheckKey:
 
     key: str
     parse: Parser
-    help: str  # command-line help; other options are marked with term()
+    help: str  # command-line help; other settings in backquotes (`latency_reference`)
     unit: str = ""  # unit of a limit's values (MAC, params, bytes, ms, x), % for tolerances
     limit: Limit | None = None  # set for keys that bound a measurement
     timed: bool = False  # setting it means latency is measured
@@ -201,10 +151,10 @@ CHECK_KEYS: dict[str, CheckKey] = {k.key: k for k in (
              timed=True),
     CheckKey("latency-reference", _text, "A model timed interleaved in the same run, for ratio limits."),
     CheckKey("max-latency-ratio", _ratio,
-             f"Most median latency relative to {term('latency-reference')}, e.g. 0.8.", "x",
+             "Most median latency relative to `latency_reference`, e.g. 0.8.", "x",
              Limit("latency_ratio", "latency_ratio", "median vs {reference}, timed interleaved in this run"),
              timed=True),
-    CheckKey("baseline", _path, f"Baseline JSON to compare against (written by {term('update-baseline')})."),
+    CheckKey("baseline", _path, "Baseline JSON to compare against (written by `update_baseline`)."),
     CheckKey("tolerance", _percent, "Growth allowed over the baseline MACs/params, e.g. 2% (default 0%).", "%"),
     CheckKey("latency-tolerance", _percent, "Latency growth allowed over the baseline, e.g. 10% (opt-in).", "%",
              timed=True),

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ghostcli.analysis.check_keys import CHECK_KEYS, KeyedError, render_terms
-from ghostcli.cli.check_view import option_name
+from ghostcli.analysis.check_keys import CHECK_KEYS
+from ghostcli.cli.check_view import spell_help
 from ghostcli.cli.common import JsonOpt, TrustFactoryOpt
 
 if TYPE_CHECKING:
@@ -34,8 +34,8 @@ Examples:
 """
 
 def _help(key: str) -> str:
-    """The help of the option for check key ``key`` (from the table)."""
-    return render_terms(CHECK_KEYS[key].help, option_name)
+    """The help of the option for check key ``key`` (from the table), settings spelled as options."""
+    return spell_help(CHECK_KEYS[key].help)
 
 
 def check_cmd(
@@ -82,11 +82,8 @@ def check_cmd(
 
     if config is not None and no_config:
         raise UsageError("choose one of --config and --no-config")
-    try:
-        report = _run(options, config=config, no_config=no_config, update_baseline=update_baseline,
-                      trust_factory=trust_factory)
-    except KeyedError as exc:
-        raise exc.rendered(option_name) from None
+    report = _run(options, config=config, no_config=no_config, update_baseline=update_baseline,
+                  trust_factory=trust_factory)
 
     from ghostcli.cli.check_view import print_report, regression_message
 
@@ -108,19 +105,14 @@ def _run(options: dict[str, Any], *, config: Path | None, no_config: bool, updat
     """Find and read the config, merge the options over it, and run the check."""
     from ghostcli.analysis.check import run_check
     from ghostcli.analysis.check_config import build_settings, find_config, read_config
-    from ghostcli.analysis.profile import OptionError
     from ghostcli.resolve import resolve_model
 
     cfg_path = None if no_config else (config or find_config())
     cfg = read_config(cfg_path) if cfg_path else {}
     given = {k.key: options[k.field] for k in CHECK_KEYS.values()}
-    settings = build_settings(given, cfg, cfg_path, name=option_name)
-    try:
-        return run_check(settings, update_baseline=update_baseline,
-                         load=lambda spec: resolve_model(spec, trust_factory=trust_factory))
-    except OptionError as exc:  # the timing options, named by their ProfileOptions fields
-        names = {k.field: option_name(k.key) for k in CHECK_KEYS.values()}
-        raise exc.named({**names, "batch_sizes": option_name("batch-size")}) from None
+    settings = build_settings(given, cfg, cfg_path)
+    return run_check(settings, update_baseline=update_baseline,
+                     load=lambda spec: resolve_model(spec, trust_factory=trust_factory))
 
 
 def register(app: typer.Typer) -> None:

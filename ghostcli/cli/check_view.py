@@ -1,24 +1,26 @@
-"""How ``ghostcli check`` names its keys (``--max-macs``) and shows its report; the key list of docs/ci.md."""
+"""How ``ghostcli check`` shows its report and the help of its keys; the key list of docs/ci.md."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
-from ghostcli.analysis.check_keys import CHECK_KEYS, format_value, render_terms
+from ghostcli.analysis.check_keys import CHECK_KEYS, format_value
+from ghostcli.option_names import spell_options
 
 if TYPE_CHECKING:
     from ghostcli.analysis.check import CheckReport
 
-CLI_TERMS = {  # message terms the command line does not spell --TERM
-    "model": "MODEL",
-    "check-update-baseline": "'ghostcli check --update-baseline'",
-    "write-baseline": "'ghostcli check MODEL --baseline FILE --update-baseline'",
-}
+_SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
-def option_name(name: str) -> str:
-    """The command line's name for a check key or message term: ``max-macs`` -> ``--max-macs``."""
-    return CLI_TERMS.get(name, f"--{name}")
+def spell_help(text: str, quote: str = "") -> str:
+    """``text`` (a check key's help) with each backquoted setting as its option: ``--latency-reference``.
+
+    ``quote`` goes around each option (docs/ci.md). Help is made when the command is defined, before
+    :mod:`ghostcli.option_names` knows the command; a test holds the two spellings to the same result.
+    """
+    return _SETTING.sub(lambda m: f"{quote}--{m[1].replace('_', '-')}{quote}", text)
 
 
 def print_report(report: CheckReport) -> None:
@@ -26,7 +28,8 @@ def print_report(report: CheckReport) -> None:
     from ghostcli import render
 
     rows = [[r.name, format_value(r.measured, r.unit), "<= " + format_value(r.limit, r.unit),
-             "[green]pass[/]" if r.passed else "[red bold]FAIL[/]", r.source, r.detail] for r in report.results]
+             "[green]pass[/]" if r.passed else "[red bold]FAIL[/]", spell_options(r.source), r.detail]
+            for r in report.results]
     if report.baseline_updated:
         m = report.measured
         rows += [[k, format_value(v, u), "-", "recorded", report.baseline or "", ""]
@@ -58,6 +61,6 @@ def keys_markdown() -> str:
     """The table of check keys in docs/ci.md (between its ``check-keys`` markers), generated from CHECK_KEYS."""
     rows = ["| key | option | meaning |", "|---|---|---|"]
     for k in CHECK_KEYS.values():
-        text = render_terms(k.help, lambda name: f"`{option_name(name)}`")
-        rows.append(f"| `{k.key}` | `{option_name(k.key)}` | {text} |")
+        option = "MODEL" if k.key == "model" else f"--{k.key}"
+        rows.append(f"| `{k.key}` | `{option}` | {spell_help(k.help, quote='`')} |")
     return "\n".join(rows)
