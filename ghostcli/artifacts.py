@@ -181,7 +181,7 @@ def read_recipe(path: str | Path) -> Recipe:
     meta = _metadata(p)
     if RECIPE_KEY not in meta:
         raise ArtifactError(
-            f"{p} holds weights but no ghostcli recipe: name the architecture and pass the file with --weights"
+            f"{p} holds weights but no ghostcli recipe: name the architecture and pass the file with `weights`"
         )
     try:
         data = json.loads(meta[RECIPE_KEY])

@@ -1,6 +1,6 @@
 """Output paths: the up-front check, and atomic writes that leave nothing behind when they fail.
 
-``check_output`` only validates (name, ``--force``, a writable folder); it runs before the work starts.
+``check_output`` only validates (name, ``force``, a writable folder); it runs before the work starts.
 ``atomic_path`` / ``atomic_dir`` create missing parent folders, write to a temporary file or folder
 beside the output and rename it into place; on any failure, SIGTERM included, the temporary
 file and the folders they created are removed again.
@@ -115,7 +115,7 @@ def check_output(path: str | os.PathLike[str], force: bool = False) -> Path:
         if p.is_dir():
             raise UsageError(f"{display_path(p)} is a directory, expected a file path")
         if _lexists(p) and not force:
-            raise OutputExistsError(f"{display_path(p)} already exists (use --force to replace it)")
+            raise OutputExistsError(f"{display_path(p)} already exists (use `force` to replace it)")
         _check_writable(p)
     except PermissionError as exc:  # a folder on the way that this user may not even look into
         raise cannot_write(p, exc) from None

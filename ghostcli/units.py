@@ -106,12 +106,16 @@ def format_ratio(x: float) -> str:
 
 
 def check_timing(runs: int, warmup: int, threads: int | None, *, runs_hint: str = "") -> None:
-    """Refuse impossible ``--runs``/``--warmup``/``--threads`` values (the one check every timed command shares)."""
+    """Refuse impossible ``runs``/``warmup``/``threads`` values (the one check every timed command shares).
+
+    Messages name the setting in backquotes (`` `runs` ``: the command line shows ``--runs``); ``runs_hint``
+    is appended to the one about ``runs``, e.g. ``" (use `no_latency` to skip timing)"``.
+    """
     from ghostcli.errors import UsageError
 
     if runs < 1:
-        raise UsageError(f"--runs must be at least 1, got {runs}{runs_hint}")
+        raise UsageError(f"`runs` must be at least 1, got {runs}{runs_hint}")
     if warmup < 0:
-        raise UsageError(f"--warmup must be 0 or more, got {warmup}")
+        raise UsageError(f"`warmup` must be 0 or more, got {warmup}")
     if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
+        raise UsageError(f"`threads` must be at least 1, got {threads}")

@@ -46,7 +46,7 @@ def test_recipe_is_in_metadata(saved) -> None:
 def test_existing_output_needs_force(saved) -> None:
     loaded, path = saved
     before = path.read_bytes()
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="use `force` to replace it"):
         save_artifact(loaded.model, path, loaded.recipe)
     assert path.read_bytes() == before
     save_artifact(loaded.model, path, loaded.recipe, force=True)
@@ -104,7 +104,7 @@ def test_weights_without_recipe(saved, tmp_path: Path) -> None:
     _, path = saved
     plain = tmp_path / "plain.safetensors"
     save_file(load_file(str(path)), str(plain))
-    with pytest.raises(ArtifactError, match="--weights"):
+    with pytest.raises(ArtifactError, match="pass the file with `weights`"):
         resolve_model(str(plain))
     # ...and the same file loads as --weights for the named architecture
     again = resolve_model("ghostnet_050", weights=plain, options={"num_classes": 10})

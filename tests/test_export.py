@@ -250,7 +250,7 @@ class TraceTimeState(nn.Module):
 
 
 def test_failed_onnx_verification_leaves_no_file(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="verification failed.*max abs"):
+    with pytest.raises(ExportError, match="verification failed.*max abs.*loosen `atol`/`rtol`, or `no_verify`"):
         export_model(TraceTimeState().eval(),
                      options=ExportOptions(output=tmp_path / "bad.onnx", format="onnx", input_size=(3, 8, 8)))
     assert files_in(tmp_path) == []
@@ -333,9 +333,9 @@ def test_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="openvino only"):
         export_model(m,
                      options=ExportOptions(output=tmp_path / "a.onnx", format="onnx", input_size=(3, 8, 8), fp16=True))
-    with pytest.raises(UsageError, match="input_size is required"):
+    with pytest.raises(UsageError, match="`input_size` is required"):
         export_model(m, options=ExportOptions(output=tmp_path / "a.onnx", format="onnx"))
-    with pytest.raises(UsageError, match="--no-simplify applies to --format onnx only"):
+    with pytest.raises(UsageError, match="`no_simplify` applies to `format` onnx only"):
         export_model(m,
                      options=ExportOptions(output=tmp_path / "a.xml", format="ov", input_size=(3, 8, 8),
                                            simplify=False))
@@ -356,6 +356,40 @@ def test_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         export_model(m, options=later)
     assert (tmp_path / "later.onnx").read_text() == "x"
+
+
+@pytest.mark.parametrize(("options", "library", "cli_args", "cli"), [
+    ({"batch_size": 2, "dynamic_batch": True}, "`batch_size` and `dynamic_batch` exclude each other",
+     ["-b", "2", "--dynamic-batch"], "--batch-size and --dynamic-batch exclude each other"),
+    ({"format": "ov", "simplify": False}, "`no_simplify` applies to `format` onnx only",
+     ["-f", "ov", "--no-simplify"], "--no-simplify applies to --format onnx only"),
+    ({"atol": -1.0}, "`atol` must be a finite number >= 0, got -1.0", ["--atol", "-1"],
+     "--atol must be a finite number >= 0, got -1.0"),
+], ids=["batch-dynamic", "no-simplify", "atol"])
+def test_option_errors_name_fields_in_backquotes_and_the_cli_its_flags(runner, tmp_path: Path, options, library,
+                                                                        cli_args, cli) -> None:
+    out = tmp_path / ("m.xml" if options.get("format") == "ov" else "m.onnx")
+    with pytest.raises(UsageError) as err:
+        ExportOptions(output=out, **options)
+    assert str(err.value) == library
+    res = runner.invoke(app, ["export", "resnet20", *cli_args, "-o", str(out)])
+    assert res.exit_code == 2 and res.stderr.strip() == f"Error: {cli}", res.output
+
+
+def test_quantize_option_errors_name_settings_in_backquotes_and_the_cli_its_flags(runner) -> None:
+    from ghostcli.deploy.options import check_quantize_options
+
+    with pytest.raises(UsageError) as err:
+        check_quantize_options(max_accuracy_drop=1.5)
+    assert str(err.value) == "`max_accuracy_drop` is a fraction in [0, 1), got 1.5"
+    with pytest.raises(UsageError) as err:
+        check_quantize_options(mean=(0.5, 0.5), channels=3)
+    assert str(err.value) == "`mean` needs 1 or 3 values (one per input channel) for a 3-channel input, got 2"
+    res = runner.invoke(app, ["quantize", "resnet20", "--max-accuracy-drop", "150%"])
+    assert res.exit_code == 2 and res.stderr.strip() == "Error: --max-accuracy-drop is a fraction in [0, 1), got 1.5"
+    res = runner.invoke(app, ["quantize", "resnet20", "--input-size", "3x8x8", "--mean", "0.5,0.5"])
+    assert res.exit_code == 2 and res.stderr.strip() == \
+        "Error: --mean needs 1 or 3 values (one per input channel) for a 3-channel input, got 2"
 
 
 def test_compare_outputs_values() -> None:

@@ -112,6 +112,25 @@ def test_library_rejects_bad_options() -> None:
         profile_models([resolve_model("resnet20")], options=ProfileOptions(device="tpu"))
 
 
+@pytest.mark.parametrize(("options", "library", "cli_args", "cli"), [
+    ({"depth": -1}, "`depth` must be 0 or more, got -1", ["--depth", "-1"], "--depth must be 0 or more, got -1"),
+    ({"runs": 0}, "`runs` must be at least 1, got 0 (use `no_latency` to skip timing)", ["--runs", "0"],
+     "--runs must be at least 1, got 0 (use --no-latency to skip timing)"),
+    ({"ov_precision": "f16"}, "`ov_precision` applies only with `device` openvino", ["--ov-precision", "f16"],
+     "--ov-precision applies only with --device openvino"),
+    ({"device": "openvino", "dtype": "fp16"}, "`dtype` applies to cpu and cuda; with `device` openvino use "
+     "`ov_precision`", ["--device", "openvino", "--dtype", "fp16"],
+     "--dtype applies to cpu and cuda; with --device openvino use --ov-precision"),
+], ids=["depth", "runs", "ov-precision", "dtype"])
+def test_option_errors_name_fields_in_backquotes_and_the_cli_its_flags(runner, options, library, cli_args,
+                                                                        cli) -> None:
+    with pytest.raises(UsageError) as err:
+        ProfileOptions(**options)
+    assert str(err.value) == library
+    res = runner.invoke(app, ["profile", "resnet20", *cli_args])
+    assert res.exit_code == 2 and res.stderr.strip() == f"Error: {cli}", res.output
+
+
 # ------------------------------------------------------------------ latency statistics
 
 def test_summarize_statistics() -> None:

@@ -117,6 +117,10 @@ def test_cli_json_synthetic_warns(runner):
     assert set(data) >= {"fp32", "fp32_default", "int8", "speedup", "size_ratio", "top1_agreement", "fake_quantize"}
     assert "UNKNOWN" in res.stderr
     assert data["output"] is None
+    from ghostcli.deploy.quantize import SYNTHETIC_WARNING
+
+    assert SYNTHETIC_WARNING.endswith("use `calib_data` DIR or digits")  # the library names the setting...
+    assert data["warnings"][0].endswith("use --calib-data DIR or digits")  # ...the command its flag
 
 
 def _image_folder(root: Path, classes: int = 10, per_class: int = 2) -> Path:
@@ -143,6 +147,7 @@ def test_accuracy_control_on_labelled_folder(tmp_path, runner):
     assert report["labeled"] is True and report["calib_images"] == 8
     assert report["accuracy_drop"] <= 0.5
     assert any("skipped 1 non-image" in w for w in report["warnings"])
+    assert any(w.endswith("pass --eval-data DIR for held-out images") for w in report["warnings"])
     assert out.exists() and out.with_suffix(".bin").exists()
 
 
@@ -157,7 +162,7 @@ def test_bad_input(tmp_path, runner):
     res = runner.invoke(app, ["quantize", "resnet20", "--calib-data", str(empty), *FAST])
     assert res.exit_code == 1 and "no usable images" in res.stderr and "1 other files skipped" in res.stderr
     res = runner.invoke(app, ["quantize", "resnet20", "--calib-data", "synthetic", "--max-accuracy-drop", "1%", *FAST])
-    assert res.exit_code == 2 and "labelled" in res.stderr
+    assert res.exit_code == 2 and "Error: --max-accuracy-drop needs labelled evaluation images" in res.stderr
     assert list(tmp_path.glob("*.xml")) == []
 
 

@@ -26,7 +26,7 @@ def openvino_compile(model: nn.Module, example: torch.Tensor, *, precision: str 
     try:
         import openvino  # noqa: F401
     except ImportError:
-        raise DeviceError("--device openvino needs the openvino package (pip install openvino)") from None
+        raise DeviceError("`device` openvino needs the openvino package (pip install openvino)") from None
     from ghostcli.runtime.openvino import compile_cpu, to_openvino
 
     return compile_cpu(to_openvino(model, tuple(example.shape)), precision, threads=threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +23,7 @@ from ghostcli.analysis.report import (
     ModuleStat,
     ProfileReport,
 )
-from ghostcli.errors import DeviceError, GhostcliError, UsageError, one_line
+from ghostcli.errors import DeviceError, UsageError, one_line
 from ghostcli.loaded import LoadedModel
 from ghostcli.progress import Progress, no_progress
 from ghostcli.runtime.probe import CPU_METHOD, CUDA_METHOD, LayerRecord, cuda_forward_peak, probe_forward
@@ -41,34 +41,6 @@ _DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "fp16": "float16", "half"
                   "bf16": "bfloat16"}
 _ACTIVATION_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                       nn.ConvTranspose3d, nn.Linear)
-
-Wording = Callable[[Callable[[str], str]], str]
-"""An error message built from a function that spells an option's name (``depth`` -> ``--depth``)."""
-
-
-class OptionError(GhostcliError):
-    """An impossible option value whose message names options.
-
-    ``str()`` names them as :class:`ProfileOptions` fields (``depth``); :meth:`named` gives the same
-    error with the caller's own names (the CLI passes its flags: ``{"depth": "--depth", ...}``).
-    """
-
-    def __init__(self, wording: Wording, names: Mapping[str, str] | None = None) -> None:
-        spelling = dict(names or {})
-        super().__init__(wording(lambda option: spelling.get(option, option)))
-        self.wording = wording
-
-    def named(self, names: Mapping[str, str]) -> OptionError:
-        """This error with every option spelled as in ``names`` (unlisted ones keep their field name)."""
-        return type(self)(self.wording, names)
-
-
-class OptionUsageError(OptionError, UsageError):
-    """An impossible option value or combination (exit 2)."""
-
-
-class OptionDeviceError(OptionError, DeviceError):
-    """A device that was asked for but is not available (exit 1)."""
 
 
 def normalize_dtype(dtype: str) -> str:
@@ -94,8 +66,9 @@ class ProfileOptions:
     module tree, ``per_layer`` every leaf layer, ``layer_times`` the time per module at the first batch
     size (OpenVINO's per-node counters, or forward hooks in PyTorch: :mod:`ghostcli.analysis.layer_times`).
 
-    Impossible values raise :class:`OptionUsageError` (a :class:`~ghostcli.errors.UsageError`), CUDA
-    asked for but missing :class:`OptionDeviceError`; both name options by field (see :class:`OptionError`).
+    Impossible values raise :class:`~ghostcli.errors.UsageError`, CUDA asked for but missing
+    :class:`~ghostcli.errors.DeviceError`; their messages name fields in backquotes (`` `depth` ``), which
+    the command line shows as its options (:mod:`ghostcli.option_names`).
     """
 
     input_size: tuple[int, ...] | None = None
@@ -132,24 +105,21 @@ class ProfileOptions:
         for b in self.batch_sizes:
             if b < 1:
                 raise UsageError(f"batch size must be at least 1, got {b}")
-        check_timing(self.runs, self.warmup, self.threads, runs_hint=" (use --no-latency to skip timing)")
+        check_timing(self.runs, self.warmup, self.threads, runs_hint=" (use `no_latency` to skip timing)")
         if depth < 0:
-            raise OptionUsageError(lambda n: f"{n('depth')} must be 0 or more, got {depth}")
+            raise UsageError(f"`depth` must be 0 or more, got {depth}")
         if ov is not None:
             if device != "openvino":
-                raise OptionUsageError(lambda n: f"{n('ov_precision')} applies only with {n('device')} openvino")
+                raise UsageError("`ov_precision` applies only with `device` openvino")
             if ov not in OV_PRECISIONS:
-                raise OptionUsageError(lambda n: f"unknown {n('ov_precision')} {ov!r} (choose f32, bf16 or f16)")
+                raise UsageError(f"unknown `ov_precision` {ov!r} (choose f32, bf16 or f16)")
         if device == "openvino" and dtype != "float32":
-            raise OptionUsageError(
-                lambda n: f"{n('dtype')} applies to cpu and cuda; with {n('device')} openvino use {n('ov_precision')}")
+            raise UsageError("`dtype` applies to cpu and cuda; with `device` openvino use `ov_precision`")
         if device == "openvino" and self.channels_last:
-            raise OptionUsageError(
-                lambda n: f"{n('channels_last')} applies to cpu and cuda; OpenVINO chooses its own memory layouts")
+            raise UsageError("`channels_last` applies to cpu and cuda; OpenVINO chooses its own memory layouts")
         if device == "cuda" and not torch.cuda.is_available():
             why = "no NVIDIA GPU is visible" if torch.version.cuda else "this torch build has no CUDA support"
-            raise OptionDeviceError(
-                lambda n: f"{n('device')} cuda: CUDA is not available ({why}; torch {torch.__version__})")
+            raise DeviceError(f"`device` cuda: CUDA is not available ({why}; torch {torch.__version__})")
 
 
 @dataclass
@@ -405,6 +375,5 @@ def profile_model(model: LoadedModel | nn.Module, *, options: ProfileOptions | N
     return profile_models([model], options=options, progress=progress).models[0]
 
 
-__all__ = ["DEFAULT_RUNS", "DEFAULT_TIME_BUDGET_S", "DEFAULT_WARMUP", "LatencyStats", "OptionDeviceError",
-           "OptionError", "OptionUsageError", "ProfileOptions", "compare", "normalize_dtype", "profile_model",
-           "profile_models"]
+__all__ = ["DEFAULT_RUNS", "DEFAULT_TIME_BUDGET_S", "DEFAULT_WARMUP", "LatencyStats", "ProfileOptions", "compare",
+           "normalize_dtype", "profile_model", "profile_models"]

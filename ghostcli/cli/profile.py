@@ -32,13 +32,6 @@ Examples:
 """
 
 
-# ProfileOptions field -> the flag that sets it, for the library's option errors
-FLAGS = {"input_size": "--input-size", "batch_sizes": "--batch-size", "device": "--device", "dtype": "--dtype",
-         "ov_precision": "--ov-precision", "threads": "--threads", "warmup": "--warmup", "runs": "--runs",
-         "depth": "--depth", "per_layer": "--per-layer", "channels_last": "--channels-last",
-         "layer_times": "--layer-times"}
-
-
 def parse_batch_sizes(text: str) -> list[int]:
     """``"1,8,32"`` -> ``[1, 8, 32]``; zero, negative or non-integer sizes raise UsageError."""
     from ghostcli.errors import UsageError
@@ -86,23 +79,14 @@ def profile_cmd(
     if weights is not None and len(models) > 1:
         raise UsageError("--weights applies to a single MODEL")
     from ghostcli import render
-    from ghostcli.analysis.profile import (
-        DEFAULT_RUNS,
-        DEFAULT_TIME_BUDGET_S,
-        OptionError,
-        ProfileOptions,
-        profile_models,
-    )
+    from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_TIME_BUDGET_S, ProfileOptions, profile_models
     from ghostcli.resolve import resolve_model
 
-    try:  # checked before any model loads
-        options = ProfileOptions(
-            input_size=size, batch_sizes=batches, device=device, dtype=dtype, ov_precision=ov_precision,
-            threads=threads, warmup=warmup, runs=DEFAULT_RUNS if runs is None else runs,
-            time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
-            depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times)
-    except OptionError as exc:
-        raise exc.named(FLAGS) from None
+    options = ProfileOptions(  # checked before any model loads
+        input_size=size, batch_sizes=batches, device=device, dtype=dtype, ov_precision=ov_precision,
+        threads=threads, warmup=warmup, runs=DEFAULT_RUNS if runs is None else runs,
+        time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
+        depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times)
     with render.progress_bar() as progress:
         loaded = []
         for i, spec in enumerate(models):

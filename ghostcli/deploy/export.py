@@ -22,7 +22,7 @@ from ghostcli.fsutil import atomic_dir, check_output, sigterm_raises
 from ghostcli.loaded import LoadedModel
 from ghostcli.runtime import onnx as onnx_runtime
 from ghostcli.runtime import openvino as ov_runtime
-from ghostcli.runtime.probe import probe_forward
+from ghostcli.runtime.probe import run_once
 from ghostcli.usercode import call_user_code, stdout_to_stderr
 
 DYNAMIC_CHECK_BATCH = 8
@@ -96,7 +96,7 @@ class _Job:
         verdict = merge_results(results, backend=backend or backend_hint)
         if not verdict.passed:
             raise ExportError(f"verification failed, exported outputs differ from PyTorch: {verdict.describe()}; "
-                              "nothing was written (loosen --atol/--rtol, or --no-verify to keep it anyway)")
+                              "nothing was written (loosen `atol`/`rtol`, or `no_verify` to keep it anyway)")
         return verdict
 
 
@@ -106,7 +106,7 @@ def _source(model: LoadedModel | nn.Module, input_size: tuple[int, ...] | None) 
         return model.model, input_size or tuple(int(v) for v in model.input_size), model.name
     if isinstance(model, nn.Module):
         if not input_size:
-            raise UsageError("input_size is required for a bare nn.Module (e.g. (3, 224, 224))")
+            raise UsageError("`input_size` is required for a bare nn.Module (e.g. (3, 224, 224))")
         return model, input_size, type(model).__name__
     raise UsageError(f"cannot export a {type(model).__name__}: expected an nn.Module or a loaded model")
 
@@ -153,11 +153,7 @@ def export_model(model: LoadedModel | nn.Module, *, options: ExportOptions) -> E
     net, chw, name = _source(model, o.input_size)
     batch_size = o.batch_size or 1
     shape = (1 if o.dynamic_batch else batch_size, *chw)
-    was_training = net.training
-    try:
-        probe_forward(net.eval(), torch.randn(shape), model_name=name, track_memory=False)
-    finally:
-        net.train(was_training)
+    run_once(net, torch.randn(shape), name)  # a failing forward is reported naming the layer
 
     warnings_: list[str] = []
     ghosts, sliced = _ghost_counts(net)

@@ -60,7 +60,7 @@ def torch_to_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ..
         where = f" at opset {opset}" if opset else ""
         if op and ("not supported" in str(exc) or "Unsupported" in type(exc).__name__):
             raise ExportError(f"the ONNX exporter cannot handle operator {op}{where} "
-                              "(try another --opset, or --format openvino)") from exc
+                              "(try another `opset`, or `format` openvino)") from exc
         first = one_line(exc, 300, first_line=True).split("[Caused by")[0].strip()
         raise ExportError(f"ONNX export failed{where}: {first}") from exc
 

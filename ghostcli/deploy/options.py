@@ -2,9 +2,9 @@
 
 This is the option-validation module the CLI calls before it loads a model, and library users get
 the same checks (``ExportOptions`` checks itself when made; ``quantize_model`` calls
-``check_quantize_options``). Its messages name the command-line flags (``--opset``, ``--fp16``...):
-each check mirrors one flag and ``ExportOptions``'s fields carry the same names, so one wording
-serves both (tests pin it through the library too).
+``check_quantize_options``). Their messages name a setting in backquotes by its Python name
+(`` `opset` ``, `` `batch_size` ``; `` `no_simplify` `` for ``simplify`` off), which the command line
+shows as its own option (``--opset``; :mod:`ghostcli.option_names`).
 """
 
 from __future__ import annotations
@@ -93,18 +93,18 @@ class ExportOptions:
     def _check(self) -> None:
         fmt, batch_size, opset = self.format, self.batch_size, self.opset
         if batch_size is not None and batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-        for name, tol in (("--atol", self.atol), ("--rtol", self.rtol)):
+            raise UsageError(f"`batch_size` must be at least 1, got {batch_size}")
+        for name, tol in (("atol", self.atol), ("rtol", self.rtol)):
             if tol is not None and not (math.isfinite(tol) and tol >= 0):
-                raise UsageError(f"{name} must be a finite number >= 0, got {tol}")
+                raise UsageError(f"`{name}` must be a finite number >= 0, got {tol}")
         if self.dynamic_batch and batch_size is not None:
-            raise UsageError("--batch-size and --dynamic-batch exclude each other")
+            raise UsageError("`batch_size` and `dynamic_batch` exclude each other")
         if opset is not None and fmt != "onnx":
-            raise UsageError("--opset applies to --format onnx only")
+            raise UsageError("`opset` applies to `format` onnx only")
         if not self.simplify and fmt != "onnx":
-            raise UsageError("--no-simplify applies to --format onnx only")
+            raise UsageError("`no_simplify` applies to `format` onnx only")
         if self.fp16 and fmt != "openvino":
-            raise UsageError("--fp16 (FP16 weight compression) applies to --format openvino only")
+            raise UsageError("`fp16` (FP16 weight compression) applies to `format` openvino only")
         if opset is not None and not 7 <= opset <= max_opset():
             raise UsageError(f"opset must be between 7 and {max_opset()}, got {opset}")
         out = self.path
@@ -131,18 +131,18 @@ def check_data_spec(spec: str, what: str) -> None:
 def check_normalization(mean: Sequence[float] | None, std: Sequence[float] | None,
                         channels: int | None = None) -> None:
     """Refuse a mean/std that is empty, not finite, a std <= 0, or whose length is neither 1 nor ``channels``."""
-    for name, values in (("--mean", mean), ("--std", std)):
+    for name, values in (("mean", mean), ("std", std)):
         if values is None:
             continue
         if len(values) == 0:
-            raise UsageError(f"{name} is empty")
+            raise UsageError(f"`{name}` is empty")
         if not all(math.isfinite(v) for v in values):
-            raise UsageError(f"{name} values must be finite numbers, got {','.join(f'{v:g}' for v in values)}")
-        if name == "--std" and any(v <= 0 for v in values):
-            raise UsageError(f"--std values must be positive, got {','.join(f'{v:g}' for v in values)}")
+            raise UsageError(f"`{name}` values must be finite numbers, got {','.join(f'{v:g}' for v in values)}")
+        if name == "std" and any(v <= 0 for v in values):
+            raise UsageError(f"`std` values must be positive, got {','.join(f'{v:g}' for v in values)}")
         if channels is not None and len(values) not in (1, channels):
             expected = "1 value" if channels == 1 else f"1 or {channels} values (one per input channel)"
-            raise UsageError(f"{name} needs {expected} for a {channels}-channel input, got {len(values)}")
+            raise UsageError(f"`{name}` needs {expected} for a {channels}-channel input, got {len(values)}")
 
 
 def check_quantize_options(*, preset: str = "performance", subset_size: int = DEFAULT_SUBSET_SIZE,
@@ -161,11 +161,11 @@ def check_quantize_options(*, preset: str = "performance", subset_size: int = DE
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if subset_size < 1:
-        raise UsageError(f"--subset-size (calibration images) must be at least 1, got {subset_size}")
+        raise UsageError(f"`subset_size` (calibration images) must be at least 1, got {subset_size}")
     if eval_size < 1:
-        raise UsageError(f"--eval-size must be at least 1, got {eval_size}")
+        raise UsageError(f"`eval_size` must be at least 1, got {eval_size}")
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop < 1:
-        raise UsageError(f"--max-accuracy-drop is a fraction in [0, 1), got {max_accuracy_drop}")
+        raise UsageError(f"`max_accuracy_drop` is a fraction in [0, 1), got {max_accuracy_drop}")
     check_timing(runs, warmup, threads)
     check_normalization(mean, std, channels)
     out_xml: Path | None = None

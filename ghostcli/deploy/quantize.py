@@ -33,7 +33,7 @@ from ghostcli.runtime.timing import openvino_runner, time_interleaved, timing_st
 from ghostcli.usercode import stdout_to_stderr
 
 SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
-                     "so the INT8 model's accuracy is UNKNOWN; use --calib-data DIR or digits")
+                     "so the INT8 model's accuracy is UNKNOWN; use `calib_data` DIR or digits")
 _COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 _INT8 = ("i8", "u8")
 
@@ -95,7 +95,7 @@ def _as_model(model_or_loaded: Any, input_size: tuple[int, int, int] | None) -> 
 
     if isinstance(model_or_loaded, nn.Module):
         if input_size is None:
-            raise UsageError("input_size is needed when quantizing a bare nn.Module")
+            raise UsageError("`input_size` is needed when quantizing a bare nn.Module")
         return model_or_loaded.eval(), type(model_or_loaded).__name__, tuple(input_size)  # type: ignore[return-value]
     model = getattr(model_or_loaded, "model", None)
     if not isinstance(model, nn.Module):
@@ -262,12 +262,12 @@ def quantize_model(
     from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
     from ghostcli.deploy.openvino_export import save_ir
     from ghostcli.runtime.openvino import compile_cpu, infer_fn, to_openvino
-    from ghostcli.runtime.probe import probe_forward
+    from ghostcli.runtime.probe import run_once
 
     nncf = _import_nncf()
     model, name, size = _as_model(loaded_or_model, input_size)
     check_normalization(mean, std, size[0])
-    probe_forward(model, torch.randn(1, *size), model_name=name, track_memory=False)
+    run_once(model, torch.randn(1, *size), name)
     warnings: list[str] = []
     calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=mean, std=std,
                            progress=progress, description="loading calibration images")
@@ -284,7 +284,7 @@ def quantize_model(
         eval_label = f"{calib_data} (the calibration images)"
         if not calib.synthetic:
             warnings.append("evaluated on the calibration images (an image folder has no separate split); "
-                            "pass --eval-data DIR for held-out images")
+                            "pass `eval_data` DIR for held-out images")
     else:
         evalset = load_image_set(eval_spec, split="val", input_size=size, limit=eval_size, mean=mean, std=std,
                                  progress=progress, description="loading evaluation images")
@@ -304,7 +304,7 @@ def quantize_model(
                         "reporting agreement with FP32 only, not accuracy")
 
     if max_accuracy_drop is not None and not has_accuracy:
-        raise UsageError("--max-accuracy-drop needs labelled evaluation images whose classes match the model's "
+        raise UsageError("`max_accuracy_drop` needs labelled evaluation images whose classes match the model's "
                          "outputs (an image folder with class sub-folders, or digits for a 10-class model)")
     method = "ptq"
     if max_accuracy_drop is None:
