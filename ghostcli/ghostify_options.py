@@ -8,15 +8,6 @@ from typing import Any
 from ghostcli.errors import UsageError
 
 
-class InvalidOption(UsageError, ValueError):
-    """A ghostify option with an impossible value. ``option`` is the field name (``dw_kernel``),
-    ``problem`` the rest of the message; the CLI names its flag instead (``--dw-kernel``)."""
-
-    def __init__(self, option: str, problem: str) -> None:
-        super().__init__(f"{option} {problem}")
-        self.option, self.problem = option, problem
-
-
 def _patterns(value: Any, option: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -24,7 +15,7 @@ def _patterns(value: Any, option: str) -> tuple[str, ...]:
         value = (value,)
     out = tuple(str(v).strip() for v in value)
     if any(not p for p in out):
-        raise InvalidOption(option, "patterns must not be empty")
+        raise UsageError(f"`{option}` patterns must not be empty")
     return out
 
 
@@ -34,7 +25,11 @@ def _is_int(v: object) -> bool:
 
 @dataclass(frozen=True)
 class GhostifyOptions:
-    """Structural options of ghostify. The same options on the same architecture give the same module tree."""
+    """Structural options of ghostify. The same options on the same architecture give the same module tree.
+
+    An impossible value is a :class:`~ghostcli.errors.UsageError` naming the field in backquotes
+    (`` `dw_kernel` must be a positive odd integer ...``); the CLI shows its option (``--dw-kernel``).
+    """
 
     ratio: int = 2
     dw_kernel: int = 3
@@ -46,13 +41,13 @@ class GhostifyOptions:
 
     def __post_init__(self) -> None:
         if not _is_int(self.ratio) or self.ratio < 2:
-            raise InvalidOption("ratio", f"must be an integer >= 2, got {self.ratio!r}")
+            raise UsageError(f"`ratio` must be an integer >= 2, got {self.ratio!r}")
         if not _is_int(self.dw_kernel) or self.dw_kernel < 1 or self.dw_kernel % 2 == 0:
-            raise InvalidOption("dw_kernel", f"must be a positive odd integer (1, 3, 5 ...), got {self.dw_kernel!r}")
+            raise UsageError(f"`dw_kernel` must be a positive odd integer (1, 3, 5 ...), got {self.dw_kernel!r}")
         if not _is_int(self.min_channels) or self.min_channels < 0:
-            raise InvalidOption("min_channels", f"must be a non-negative integer, got {self.min_channels!r}")
+            raise UsageError(f"`min_channels` must be a non-negative integer, got {self.min_channels!r}")
         if not _is_int(self.min_fan_in) or self.min_fan_in < 0:
-            raise InvalidOption("min_fan_in", f"must be a non-negative integer, got {self.min_fan_in!r}")
+            raise UsageError(f"`min_fan_in` must be a non-negative integer, got {self.min_fan_in!r}")
         object.__setattr__(self, "include", _patterns(self.include, "include"))
         object.__setattr__(self, "exclude", _patterns(self.exclude, "exclude"))
         object.__setattr__(self, "keep_stem", bool(self.keep_stem))

@@ -10,6 +10,11 @@ Accepted forms, tried in this order:
 - a zoo name (``ghostnet_100``, ``resnet56`` ...), then a torchvision name (``resnet50``).
 
 Nothing is downloaded: pretrained weights come from a local file (``weights=``).
+
+Messages name settings in backquotes (`` `num_classes` ``), which the CLI shows as the running
+command's option. The hints ``--trust-factory``, ``--allow-pickle`` and ``--weights`` stay literal:
+every command resolves models here, and some of them (``build``, ``check``, ``ghostify``) lack those
+options, so a backquoted name would be shown to their users as `` `allow_pickle` ``.
 """
 
 from __future__ import annotations
@@ -111,8 +116,9 @@ def rebuild(recipe: Recipe, *, trust_factory: bool = False) -> nn.Module:
     if recipe.ghostify is not None:
         from ghostcli.convert import ghostify
 
+        # allow_empty: what was saved was accepted (``ghostify --allow-empty`` may have replaced nothing)
         model, _ = ghostify(model, input_size=tuple(recipe.input_size), inherit_weights=False, count_macs=False,
-                            **recipe.ghostify)
+                            allow_empty=True, **recipe.ghostify)
     return model
 
 
@@ -341,7 +347,7 @@ def resolve_model(
         if p.is_dir():
             raise ArtifactError(f"{p} is a directory, not a model file")
         if options:
-            raise UsageError("builder options (e.g. --num-classes) do not apply to a saved artifact")
+            raise UsageError("builder options (e.g. `num_classes`) do not apply to a saved artifact")
         if p.suffix.lower() == ".safetensors":
             loaded = load_artifact(p, trust_factory=trust_factory)
         else:

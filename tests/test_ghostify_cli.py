@@ -89,3 +89,45 @@ def test_entry_point_subprocess(ghostcli_exe):
     data = json.loads(proc.stdout)
     assert data["replaced"] == 18 and data["rows"][0]["reason"] == "stem (reads the input image)"
     assert 0.5 < data["macs_ratio"] < 0.56
+
+
+def test_library_names_fields_in_backquotes_and_the_cli_shows_its_flags(runner):
+    import pytest
+
+    from ghostcli.convert import GhostifyOptions, ghostify
+    from ghostcli.errors import UsageError
+    from ghostcli.resolve import resolve_model
+
+    with pytest.raises(UsageError, match=r"^`dw_kernel` must be a positive odd integer \(1, 3, 5 \.\.\.\), got 4$"):
+        GhostifyOptions(dw_kernel=4)
+    with pytest.raises(UsageError, match="^`exclude` patterns must not be empty$"):
+        GhostifyOptions(exclude=(" ",))
+    res = runner.invoke(app, ["ghostify", "resnet20", "--dw-kernel", "4"])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == "Error: --dw-kernel must be a positive odd integer (1, 3, 5 ...), got 4"
+    res = runner.invoke(app, ["ghostify", "resnet20", "--exclude", " "])
+    assert res.exit_code == 2 and res.stderr.strip() == "Error: --exclude patterns must not be empty"
+
+    glob = "layer3.[a-z0-9]*"  # a glob that reads like rich markup: the table shows it as it is
+    _, rep = ghostify(resolve_model("resnet20").model, input_size=(3, 32, 32), exclude=[glob], min_channels=32)
+    reasons = {r.name: r.reason for r in rep.rows}
+    assert reasons["layer3.0.conv1"] == f"excluded by `exclude` {glob}"
+    assert reasons["layer1.0.conv1"] == "16 output channels < `min_channels` 32"
+    res = runner.invoke(app, ["ghostify", "resnet20", "--exclude", glob, "--min-channels", "32"])
+    assert res.exit_code == 0, res.output
+    assert f"excluded by --exclude {glob}" in res.stdout and "< --min-channels 32" in res.stdout
+    assert "`" not in res.stdout
+    res = runner.invoke(app, ["ghostify", "resnet20", "--exclude", glob, "--include", "zz", "--allow-empty", "--json"])
+    data = json.loads(res.stdout)
+    assert {r["reason"] for r in data["rows"]} == {"not matched by --include"}
+    assert "--include zz matches no conv layer" in res.stderr
+
+
+def test_an_artifact_saved_with_allow_empty_reloads(runner, tmp_path):
+    from ghostcli.resolve import load_artifact
+
+    out = tmp_path / "e.safetensors"
+    res = runner.invoke(app, ["ghostify", "resnet20", "--include", "nomatch", "--allow-empty", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert load_artifact(out).is_ghostified
+    assert runner.invoke(app, ["profile", str(out), "--no-latency", "--json"]).exit_code == 0

@@ -88,13 +88,13 @@ def test_no_stem_rule_and_selection_globs():
     _, rep = ghostify(model, include=["a", "c*"], exclude=["c"], input_size=(3, 16, 16))
     rows = _rows(rep)
     assert [n for n, r in rows.items() if r.action == "ghost"] == ["a"]
-    assert rows["b"].reason == "not matched by --include"
-    assert rows["c"].reason == "excluded by --exclude c"
+    assert rows["b"].reason == "not matched by `include`"
+    assert rows["c"].reason == "excluded by `exclude` c"
     _, rep = ghostify(model, min_channels=11, input_size=(3, 16, 16))
     assert [r.name for r in rep.rows if r.action == "ghost"] == ["a"]
-    assert _rows(rep)["b"].reason == "10 output channels < --min-channels 11"
+    assert _rows(rep)["b"].reason == "10 output channels < `min_channels` 11"
     _, rep = ghostify(model, exclude=["zzz*"], input_size=(3, 16, 16))
-    assert rep.warnings == ["--exclude zzz* matches no conv layer"]
+    assert rep.warnings == ["`exclude` zzz* matches no conv layer"]
 
 
 def test_weight_inheritance_is_exact_for_primary_channels():
@@ -152,9 +152,9 @@ def test_nothing_eligible_and_already_ghostified():
     g, _ = ghostify(Odd(), input_size=(3, 8, 8))
     with pytest.raises(ConversionError, match="already ghostified"):
         ghostify(g)
-    with pytest.raises(UsageError, match="ratio"):
+    with pytest.raises(UsageError, match="^`ratio` must be an integer >= 2, got 1$"):
         ghostify(Odd(), ratio=1)
-    with pytest.raises(UsageError, match="dw_kernel"):  # the library names the field; the CLI its flag
+    with pytest.raises(UsageError, match="^`dw_kernel` must be"):  # the library names the field; the CLI its flag
         ghostify(Odd(), dw_kernel=2)
 
 
@@ -308,7 +308,7 @@ def test_min_fan_in_keeps_low_fan_in_convs_and_the_block_keeps_its_own_relu():
 
     model = randomize_bn(torchvision.models.resnet50(num_classes=10), seed=3).eval()
     g, rep = ghostify(model, input_size=(3, 32, 32), min_fan_in=128)
-    kept = sorted(r.name for r in rep.rows if r.reason == "fan-in 64 (k*k*in) < --min-fan-in 128")
+    kept = sorted(r.name for r in rep.rows if r.reason == "fan-in 64 (k*k*in) < `min_fan_in` 128")
     assert kept == ["layer1.0.conv1", "layer1.0.conv3", "layer1.0.downsample.0", "layer1.1.conv3", "layer1.2.conv3"]
     assert rep.options["min_fan_in"] == 128
     block = g.layer1[0]  # conv1 kept dense, conv2 a Ghost module with the ReLU inside
@@ -320,7 +320,7 @@ def test_min_fan_in_keeps_low_fan_in_convs_and_the_block_keeps_its_own_relu():
     with torch.no_grad():  # torchvision's Bottleneck.forward: a ReLU after bn1 (conv1 kept) and after bn2
         assert torch.equal(block(x), _torchvision_forward(block, Bottleneck)(x))
         assert (block.bn1(block.conv1(x)) < 0).any()  # the ReLU after the kept conv1 matters
-    with pytest.raises(UsageError, match="min_fan_in"):
+    with pytest.raises(UsageError, match="^`min_fan_in` must be"):
         ghostify(model, min_fan_in=-1)
 
 

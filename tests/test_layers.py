@@ -94,13 +94,13 @@ def test_macs_about_one_over_ratio(ratio: int) -> None:
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        ({"ratio": 1}, ValueError, "ratio"),
-        ({"ratio": 2.5}, TypeError, "ratio"),
-        ({"dw_kernel": 2}, ValueError, "odd"),
+        ({"ratio": 1}, ValueError, "^`ratio` \\(the Ghost ratio\\) must be an integer >= 2, got 1$"),
+        ({"ratio": 2.5}, TypeError, "^`ratio`"),
+        ({"dw_kernel": 2}, ValueError, "^`dw_kernel` .* odd"),
         ({"dw_kernel": 0}, ValueError, "odd"),
         ({"dw_kernel": -3}, ValueError, "odd"),
         ({"dw_kernel": 3.0}, TypeError, "odd"),
-        ({"padding_mode": "mirror"}, ValueError, "padding_mode"),
+        ({"padding_mode": "mirror"}, ValueError, "^`padding_mode` must be one of"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs: dict, error: type, match: str) -> None:
@@ -109,7 +109,7 @@ def test_bad_arguments_raise_clear_errors(kwargs: dict, error: type, match: str)
 
 
 def test_out_channels_below_ratio_rejected() -> None:
-    with pytest.raises(ValueError, match="at least the ratio"):
+    with pytest.raises(ValueError, match="^`out_ch` \\(3\\) must be at least the ratio \\(4\\)$"):
         GhostModule(8, 3, ratio=4)
 
 
@@ -153,5 +153,5 @@ def test_bottleneck_identity_and_projection() -> None:
     assert down.shortcut[0].groups == 16 and down.shortcut[2].kernel_size == (1, 1)
     assert isinstance(down.ghost1.primary_conv[2], nn.ReLU) and isinstance(down.ghost2.primary_conv[2], nn.Identity)
     assert down(x).shape == (1, 24, 4, 4)
-    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+    with pytest.raises(ValueError, match="`stride` must be 1 or 2"):
         GhostBottleneck(16, 48, 16, stride=3)

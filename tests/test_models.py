@@ -64,7 +64,7 @@ def test_options() -> None:
     model = build_model("ghostnet_050", num_classes=10, in_chans=1, width=0.5)
     assert model(torch.randn(1, 1, 64, 64)).shape == (1, 10)
     assert build_model("ghostnet_100", width=0.75).width == 0.75
-    with pytest.raises(UsageError, match="no option width"):
+    with pytest.raises(UsageError, match=r"^model 'resnet56' has no option `width` \(it takes: `num_classes`, `in_chans`\)$"):
         build_model("resnet56", width=2.0)
     with pytest.raises(UsageError):
         build_model("ghostnet_100", width=-1.0)
@@ -87,12 +87,12 @@ def test_constructors_raise_value_errors_and_the_zoo_a_usage_error() -> None:
     from ghostcli.models.cifar import CifarResNet
     from ghostcli.models.ghostnet import GhostNet
 
-    with pytest.raises(ValueError, match="6n\\+2") as info:
+    with pytest.raises(ValueError, match="`depth` must be 6n\\+2") as info:
         CifarResNet(depth=21)
     assert not isinstance(info.value, UsageError)  # a plain nn.Module knows nothing of the CLI
-    with pytest.raises(ValueError, match="width must be positive"):
+    with pytest.raises(ValueError, match="^`width` must be positive"):
         GhostNet(width=0)
-    with pytest.raises(UsageError, match="^width must be positive, got -1.0$"):  # same message, CLI exit code
+    with pytest.raises(UsageError, match="^`width` must be positive, got -1.0$"):  # same message, CLI exit code
         build_model("ghostnet_100", width=-1.0)
 
 
@@ -130,3 +130,22 @@ def test_build_with_another_width_names_the_model_by_its_width(runner, tmp_path)
     assert res.exit_code == 0 and "ghostnet_130" in res.stdout
     res = runner.invoke(app, ["build", "ghostnet_050", "--json"])
     assert json.loads(res.stdout)["name"] == "ghostnet_050"
+
+
+def test_build_names_builder_options_as_its_flags(runner, tmp_path) -> None:
+    from ghostcli.cli.app import app
+    from ghostcli.resolve import resolve_model
+
+    res = runner.invoke(app, ["build", "resnet56", "--width", "2"])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == "Error: model 'resnet56' has no option --width (it takes: --num-classes, --in-chans)"
+    res = runner.invoke(app, ["build", "ghost_resnet56", "--width", "2"])  # build cannot set ratio: it stays a name
+    assert "(it takes: --num-classes, --in-chans, `ratio`, `dw_kernel`)" in res.stderr
+    # a resolve hint: the library names the setting, build shows its flag
+    out = tmp_path / "r20.safetensors"
+    assert runner.invoke(app, ["build", "resnet20", "-o", str(out)]).exit_code == 0
+    with pytest.raises(UsageError, match=r"^builder options \(e\.g\. `num_classes`\) do not apply to a saved artifact$"):
+        resolve_model(str(out), options={"num_classes": 3})
+    res = runner.invoke(app, ["build", str(out), "--num-classes", "3"])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == "Error: builder options (e.g. --num-classes) do not apply to a saved artifact"

@@ -72,7 +72,7 @@ def ghostify_command(
     trust_factory: TrustFactoryOpt = False,
 ) -> None:
     from ghostcli.artifacts import check_artifact_output
-    from ghostcli.errors import ConversionError, UsageError
+    from ghostcli.errors import ConversionError
     from ghostcli.units import parse_input_size
 
     if output is not None:
@@ -82,14 +82,11 @@ def ghostify_command(
     import dataclasses
 
     from ghostcli import render
-    from ghostcli.convert import GhostifyOptions, InvalidOption, ghostify
+    from ghostcli.convert import GhostifyOptions, ghostify
     from ghostcli.resolve import resolve_model
 
-    try:
-        opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
-                               min_fan_in)
-    except InvalidOption as exc:  # the library names the field (dw_kernel), the user typed the flag
-        raise UsageError(f"--{exc.option.replace('_', '-')} {exc.problem}") from None
+    opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
+                           min_fan_in)
     loaded = resolve_model(model, weights=weights, trust_factory=trust_factory)
     if loaded.is_ghostified:
         how = f"with {loaded.recipe.ghostify}" if loaded.recipe.ghostify else "it contains Ghost modules"
@@ -121,11 +118,14 @@ def ghostify_command(
 
 
 def _print_report(name: str, report: Any, saved: Path | None) -> None:
+    from rich.markup import escape
+
     from ghostcli import render
+    from ghostcli.option_names import spell_options
     from ghostcli.units import format_count, format_macs, format_ratio
 
-    rows = [
-        (r.name, _shape(r), r.action, r.reason, _arrow(r.params_before, r.params_after, format_count),
+    rows = [  # reasons name options in backquotes (`min_channels`): shown as this command's flags, never as markup
+        (escape(r.name), _shape(r), r.action, escape(spell_options(r.reason)), _arrow(r.params_before, r.params_after, format_count),
          _arrow(r.macs_before, r.macs_after, format_macs))
         for r in report.rows
     ]

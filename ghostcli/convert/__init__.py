@@ -12,7 +12,7 @@ from ghostcli.convert.rules import (
     convert_conv2d,
     register_converter,
 )
-from ghostcli.ghostify_options import GhostifyOptions, InvalidOption
+from ghostcli.ghostify_options import GhostifyOptions
 
 __all__ = [
     "DEFAULT_CONVERTERS",
@@ -23,7 +23,6 @@ __all__ = [
     "ConverterTable",
     "GhostifyOptions",
     "GhostifyReport",
-    "InvalidOption",
     "KeepLayer",
     "convert_conv2d",
     "count_params",

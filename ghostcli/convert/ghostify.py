@@ -153,9 +153,9 @@ def ghostify(
             row.reason += ", ReLU moved inside"
 
     for pattern in unmatched_patterns(conv_names, opts.include):
-        warnings.append(f"--include {pattern} matches no conv layer")
+        warnings.append(f"`include` {pattern} matches no conv layer")
     for pattern in unmatched_patterns(conv_names, opts.exclude):
-        warnings.append(f"--exclude {pattern} matches no conv layer")
+        warnings.append(f"`exclude` {pattern} matches no conv layer")
     if not replaced and not allow_empty:
         reasons = Counter(r.reason for r in rows)
         summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3)) or "the model has no conv layer"

@@ -32,7 +32,7 @@ class ConvRow:
     stride: list[int]
     groups: int
     action: str  # "ghost" or "kept"
-    reason: str  # why kept; for "ghost" what was absorbed/inherited
+    reason: str  # why kept (options named in backquotes: "< `min_channels` 32"); for "ghost" what was absorbed
     bn: str | None  # the BatchNorm the Ghost module took over (replaced by Identity), if any
     params_before: int  # conv params (+ the absorbed BatchNorm's)
     params_after: int
@@ -56,7 +56,7 @@ class GhostifyReport:
     macs_after: int | None
     macs_counter: str  # "fvcore" (conv + linear ops) or "none" (not counted)
     inherited: list[dict[str, str]] = field(default_factory=list)  # {"tensor": new name, "source": original}
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # options named in backquotes (`include`)
     forward_error: str | None = None  # why the original model did not run at ``input_size`` (then no MACs)
 
     @property

@@ -162,11 +162,11 @@ def convert_conv2d(conv: nn.Conv2d, ctx: ConvertContext) -> nn.Module:
     if n < s:
         raise KeepLayer(f"{n} output channels < ratio {s}")
     if n < ctx.min_channels:
-        raise KeepLayer(f"{n} output channels < --min-channels {ctx.min_channels}")
+        raise KeepLayer(f"{n} output channels < `min_channels` {ctx.min_channels}")
     kh, kw = _pair(conv.kernel_size)
     fan_in = conv.in_channels * kh * kw
     if fan_in < ctx.min_fan_in:
-        raise KeepLayer(f"fan-in {fan_in} (k*k*in) < --min-fan-in {ctx.min_fan_in}")
+        raise KeepLayer(f"fan-in {fan_in} (k*k*in) < `min_fan_in` {ctx.min_fan_in}")
     bn = ctx.bn if isinstance(ctx.bn, nn.BatchNorm2d) else None
     bias = conv.bias
     padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)

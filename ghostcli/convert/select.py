@@ -1,4 +1,4 @@
-"""Layer selection: --include / --exclude globs, the stem rule, layers inside existing Ghost modules."""
+"""Layer selection: ``include`` / ``exclude`` globs, the stem rule, layers inside existing Ghost modules."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ def selection_reason(name: str, *, include: tuple[str, ...], exclude: tuple[str,
     if in_ghost:
         return "part of a Ghost module"
     if include and first_match(name, include) is None:
-        return "not matched by --include"
+        return "not matched by `include`"
     hit = first_match(name, exclude)
     if hit is not None:
-        return f"excluded by --exclude {hit}"
+        return f"excluded by `exclude` {hit}"
     if keep_stem and is_stem:
         return "stem (reads the input image)"
     return None

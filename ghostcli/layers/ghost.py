@@ -64,19 +64,21 @@ class GhostModule(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(ratio, bool) or not isinstance(ratio, int):
-            raise TypeError(f"Ghost ratio must be an integer >= 2, got {ratio!r}")
+            raise TypeError(f"`ratio` (the Ghost ratio) must be an integer >= 2, got {ratio!r}")
         if ratio < 2:
-            raise ValueError(f"Ghost ratio must be an integer >= 2, got {ratio!r}")
+            raise ValueError(f"`ratio` (the Ghost ratio) must be an integer >= 2, got {ratio!r}")
         if isinstance(dw_kernel, bool) or not isinstance(dw_kernel, int):
-            raise TypeError(f"cheap (depthwise) kernel must be a positive odd integer, got {dw_kernel!r}")
+            raise TypeError("`dw_kernel` (the cheap depthwise kernel) must be a positive odd integer, "
+                            f"got {dw_kernel!r}")
         if dw_kernel < 1 or dw_kernel % 2 == 0:
-            raise ValueError(f"cheap (depthwise) kernel must be a positive odd integer, got {dw_kernel!r}")
+            raise ValueError("`dw_kernel` (the cheap depthwise kernel) must be a positive odd integer, "
+                             f"got {dw_kernel!r}")
         if in_ch < 1:
-            raise ValueError(f"in_ch must be positive, got {in_ch}")
+            raise ValueError(f"`in_ch` must be positive, got {in_ch}")
         if out_ch < ratio:
-            raise ValueError(f"out_ch ({out_ch}) must be at least the ratio ({ratio})")
+            raise ValueError(f"`out_ch` ({out_ch}) must be at least the ratio ({ratio})")
         if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {', '.join(_PADDING_MODES)}, got {padding_mode!r}")
+            raise ValueError(f"`padding_mode` must be one of {', '.join(_PADDING_MODES)}, got {padding_mode!r}")
         k = _pair(kernel_size)
         if padding is None:
             padding = (k[0] // 2, k[1] // 2)
@@ -147,7 +149,7 @@ class GhostBottleneck(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"GhostBottleneck stride must be 1 or 2, got {stride}")
+            raise ValueError(f"GhostBottleneck `stride` must be 1 or 2, got {stride}")
         pad = (dw_kernel_size - 1) // 2
         self.stride = stride
         self.ghost1 = GhostModule(in_ch, mid_ch, relu=True)

@@ -42,7 +42,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 56, num_classes: int = 10, in_chans: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110 ...), got {depth}")
+            raise ValueError(f"CIFAR ResNet `depth` must be 6n+2 (20, 32, 44, 56, 110 ...), got {depth}")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)

@@ -44,11 +44,11 @@ class GhostNet(nn.Module):
                  dropout: float = 0.2, head_channels: int = 1280) -> None:
         super().__init__()
         if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
+            raise ValueError(f"`width` must be positive, got {width}")
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise ValueError(f"`num_classes` must be positive, got {num_classes}")
         if in_chans < 1:
-            raise ValueError(f"in_chans must be positive, got {in_chans}")
+            raise ValueError(f"`in_chans` must be positive, got {in_chans}")
         self.num_classes, self.width = num_classes, width
         out = make_divisible(16 * width, 4)
         self.conv_stem = nn.Conv2d(in_chans, out, 3, 2, 1, bias=False)

@@ -103,14 +103,16 @@ def get_model_spec(name: str) -> ModelSpec:
 def build_model(name: str, **options: Any) -> nn.Module:
     """Build zoo model ``name`` with random weights; ``options`` go to its builder.
 
-    Options set to ``None`` are dropped. An option the builder does not take, or a value its
-    constructor rejects (ValueError / TypeError), is a :class:`UsageError` with the same message.
+    Options set to ``None`` are dropped. An option the builder does not take (named in backquotes,
+    `` `width` ``, as every setting in a library message), or a value its constructor rejects
+    (ValueError / TypeError), is a :class:`UsageError` with the same message.
     """
     spec = get_model_spec(name)
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(spec.options()))
     if unknown:
-        raise UsageError(f"model {name!r} has no option {', '.join(unknown)} (it takes: {', '.join(spec.options()) or 'none'})")
+        takes = ", ".join(f"`{o}`" for o in spec.options()) or "none"
+        raise UsageError(f"model {name!r} has no option {', '.join(f'`{o}`' for o in unknown)} (it takes: {takes})")
     try:
         return spec.builder(**options)
     except (TypeError, ValueError) as exc:

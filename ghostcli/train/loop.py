@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError, one_line
+from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError
 from ghostcli.fsutil import check_output
 from ghostcli.progress import Progress, no_progress
 from ghostcli.runtime.device import resolve_device
@@ -220,17 +220,10 @@ def _determinism(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = prev_bench
 
 
-def _num_outputs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(1, *input_size))
-    except Exception as exc:
-        raise DataError(f"the model cannot run on {'x'.join(map(str, input_size))} inputs: "
-                        f"{one_line(exc, 160)}") from None
-    finally:
-        model.train(was_training)
+def _num_outputs(model: nn.Module, input_size: tuple[int, int, int], name: str = "the model") -> int:
+    from ghostcli.runtime.probe import run_once
+
+    out = run_once(model, torch.zeros(1, *input_size), name)  # ForwardError names the failing layer
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise UsageError("train needs a classifier that returns (batch, classes) logits")
     return int(out.shape[1])
@@ -317,7 +310,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
     if len(input_size) != 3:
         raise UsageError(f"input size must be C x H x W, got {input_size}")
     sets = load_datasets(cfg.data, cfg.val_data, input_size, augment=cfg.augment, seed=cfg.seed)
-    n_out = _num_outputs(student, input_size)
+    n_out = _num_outputs(student, input_size, loaded.name)
     check_outputs(n_out, sets.classes, f"model {loaded.name}")
     if n_out > len(sets.classes):
         note(f"the model has {n_out} outputs for {len(sets.classes)} classes; the extra outputs are trained "
@@ -329,7 +322,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
     if cfg.teacher:
         t_loaded = resolve_model(cfg.teacher, weights=cfg.teacher_weights, allow_pickle=cfg.allow_pickle,
                                  trust_factory=cfg.trust_factory)
-        t_out = _num_outputs(t_loaded.model, input_size)
+        t_out = _num_outputs(t_loaded.model, input_size, f"teacher {t_loaded.name}")
         if t_out != n_out:
             raise UsageError(f"teacher {t_loaded.name} has {t_out} classes but the student {loaded.name} has {n_out}")
         teacher = t_loaded.model.to(device).eval()
