@@ -97,7 +97,8 @@ def _check_ghostify(options: Any) -> dict[str, Any] | None:
     try:
         return GhostifyOptions.from_dict(options).to_dict()
     except (GhostcliError, TypeError) as exc:
-        raise _corrupt(f"ghostify options: {one_line(exc, 120)}") from None
+        # the value came from the file, not from an option: name the recipe's key, without backquotes
+        raise _corrupt(f"ghostify options: {one_line(exc, 120).replace('`', '')}") from None
 
 
 @dataclass

@@ -124,6 +124,15 @@ def test_a_crafted_recipe_is_a_corrupt_recipe(case: str, tmp_path: Path) -> None
     run_bad(["profile", str(path), "--no-latency"], tmp_path, code=1, match="corrupt ghostcli recipe")
 
 
+def test_a_bad_value_in_a_recipe_is_named_as_the_files_key_not_as_an_option(tmp_path: Path) -> None:
+    path = tmp_path / "crafted.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path),
+              metadata={"format": FORMAT, RECIPE_KEY: json.dumps({"source": "zoo:resnet20",
+                                                                  "ghostify": {"dw_kernel": 4}})})
+    line = run_bad(["ghostify", str(path)], tmp_path, code=1, match="corrupt ghostcli recipe: ghostify options")
+    assert "dw_kernel must be" in line and "--dw-kernel" not in line  # ghostify has --dw-kernel: not what failed
+
+
 def test_recipe_round_trip_keeps_valid_fields() -> None:
     data = {"source": "zoo:resnet20", "options": {"num_classes": 5, "names": ["a", "b"]}, "input_size": [3, 8, 8],
             "ghostify": {"ratio": 3}, "extra": {"training": {"epochs": 1}}}
