@@ -56,8 +56,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        r = train_model(TrainConfig(model="resnet20", data=str(data), val_data=str(data), output=str(out), epochs=2,
-                                    batch_size=16, lr=0.05, input_size=(3, 8, 8), device="cpu"))
+        r = train_model(TrainConfig(data=str(data), val_data=str(data), output=str(out), epochs=2,
+                                    batch_size=16, lr=0.05, input_size=(3, 8, 8), device="cpu"),
+                        lambda: resolve_model("resnet20"))
     finally:
         torch.set_num_threads(threads)
     assert r.final_val_top1 is not None

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ghostcli.cli.app import app
+from ghostcli.loaded import LoadedModel
 from ghostcli.resolve import resolve_model
 from ghostcli.train import EpochRecord, TrainConfig, TrainingInterrupted, evaluate_model, train_model
 from ghostcli.train.checkpoint import load_checkpoint
@@ -31,8 +32,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("imgs") / "data", per_class=24, size=8)
 
 
+def STUDENT() -> LoadedModel:  # noqa: N802 (a constant-like loader)
+    return resolve_model("resnet20")
+
+
 def cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base = dict(model="resnet20", data=str(data), output=str(out), epochs=2, batch_size=8, input_size=SIZE,
+    base = dict(data=str(data), output=str(out), epochs=2, batch_size=8, input_size=SIZE,
                 device="cpu", lr=0.05)
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
@@ -57,7 +62,7 @@ INFO = re.compile(r"loss \d+\.\d{4}  acc \d+\.\d%  [\d,]+ img/s  lr \d\.?\d*(e-\
 
 def test_interrupt_then_resume_matches_uninterrupted_run_exactly(folder: Path, tmp_path: Path) -> None:
     progress, epochs = Recorder(), []
-    full = train_model(cfg(folder, tmp_path / "full.safetensors"), progress=progress, on_epoch=epochs.append)
+    full = train_model(cfg(folder, tmp_path / "full.safetensors"), STUDENT, progress=progress, on_epoch=epochs.append)
     assert full.steps_per_epoch == 6 and len(full.history) == 2 and full.num_classes == 2
     assert (tmp_path / "full.ckpt").is_file()
     # one report as an epoch starts, one per optimizer step; the epoch records as they finish
@@ -67,7 +72,7 @@ def test_interrupt_then_resume_matches_uninterrupted_run_exactly(folder: Path, t
 
     out = tmp_path / "part.safetensors"
     with pytest.raises(TrainingInterrupted) as info:
-        train_model(cfg(folder, out), progress=Recorder(stop_at=(1, 3)))
+        train_model(cfg(folder, out), STUDENT, progress=Recorder(stop_at=(1, 3)))
     msg = str(info.value)
     assert info.value.exit_code == 130 and "\n" not in msg
     assert "epoch 1/2, step 3/6" in msg and "`resume`" in msg
@@ -78,7 +83,7 @@ def test_interrupt_then_resume_matches_uninterrupted_run_exactly(folder: Path, t
     assert isinstance(ck["rng"]["torch"], torch.Tensor)
 
     progress = Recorder()
-    resumed = train_model(cfg(folder, out, resume=str(tmp_path / "part.ckpt")), progress=progress)
+    resumed = train_model(cfg(folder, out, resume=str(tmp_path / "part.ckpt")), STUDENT, progress=progress)
     assert resumed.resumed_from == str(tmp_path / "part.ckpt")
     assert progress.calls[0][:3] == ("epoch 1/2", 3, 6) and len(progress.calls) == 4 + 7  # the 3 steps left, 6
     a, b = full.model.state_dict(), resumed.model.state_dict()
@@ -95,13 +100,13 @@ def test_checkpoint_is_not_overwritten_without_resume_or_force(folder: Path, tmp
     from ghostcli.errors import OutputExistsError
 
     with pytest.raises(OutputExistsError) as info:
-        train_model(cfg(folder, tmp_path / "m.safetensors", epochs=1))
+        train_model(cfg(folder, tmp_path / "m.safetensors", epochs=1), STUDENT)
     assert "`resume`" in str(info.value)  # the CLI shows it as --resume (tests/test_option_names.py)
     assert (tmp_path / "m.ckpt").read_bytes() == b"precious"
 
 
 def test_resume_refuses_a_checkpoint_of_another_architecture(folder: Path, tmp_path: Path, runner) -> None:
-    train_model(cfg(folder, tmp_path / "plain.safetensors", epochs=1))
+    train_model(cfg(folder, tmp_path / "plain.safetensors", epochs=1), STUDENT)
     ghost = save_ghost_resnet20(tmp_path / "ghost.safetensors", SIZE)
     r = runner.invoke(app, ["train", str(ghost), "--data", str(folder), "--input-size", "3x8x8", "--epochs", "1",
                             "--batch-size", "8", "--device", "cpu", "--resume", str(tmp_path / "plain.ckpt"),
@@ -224,18 +229,18 @@ def test_ctrl_c_in_a_real_process_saves_a_checkpoint(folder: Path, tmp_path: Pat
 
 
 def test_augmentation_is_the_same_with_data_loading_workers(folder: Path, tmp_path: Path) -> None:
-    a = train_model(cfg(folder, tmp_path / "w0.safetensors", epochs=1, workers=0))
-    b = train_model(cfg(folder, tmp_path / "w2.safetensors", epochs=1, workers=2))
+    a = train_model(cfg(folder, tmp_path / "w0.safetensors", epochs=1, workers=0), STUDENT)
+    b = train_model(cfg(folder, tmp_path / "w2.safetensors", epochs=1, workers=2), STUDENT)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    c = train_model(cfg(folder, tmp_path / "s1.safetensors", epochs=1, seed=1))
+    c = train_model(cfg(folder, tmp_path / "s1.safetensors", epochs=1, seed=1), STUDENT)
     assert not torch.equal(sa["conv1.weight"], c.model.state_dict()["conv1.weight"])
 
 
 def test_amp_and_channels_last_train_and_save_a_loadable_model(folder: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "amp.safetensors"
-    r = train_model(cfg(folder, out, epochs=1, amp=True, channels_last=True, val_data=str(folder)))
+    r = train_model(cfg(folder, out, epochs=1, amp=True, channels_last=True, val_data=str(folder)), STUDENT)
     assert r.history[0].train_loss == r.history[0].train_loss and r.history[0].train_loss > 0  # finite, not NaN
     check = evaluate_model(resolve_model(str(out)), str(folder),
                            options=EvalOptions(batch_size=8, device="cpu", amp=True, channels_last=True))
@@ -251,7 +256,7 @@ def test_amp_and_channels_last_train_and_save_a_loadable_model(folder: Path, tmp
 def test_cuda_amp_training_saves_a_cpu_loadable_model(folder: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "cuda.safetensors"
-    r = train_model(cfg(folder, out, epochs=1, device="cuda", amp=True, channels_last=True, val_data=str(folder)))
+    r = train_model(cfg(folder, out, epochs=1, device="cuda", amp=True, channels_last=True, val_data=str(folder)), STUDENT)
     assert r.device.startswith("cuda") and r.history[0].train_loss > 0 and r.final_val_top1 is not None
     reloaded = resolve_model(str(out)).model
     x = torch.randn(2, *SIZE)

@@ -129,8 +129,9 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        single = train_model(TrainConfig(model="resnet20", data=str(data), val_data=str(data), input_size=(3, 8, 8),
-                                         epochs=2, batch_size=8, lr=0.01, device="cpu", seed=3, warmup_epochs=0))
+        single = train_model(TrainConfig(data=str(data), val_data=str(data), input_size=(3, 8, 8),
+                                         epochs=2, batch_size=8, lr=0.01, device="cpu", seed=3, warmup_epochs=0),
+                             lambda: resolve_model("resnet20"))
         ddp_state = resolve_model(str(out)).model.state_dict()
     finally:
         torch.set_default_dtype(default)

@@ -27,11 +27,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = (3, 8, 8)
 
 
-def run(model: str, **kw: object) -> TrainResult:
-    cfg = dict(model=model, data="digits", epochs=5, batch_size=64, lr=0.1, input_size=SIZE, augment=False,
+def run(model: str, teacher: str | None = None, **kw: object) -> TrainResult:
+    cfg = dict(data="digits", epochs=5, batch_size=64, lr=0.1, input_size=SIZE, augment=False,
                device="cpu", seed=0, warmup_epochs=0)  # the recipe docs/training.md reports, fixed
     cfg.update(kw)
-    return train_model(TrainConfig(**cfg))  # type: ignore[arg-type]
+    return train_model(TrainConfig(**cfg), lambda: resolve_model(model),  # type: ignore[arg-type]
+                       teacher=(lambda: resolve_model(teacher)) if teacher else None)
 
 
 @pytest.fixture(scope="module")

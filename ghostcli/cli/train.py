@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, ModelArg, TrustFactoryOpt, WeightsOpt
+
+if TYPE_CHECKING:
+    from ghostcli.loaded import LoadedModel
 
 HELP = """Train MODEL on image data, optionally distilling from a teacher, and save it as an artifact.
 
@@ -114,21 +118,28 @@ def train_command(
     from ghostcli import render
     from ghostcli.train import TrainConfig, train_model
 
+    if teacher_weights and not teacher:
+        raise UsageError("--teacher-weights needs --teacher")
     cfg = TrainConfig(
-        model=model, data=data, output=str(output), val_data=val_data, weights=str(weights) if weights else None,
-        teacher=teacher, teacher_weights=str(teacher_weights) if teacher_weights else None, kd_alpha=kd_alpha,
+        data=data, output=str(output), val_data=val_data, kd_alpha=kd_alpha,
         kd_temperature=kd_temperature, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.lower(),
         weight_decay=weight_decay, schedule=schedule.lower(), warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, amp=amp, channels_last=channels_last, device=device, workers=workers,
         resume=str(resume) if resume else None, checkpoint=str(checkpoint) if checkpoint else None, seed=seed,
-        input_size=size, augment=augment, force=force, allow_pickle=allow_pickle,
-        trust_factory=trust_factory,
+        input_size=size, augment=augment, force=force,
     )
+    from ghostcli.resolve import resolve_model
+
+    def loader(spec: str, weights_path: Path | None) -> Callable[[], LoadedModel]:
+        return lambda: resolve_model(spec, weights=str(weights_path) if weights_path else None,
+                                     allow_pickle=allow_pickle, trust_factory=trust_factory)
+
     is_main = os.environ.get("RANK", "0") in ("", "0")  # the library reports on rank 0 only; the CLI prints there
     from ghostcli.cli.train_view import show_epoch, show_result
 
     with render.progress_bar(transient=False, enabled=is_main) as progress:
-        result = train_model(cfg, progress=progress, on_epoch=show_epoch, on_note=render.warn)
+        result = train_model(cfg, loader(model, weights), teacher=loader(teacher, teacher_weights) if teacher else None,
+                             progress=progress, on_epoch=show_epoch, on_note=render.warn)
     if not is_main:
         return
     if as_json:

@@ -25,6 +25,7 @@ from torch import nn
 
 from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError
 from ghostcli.fsutil import check_output
+from ghostcli.loaded import LoadedModel
 from ghostcli.progress import Progress, no_progress
 from ghostcli.runtime.device import resolve_device
 from ghostcli.train import checkpoint as ckpt_mod
@@ -35,6 +36,8 @@ from ghostcli.train.evaluate import autocast, check_outputs, run_eval
 from ghostcli.train.metrics import Meter
 from ghostcli.train.schedule import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, build_optimizer, build_scheduler, check_choice
 
+ModelLoader = Callable[[], LoadedModel]
+
 
 class TrainingInterrupted(GhostcliError):
     """Ctrl-C (or SIGTERM under torchrun): a checkpoint was saved, the run stopped (exit 130)."""
@@ -44,15 +47,14 @@ class TrainingInterrupted(GhostcliError):
 
 @dataclass
 class TrainConfig:
-    """Everything ``ghostcli train`` takes. ``batch_size`` is the global batch (split across ranks)."""
+    """How :func:`train_model` trains. ``batch_size`` is the global batch (split across ranks).
 
-    model: str
+    The models themselves are not settings: ``train_model`` takes them as loaders.
+    """
+
     data: str = "digits"
     output: str | None = None
     val_data: str | None = None
-    weights: str | None = None
-    teacher: str | None = None
-    teacher_weights: str | None = None
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
     epochs: int = 10
@@ -75,8 +77,6 @@ class TrainConfig:
     augment: bool = True
     deterministic: bool = True
     force: bool = False
-    allow_pickle: bool = False
-    trust_factory: bool = False
 
 
 @dataclass
@@ -250,10 +250,14 @@ def _paths(cfg: TrainConfig, env: dist_mod.DistEnv) -> tuple[Path | None, Path |
     return out, ck
 
 
-def train_model(cfg: TrainConfig, *, progress: Progress = no_progress,
-                on_epoch: Callable[[EpochRecord], None] | None = None,
+def train_model(cfg: TrainConfig, student: ModelLoader, *, teacher: ModelLoader | None = None,
+                progress: Progress = no_progress, on_epoch: Callable[[EpochRecord], None] | None = None,
                 on_note: Callable[[str], None] | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` (optionally distilling from ``cfg.teacher``) and save it.
+    """Train the model ``student()`` returns on ``cfg.data`` (distilling from ``teacher()``) and save it.
+
+    ``student`` and ``teacher`` are called once, after the random generators are seeded from
+    ``cfg.seed`` (so a randomly initialized model is the same in every run), e.g.
+    ``lambda: resolve_model("resnet20")``.
 
     Rank 0 reports: ``progress`` after every optimizer step (description "epoch 2/10", steps done of
     the epoch's steps, resumed ones included, and "loss ... acc ... img/s ... lr ..."), ``on_epoch``
@@ -270,7 +274,7 @@ def train_model(cfg: TrainConfig, *, progress: Progress = no_progress,
         progress, on_epoch, on_note = no_progress, None, None
     try:
         with _determinism(cfg.deterministic, device):
-            return _train(cfg, env, device, progress, on_epoch or _ignore, on_note or _ignore)
+            return _train(cfg, env, device, (student, teacher), progress, on_epoch or _ignore, on_note or _ignore)
     finally:
         if owned:
             dist_mod.shutdown(env)
@@ -280,10 +284,10 @@ def _ignore(event: object) -> None:
     """The default ``on_epoch`` / ``on_note``."""
 
 
-def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progress: Progress,
+def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
+           loaders: tuple[ModelLoader, ModelLoader | None], progress: Progress,
            on_epoch: Callable[[EpochRecord], None], on_note: Callable[[str], None]) -> TrainResult:
     from ghostcli.artifacts import Recipe, save_artifact
-    from ghostcli.resolve import resolve_model
 
     t_start = time.perf_counter()
     notes: list[str] = []
@@ -300,10 +304,9 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
     resume = ckpt_mod.load_checkpoint(cfg.resume) if cfg.resume else None
 
     _seed_all(cfg.seed + env.rank)
-    loaded = resolve_model(cfg.model, weights=cfg.weights, allow_pickle=cfg.allow_pickle,
-                           trust_factory=cfg.trust_factory)
+    loaded = loaders[0]()
     if out_path is not None and loaded.recipe.source.startswith("pickle:"):
-        raise UsageError(f"{cfg.model} has no recipe (a pickled model) so the trained model could not be "
+        raise UsageError(f"{loaded.name} has no recipe (a pickled model) so the trained model could not be "
                          "reloaded; save it as a ghostcli artifact first")
     student = loaded.model
     input_size = tuple(int(v) for v in (cfg.input_size or loaded.input_size))
@@ -319,9 +322,10 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
         note("no validation data (give `val_data`, or DIR/train + DIR/val): reporting training metrics only")
 
     teacher: nn.Module | None = None
-    if cfg.teacher:
-        t_loaded = resolve_model(cfg.teacher, weights=cfg.teacher_weights, allow_pickle=cfg.allow_pickle,
-                                 trust_factory=cfg.trust_factory)
+    teacher_label: str | None = None
+    if loaders[1] is not None:
+        t_loaded = loaders[1]()
+        teacher_label = str(t_loaded.path) if t_loaded.path else t_loaded.name
         t_out = _num_outputs(t_loaded.model, input_size, f"teacher {t_loaded.name}")
         if t_out != n_out:
             raise UsageError(f"teacher {t_loaded.name} has {t_out} classes but the student {loaded.name} has {n_out}")
@@ -330,8 +334,6 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
             p.requires_grad_(False)
         if cfg.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
-    elif cfg.teacher_weights:
-        raise UsageError("`teacher_weights` needs `teacher`")
 
     steps = steps_per_epoch(sets.train, cfg.batch_size, env.world_size)
     if steps == 0:
@@ -362,8 +364,9 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
         history = [EpochRecord(**r) for r in resume.get("history", [])]
         partial = Meter.from_list(list(resume.get("partial", [0, 0, 0, 0])))
         saved_cfg = resume.get("config", {})
-        changed = [k for k in ("data", "batch_size", "optimizer", "schedule", "seed", "teacher", "input_size")
-                   if k in saved_cfg and _plain(getattr(cfg, k)) != saved_cfg[k]]
+        now = {k: _plain(getattr(cfg, k)) for k in ("data", "batch_size", "optimizer", "schedule", "seed", "input_size")}
+        now["teacher"] = teacher_label
+        changed = [k for k, v in now.items() if k in saved_cfg and v != saved_cfg[k]]
         if changed:
             note(f"resuming with different {', '.join(changed)} than the checkpoint was made with")
         if int(resume.get("steps_per_epoch", steps)) != steps:
@@ -386,7 +389,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
             "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "steps_per_epoch": steps,
             "partial": meter.as_list(), "history": [asdict(r) for r in history], "rng": ckpt_mod.capture_rng(),
             "signature": ckpt_mod.architecture_signature(student), "model_source": loaded.recipe.source,
-            "config": {k: _plain(v) for k, v in asdict(cfg).items()}, "world_size": env.world_size,
+            "config": {**{k: _plain(v) for k, v in asdict(cfg).items()}, "teacher": teacher_label}, "world_size": env.world_size,
         }
 
     def save(epoch: int, step: int, meter: Meter) -> None:
@@ -476,8 +479,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
         recipe.input_size = list(input_size)
         recipe.extra = dict(recipe.extra)
         recipe.extra["training"] = {
-            "data": cfg.data, "epochs": cfg.epochs, "seed": cfg.seed, "teacher": cfg.teacher,
-            "kd_alpha": cfg.kd_alpha if cfg.teacher else None, "global_batch_size": cfg.batch_size,
+            "data": cfg.data, "epochs": cfg.epochs, "seed": cfg.seed, "teacher": teacher_label,
+            "kd_alpha": cfg.kd_alpha if teacher is not None else None, "global_batch_size": cfg.batch_size,
             "world_size": env.world_size, "val_top1": last.val_top1 if last else None,
             "classes": sets.classes if len(sets.classes) <= 1000 else None,
         }
@@ -486,7 +489,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device, progre
     return TrainResult(
         model_name=loaded.name, output=str(out_path) if out_path else None,
         checkpoint=str(ck_path) if ck_path else None, data=cfg.data, val_data=sets.val_source,
-        teacher=cfg.teacher, device=str(device), world_size=env.world_size, global_batch_size=cfg.batch_size,
+        teacher=teacher_label, device=str(device), world_size=env.world_size, global_batch_size=cfg.batch_size,
         per_rank_batch_size=per_rank, epochs=cfg.epochs, steps_per_epoch=steps, train_images=len(sets.train),
         val_images=val_size, num_classes=len(sets.classes), input_size=list(input_size),
         final_val_top1=last.val_top1 if last else None, final_val_top5=last.val_top5 if last else None,
