@@ -31,6 +31,7 @@ from torch import nn
 from ghostcli.artifacts import CorruptRecipe, Recipe, read_artifact, read_state_dict
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError, one_line
 from ghostcli.loaded import LoadedModel
+from ghostcli.units import format_input_size
 from ghostcli.usercode import call_user_code
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -248,8 +249,8 @@ def apply_state_dict(model: nn.Module, state: dict[str, Any], origin: str | Path
     for k, v in state.items():
         if tuple(v.shape) != tuple(target[k].shape):
             raise ArtifactError(f"{origin} does not match the model: shape mismatch at {k} "
-                                f"({'x'.join(map(str, v.shape))} in the file, "
-                                f"{'x'.join(map(str, target[k].shape))} in the model)")
+                                f"({format_input_size(v.shape)} in the file, "
+                                f"{format_input_size(target[k].shape)} in the model)")
     state._metadata = getattr(state, "_metadata", None) or getattr(target, "_metadata", None)  # type: ignore[attr-defined]
     try:
         model.load_state_dict(state, strict=True)

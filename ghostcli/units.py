@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from ghostcli.errors import UsageError
 
@@ -61,9 +62,9 @@ def parse_input_size(text: str, channels: int = 3) -> tuple[int, int, int]:
     return (c, h, w)
 
 
-def format_input_size(size: tuple[int, ...]) -> str:
-    """``(3, 224, 224)`` -> ``3x224x224``."""
-    return "x".join(str(int(v)) for v in size)
+def format_input_size(size: Sequence[int | str]) -> str:
+    """``(3, 224, 224)`` -> ``3x224x224`` (a named dimension stays a name: ``batchx3x224x224``)."""
+    return "x".join(v if isinstance(v, str) else str(int(v)) for v in size)
 
 
 def _scaled(value: float, unit: str, digits: int = 2) -> str:
@@ -103,6 +104,13 @@ def format_ms(ms: float) -> str:
 def format_ratio(x: float) -> str:
     """``0.532`` -> ``0.53x``."""
     return f"{x:.2f}x"
+
+
+def format_speedup(speedup: float) -> str:
+    """A time ratio ``before / after`` in words: ``1.35`` -> ``1.35x faster``, ``0.74`` -> ``1.35x slower``."""
+    if not math.isfinite(speedup) or speedup <= 0:
+        return "not measured"
+    return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
 
 
 def check_timing(runs: int, warmup: int, threads: int | None, *, runs_hint: str = "") -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from graph_helpers import openvino_bias_adds
 from torch import nn
 
 from ghostcli.cli.app import app
@@ -27,6 +26,7 @@ from ghostcli.runtime.onnx import onnx_runner
 from ghostcli.runtime.openvino import compile_cpu, core, run_compiled, to_openvino
 
 from conftest import randomize_bn
+from graph_helpers import openvino_bias_adds
 
 
 class TinyGhostNet(nn.Module):

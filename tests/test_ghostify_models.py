@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostcli.convert import count_params, fvcore_macs, ghostify
+from ghostcli.convert import fvcore_macs, ghostify, module_params
 from ghostcli.layers import GhostModule
 
 TORCHVISION = ["resnet18", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
@@ -42,7 +42,7 @@ def test_cifar_zoo_matches_the_paper(name, params, macs):
 
     model = build_model(name)
     assert model.ghostify_options["ratio"] == 2 and model.ghostify_options["dw_kernel"] == 3
-    assert abs(count_params(model) - params) / params < 0.05
+    assert abs(module_params(model) - params) / params < 0.05
     assert abs(fvcore_macs(model, (3, 32, 32)) - macs) / macs < 0.05
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
@@ -64,7 +64,7 @@ def _check_model(model: nn.Module, size: int, export_size: int | None = None, gh
             assert g(x).shape == model(x).shape
         assert rep.replaced > 0 and rep.macs_counter == "fvcore"
         assert rep.macs_after < rep.macs_before and rep.params_after < rep.params_before
-        assert count_params(g) == rep.params_after
+        assert module_params(g) == rep.params_after
     g.train()
     loss = sum(o.float().square().mean() for o in _outputs(g(x)))
     loss.backward()

@@ -79,12 +79,12 @@ def test_distilled_ghost_is_at_least_as_good_as_ghost_alone(results: dict) -> No
 
 @pytest.mark.slow
 def test_ghost_artifact_is_smaller_and_evaluates_to_the_same_accuracy(results: dict) -> None:
-    from ghostcli.convert import count_params
+    from ghostcli.convert import module_params
     from ghostcli.resolve import resolve_model
 
     d = results["dir"]
     orig = resolve_model(str(d / "resnet20.safetensors"))
     ghost = resolve_model(str(d / "ghost_kd.safetensors"))
-    assert ghost.is_ghostified and count_params(ghost.model) < 0.6 * count_params(orig.model)
+    assert ghost.is_ghostified and module_params(ghost.model) < 0.6 * module_params(orig.model)
     r = evaluate_model(resolve_model(str(d / "ghost_kd.safetensors")), "digits", options=EvalOptions(device="cpu"))
     assert r.images == 360 and r.top1 == pytest.approx(results["distilled"].final_val_top1)

@@ -1,8 +1,8 @@
 """Analysis: MACs (fvcore), parameters, activations, memory and latency, as dataclasses.
 
->>> from ghostcli.analysis import profile_model
+>>> from ghostcli.analysis import ProfileOptions, profile_model
 >>> from ghostcli import resolve_model
->>> p = profile_model(resolve_model("resnet50"), latency=False)   # doctest: +SKIP
+>>> p = profile_model(resolve_model("resnet50"), options=ProfileOptions(latency=False))   # doctest: +SKIP
 >>> p.macs, p.params                                # doctest: +SKIP
 (4111512576, 25557032)
 
@@ -24,8 +24,8 @@ _LAZY = {
     **{n: "ghostcli.analysis.check_config" for n in ("build_settings", "find_config", "read_config")},
     **{n: "ghostcli.analysis.baseline" for n in ("BaselineEntry", "BaselineError", "read_baseline")},
     **{n: "ghostcli.analysis.check" for n in ("CheckReport", "LimitResult", "run_check")},
-    **{n: "ghostcli.analysis.profile" for n in ("DEFAULT_RUNS", "DEFAULT_WARMUP", "compare", "profile_model",
-                                                 "profile_models")},
+    **{n: "ghostcli.analysis.profile" for n in ("DEFAULT_RUNS", "DEFAULT_WARMUP", "ProfileOptions", "compare",
+                                                 "profile_model", "profile_models")},
     **{n: "ghostcli.analysis.report" for n in ("SCHEMA_VERSION", "Comparison", "Conditions", "Environment",
                                                 "LatencyStats", "MemoryStats", "ModelProfile", "ModuleStat",
                                                 "ProfileReport")},

@@ -53,7 +53,7 @@ def build_command(
         ("source", summary.source),
         ("options", ", ".join(f"{k}={v}" for k, v in summary.options.items()) or "-"),
         ("input", format_input_size(summary.input_size)),
-        ("output shape", "x".join(str(v) for v in summary.output_shape)),
+        ("output shape", format_input_size(summary.output_shape)),
         ("parameters", f"{format_count(summary.params)} ({summary.params:,})"),
         ("written", summary.output or "- (use -o to save)"),
     ]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ghostcli.analysis.check_keys import CHECK_KEYS, format_value
 from ghostcli.option_names import spell_options
+from ghostcli.units import format_input_size
 
 if TYPE_CHECKING:
     from ghostcli.analysis.check import CheckReport
@@ -36,7 +37,7 @@ def print_report(report: CheckReport) -> None:
                  for k, v, u in (("macs", m["macs"], "MAC"), ("params", m["params"], "params"),
                                  ("latency_ms", m["latency_median_ms"], "ms"),
                                  ("latency_ratio", m["latency_ratio"], "x")) if v is not None]
-    title = f"ghostcli check: {report.model} (input {'x'.join(map(str, report.input_size))})"
+    title = f"ghostcli check: {report.model} (input {format_input_size(report.input_size)})"
     render.stdout.print(render.table(title, ["Limit", "Measured", "Allowed", "Verdict", "From", "Note"], rows,
                                      numeric=(1, 2)))
     if report.baseline_updated:

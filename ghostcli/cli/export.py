@@ -19,6 +19,7 @@ from ghostcli.cli.common import (
     TrustFactoryOpt,
     WeightsOpt,
 )
+from ghostcli.units import format_input_size
 
 if TYPE_CHECKING:
     from ghostcli.deploy.export import ExportResult
@@ -107,7 +108,7 @@ def _print_human(r: ExportResult) -> None:
     from ghostcli import render
     from ghostcli.units import format_bytes
 
-    shape = "x".join(str(v) for v in r.input_shape)
+    shape = format_input_size(r.input_shape)
     rows = [
         ("model", r.model),
         ("format", r.format + (f" (opset {r.opset})" if r.opset else "")),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ghostcli.cli.common import TrustFactoryOpt
+from ghostcli.units import format_input_size
 
 HELP = """Rebuild MODEL with Ghost modules: every dense Conv2d except the stem becomes primary conv -> BN -> \
 cheap depthwise conv -> BN (GhostNet, Han et al. 2020), keeping the layer's geometry and output shape. A ReLU that followed the conv's BN moves inside both branches, so runtimes fuse it into the convs.
@@ -29,8 +30,8 @@ Examples:
 
 
 def _shape(row: Any) -> str:
-    k = "x".join(str(v) for v in row.kernel) or "?"
-    stride = "" if all(s == 1 for s in row.stride) else " /" + "x".join(str(v) for v in dict.fromkeys(row.stride))
+    k = format_input_size(row.kernel) or "?"
+    stride = "" if all(s == 1 for s in row.stride) else " /" + format_input_size(list(dict.fromkeys(row.stride)))
     groups = f" g{row.groups}" if row.groups != 1 else ""
     return f"{k} {row.in_channels}->{row.out_channels}{stride}{groups}"
 
@@ -95,7 +96,7 @@ def ghostify_command(
         raise ConversionError(f"{loaded.name} is a pickled model without a recipe: its ghostified version could not "
                               "be rebuilt from an artifact; build it from a named architecture with --weights")
     chw: tuple[int, ...] = size or tuple(loaded.input_size)
-    shown = "x".join(map(str, chw))
+    shown = format_input_size(chw)
     render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {shown}")
     gmodel, report = ghostify(loaded.model, opts, input_size=chw, allow_empty=allow_empty)
     if report.forward_error is not None:
@@ -132,7 +133,7 @@ def _print_report(name: str, report: Any, saved: Path | None) -> None:
     render.stdout.print(render.table(f"ghostify {name}: {report.replaced} of {len(report.rows)} convs replaced",
                                      ["layer", "shape (k in->out /stride)", "action", "reason", "params", "MACs"],
                                      rows, numeric=(4, 5)))
-    size = "x".join(map(str, report.input_size))
+    size = format_input_size(report.input_size)
     totals = [
         ("params", format_count(report.params_before), format_count(report.params_after),
          format_ratio(report.params_ratio)),

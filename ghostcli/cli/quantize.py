@@ -44,7 +44,7 @@ def _pct(x: float | None) -> str:
 
 def _render(result: Any) -> None:
     from ghostcli import render
-    from ghostcli.units import format_bytes, format_input_size, format_ms, format_ratio
+    from ghostcli.units import format_bytes, format_input_size, format_ms, format_ratio, format_speedup
 
     f32, dflt, q = result.fp32, result.fp32_default, result.int8
     rows = [
@@ -76,7 +76,7 @@ def _render(result: Any) -> None:
          f"{result.fake_quantize} FakeQuantize ops; {result.int8_layers}/{result.compute_layers} conv/FC layers "
          "run in INT8"),
         (f"INT8 vs FP32 at the default precision ({dflt.executed_precision}): "
-         f"{format_ratio(result.speedup_vs_default)} faster"),
+         f"{format_speedup(result.speedup_vs_default)}"),
         (f"measured on {m['device']}, {m['threads']} threads, batch {m['batch']}, hint {m['hint']}, "
          f"{m['warmup']} warm-up + {m['runs']} interleaved runs, median"),
     ]

@@ -1,6 +1,6 @@
 """ghostify: replace a CNN's dense convs with Ghost modules (a converter table users can extend) and report it."""
 
-from ghostcli.analysis.params import module_params as count_params  # an int (analysis.params.count_params: a pair)
+from ghostcli.analysis.params import module_params
 from ghostcli.convert.ghostify import GHOSTIFY_ATTR, ghostify
 from ghostcli.convert.report import ConvRow, GhostifyReport, fvcore_macs
 from ghostcli.convert.rules import (
@@ -25,8 +25,8 @@ __all__ = [
     "GhostifyReport",
     "KeepLayer",
     "convert_conv2d",
-    "count_params",
     "fvcore_macs",
     "ghostify",
+    "module_params",
     "register_converter",
 ]

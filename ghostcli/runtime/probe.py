@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from ghostcli.errors import GhostcliError
+from ghostcli.errors import GhostcliError, one_line
+from ghostcli.units import format_input_size
 
 CPU_METHOD = "tensor-level: peak bytes of tensor storages alive during one forward, tracked per operator"
 CUDA_METHOD = "torch.cuda.max_memory_allocated during one forward (caching-allocator peak)"
@@ -85,7 +86,7 @@ def _shapes(obj: Any) -> list[list[int]]:
 
 
 def _fmt_shape(shape: list[int]) -> str:
-    return "x".join(str(d) for d in shape) or "scalar"
+    return format_input_size(shape) or "scalar"
 
 
 class _CallStack:
@@ -124,7 +125,7 @@ class _CallStack:
 
     def error(self, what: str, example: torch.Tensor, exc: BaseException) -> ForwardError:
         """The one-line :class:`ForwardError` for ``exc``, naming the innermost module that was running."""
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:220]
+        msg = one_line(exc, 220, first_line=True)
         where = ""
         if self.stack:
             name, mod, in_shapes = self.stack[-1]
