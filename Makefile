@@ -1,5 +1,5 @@
 # Quick start:  make demo   (set up .venv, ghostify ResNet-50, profile the result)
-#               make test   (set up .venv, run the whole test suite)
+#               make test   (set up .venv, lint (ruff), type-check (mypy), run the whole test suite)
 # Both are idempotent and reuse an existing .venv.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,6 +24,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check ghostcli tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 bench: install
