@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch.fx as fx
 from torch import nn
 
+from ghostcli.errors import one_line
+
 #: conv type -> the BatchNorm type that can follow it (a pair folds into one conv of the same type)
 _CONV_BN: dict[type[nn.Module], type[nn.Module]] = {
     nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
@@ -100,8 +102,7 @@ def conv_bn_pairs(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> GraphI
         return _analyze_fx(model, leaf_types)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the fallback
         info = _analyze_registration(model, leaf_types)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        info.trace_error = f"{type(exc).__name__}: {first}"
+        info.trace_error = f"{type(exc).__name__}: {one_line(exc, 300, first_line=True)}"
         info.note = f"torch.fx could not trace the model ({type(exc).__name__}); conv->BatchNorm pairs " \
                     "were found by registration order"
         return info

@@ -12,7 +12,7 @@ from torch import nn
 
 from ghostcli.analysis.params import module_params
 from ghostcli.convert.activation import absorb_relus
-from ghostcli.convert.report import ConvRow, GhostifyReport, measure
+from ghostcli.convert.report import ConvRow, GhostifyReport, run_and_count
 from ghostcli.convert.rules import ConvertContext, Converter, ConverterTable, KeepLayer, converter_table
 from ghostcli.convert.select import selection_reason, unmatched_patterns
 from ghostcli.errors import ConversionError, UsageError
@@ -82,7 +82,7 @@ def ghostify(
     model = copy.deepcopy(model)
     extra_types = tuple(t for t in table.types() if not issubclass(t, nn.modules.conv._ConvNd))
     info = conv_bn_pairs(model, extra_types)
-    before = measure(model, size, use_fvcore=count_macs)
+    before = run_and_count(model, size, use_fvcore=count_macs)
     params_before = module_params(model)
     warnings = [info.note] if info.note else []
     if before.error:
@@ -165,7 +165,7 @@ def ghostify(
     macs_after: int | None = None
     counter = "none"
     if before.error is None:  # when the original did not run, the ghostified one is not run either
-        after = measure(model, size, use_fvcore=count_macs and before.fvcore is not None,
+        after = run_and_count(model, size, use_fvcore=count_macs and before.fvcore is not None,
                         what="the ghostified model")
         if after.error is not None:
             raise ConversionError(after.error)

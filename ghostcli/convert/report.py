@@ -120,7 +120,7 @@ def _shapes(out: Any) -> list[tuple[int, ...]]:
     return []
 
 
-def measure(model: nn.Module, input_size: tuple[int, ...], use_fvcore: bool = True,
+def run_and_count(model: nn.Module, input_size: tuple[int, ...], use_fvcore: bool = True,
             what: str = "the model") -> Measurement:
     """Run ``model`` once (eval mode, no grad, batch 1): its output shapes and, with ``use_fvcore``,
     fvcore's MACs (``analysis.macs.count_macs``).
@@ -163,4 +163,4 @@ def measure(model: nn.Module, input_size: tuple[int, ...], use_fvcore: bool = Tr
 
 def fvcore_macs(model: nn.Module, input_size: tuple[int, ...]) -> int | None:
     """Conv + linear MACs counted by fvcore's ``FlopCountAnalysis`` (None when fvcore cannot trace)."""
-    return measure(model, input_size).fvcore
+    return run_and_count(model, input_size).fvcore
