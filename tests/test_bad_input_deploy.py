@@ -103,6 +103,10 @@ CASES: list[tuple[str, list[str], int, str | list[str]]] = [
     ("q-bin-exists", [*Q, "-o", "{d}/half.xml"], 1, "half.bin already exists"),
     ("q-parent-is-file", [*Q, "-o", "{d}/afile/m.xml"], 2, "not a folder"),
     ("q-not-utf8", [*Q, "-o", "{d}/\udcffm.xml"], 2, "not valid UTF-8"),
+    ("ignore-type-typo", [*Q, "--ignore-type", "GroupConvolution", "--ignore-type", "Convolusion", "--json"], 2,
+     ["unknown OpenVINO operation type 'Convolusion' in --ignore-type: did you mean Convolution?",
+      "e.g. Convolution, GroupConvolution, MatMul"]),
+    ("ignore-type-case", [*Q, "--ignore-type", "matmul"], 2, ["'matmul'", "did you mean MatMul?", "case-sensitive"]),
     # quantize: after the model is loaded
     ("mean-2-of-3-model", ["quantize", "resnet20", *FAST_Q, "--mean", "0.5,0.5"], 2, "--mean needs 1 or 3 values"),
     ("calib-empty", [*Q, "--calib-data", "{d}/empty"], 1, "no usable images"),
@@ -128,8 +132,9 @@ def test_bad_input(tmp_path: Path, args: list[str], code: int, match: str | list
 
 @pytest.mark.parametrize("args", [
     [*Q, "--runs", "0"], [*Q, "--threads", "0"], [*Q, "--std", "nan,nan,nan"], [*Q, "--mean", "1,2"],
-    [*Q, "--calib-data", "nowhere"], [*Q, "-o", "m.bin"], [*E, "--opset", "3"], [*E, "--atol", "nan"],
-], ids=["runs", "threads", "std", "mean", "calib", "suffix", "opset", "atol"])
+    [*Q, "--calib-data", "nowhere"], [*Q, "-o", "m.bin"], [*Q, "--ignore-type", "Bogus"], [*E, "--opset", "3"],
+    [*E, "--atol", "nan"],
+], ids=["runs", "threads", "std", "mean", "calib", "suffix", "ignore-type", "opset", "atol"])
 def test_options_are_checked_before_the_model_is_loaded(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
     def no_load(*a: object, **k: object) -> None:
         raise AssertionError("the model was loaded before the options were checked")

@@ -377,13 +377,13 @@ def test_option_errors_name_fields_in_backquotes_and_the_cli_its_flags(runner, t
 
 
 def test_quantize_option_errors_name_settings_in_backquotes_and_the_cli_its_flags(runner) -> None:
-    from ghostcli.deploy.options import check_quantize_options
+    from ghostcli.deploy.options import QuantizeOptions
 
     with pytest.raises(UsageError) as err:
-        check_quantize_options(max_accuracy_drop=1.5)
+        QuantizeOptions(max_accuracy_drop=1.5)
     assert str(err.value) == "`max_accuracy_drop` is a fraction in [0, 1), got 1.5"
     with pytest.raises(UsageError) as err:
-        check_quantize_options(mean=(0.5, 0.5), channels=3)
+        QuantizeOptions(mean=(0.5, 0.5), input_size=(3, 8, 8))
     assert str(err.value) == "`mean` needs 1 or 3 values (one per input channel) for a 3-channel input, got 2"
     res = runner.invoke(app, ["quantize", "resnet20", "--max-accuracy-drop", "150%"])
     assert res.exit_code == 2 and res.stderr.strip() == "Error: --max-accuracy-drop is a fraction in [0, 1), got 1.5"

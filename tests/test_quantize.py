@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from ghostcli.cli.app import app
+from ghostcli.errors import DataError, UsageError
 from ghostcli.resolve import resolve_model
 
 FAST = ["--subset-size", "8", "--eval-size", "8", "--runs", "3", "--warmup", "1"]
@@ -19,11 +21,11 @@ FAST = ["--subset-size", "8", "--eval-size", "8", "--runs", "3", "--warmup", "1"
 @pytest.fixture(scope="module")
 def digits_result(tmp_path_factory):
     """One real quantization of resnet20 calibrated on the digits set, shared by the assertions below."""
-    from ghostcli.deploy.quantize import quantize_model
+    from ghostcli.deploy import QuantizeOptions, quantize_model
 
     out = tmp_path_factory.mktemp("q") / "r20_int8.xml"
-    result = quantize_model(resolve_model("resnet20"), calib_data="digits", subset_size=32, eval_size=48, runs=5,
-                            warmup=1, output=out)
+    options = QuantizeOptions(calib_data="digits", subset_size=32, eval_size=48, runs=5, warmup=1, output=out)
+    result = quantize_model(resolve_model("resnet20"), options=options)
     return result, out
 
 
@@ -81,15 +83,16 @@ def _nearest_centroid(size: tuple[int, int, int]) -> torch.nn.Module:
 
 def test_accuracy_matches_an_independent_count(tmp_path):
     """FP32/INT8 top-1, their drop and the agreement equal counts made here on the same 48 images."""
+    from ghostcli.deploy import QuantizeOptions, quantize_model
     from ghostcli.deploy.calibration import load_image_set
-    from ghostcli.deploy.quantize import quantize_model
     from ghostcli.runtime.openvino import compile_cpu, core, run_compiled
 
     size = (3, 16, 16)
     model = _nearest_centroid(size)
     out = tmp_path / "centroid_int8.xml"
-    result = quantize_model(model, input_size=size, calib_data="digits", subset_size=32, eval_size=48, runs=2,
-                            warmup=0, output=out)
+    options = QuantizeOptions(input_size=size, calib_data="digits", subset_size=32, eval_size=48, runs=2, warmup=0,
+                              output=out)
+    result = quantize_model(model, options=options)
     evalset = load_image_set("digits", split="val", input_size=size, limit=48)
     x = np.concatenate(evalset.images)
     labels = np.asarray(evalset.labels)
@@ -174,3 +177,100 @@ def test_subprocess_refuses_to_overwrite(tmp_path, ghostcli_exe):
     assert proc.returncode == 1
     assert "already exists" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_text() == "keep me"
+
+
+# ------------------------------------------------------------------ QuantizeOptions, checked when made
+
+
+@pytest.mark.parametrize(("fields", "error", "message"), [
+    ({"preset": "fast"}, UsageError, "unknown preset 'fast' (choose from performance, mixed)"),
+    ({"subset_size": 0}, UsageError, "`subset_size` (calibration images) must be at least 1, got 0"),
+    ({"eval_size": -1}, UsageError, "`eval_size` must be at least 1, got -1"),
+    ({"max_accuracy_drop": 1.5}, UsageError, "`max_accuracy_drop` is a fraction in [0, 1), got 1.5"),
+    ({"runs": 0}, UsageError, "`runs` must be at least 1, got 0"),
+    ({"input_size": (3, 0, 8)}, UsageError, "`input_size` must be C x H x W of positive sizes, got [3, 0, 8]"),
+    ({"input_size": (8, 8)}, UsageError, "`input_size` must be C x H x W of positive sizes, got [8, 8]"),
+    ({"mean": (0.5, 0.5), "input_size": (3, 8, 8)}, UsageError,
+     "`mean` needs 1 or 3 values (one per input channel) for a 3-channel input, got 2"),
+    ({"std": (0.2, 0.0, 0.2)}, UsageError, "`std` values must be positive, got 0.2,0,0.2"),
+    ({"output": "m.onnx"}, UsageError, "the INT8 model is an OpenVINO IR: the output must end in .xml, got m.onnx"),
+    ({"calib_data": "no/such/folder"}, DataError, "calibration data folder no/such/folder does not exist"),
+    ({"ignored_types": ("Bogus",)}, UsageError, "unknown OpenVINO operation type 'Bogus' in `ignored_types` (types are "
+     "case-sensitive, e.g. Convolution, GroupConvolution, MatMul, Add, Multiply, Interpolate)"),
+    ({"ignored_types": ("groupconvolution",)}, UsageError, "did you mean GroupConvolution?"),
+    ({"ignored_types": ("Convolusion",)}, UsageError, "did you mean Convolution?"),
+], ids=["preset", "subset-size", "eval-size", "max-drop", "runs", "size-zero", "size-2d", "mean", "std", "suffix",
+        "calib-missing", "op-type", "op-type-case", "op-type-typo"])
+def test_options_refuse_impossible_values_when_made(fields, error, message) -> None:
+    from ghostcli.deploy import QuantizeOptions
+
+    with pytest.raises(error) as err:
+        QuantizeOptions(**fields)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert type(err.value) is error
+
+
+def test_options_normalize() -> None:
+    from ghostcli.deploy import QuantizeOptions
+
+    o = QuantizeOptions(output="m.xml", input_size=[3, 8, 8], mean=[0.5], ignored_types="GroupConvolution")
+    assert o.output == o.path == Path("m.xml") and o.input_size == (3, 8, 8) and o.mean == (0.5,)
+    assert o.ignored_types == ("GroupConvolution",)
+    assert QuantizeOptions().path is None
+    with pytest.raises(FrozenInstanceError):
+        o.runs = 3  # type: ignore[misc]
+
+
+def test_common_op_types_are_openvino_types() -> None:
+    """The names a message offers are real, and real ones outside that list (or only in an older opset) pass."""
+    from ghostcli.deploy.options import COMMON_OP_TYPES, is_op_type
+
+    assert all(is_op_type(t) for t in COMMON_OP_TYPES)
+    assert is_op_type("ShuffleChannels") and is_op_type("Constant") and is_op_type("FakeQuantize")
+    assert not is_op_type("Bogus") and not is_op_type("convolution") and not is_op_type("FullyConnected")
+
+
+def test_quantize_model_takes_a_model_and_options() -> None:
+    from ghostcli.deploy import QuantizeOptions, quantize_model
+
+    with pytest.raises(UsageError, match="`input_size` is needed when quantizing a bare nn.Module"):
+        quantize_model(torch.nn.Flatten(), options=QuantizeOptions())
+    with pytest.raises(UsageError, match="cannot quantize a str: expected an nn.Module or a loaded model"):
+        quantize_model("resnet20", options=QuantizeOptions())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        quantize_model(resolve_model("resnet20"), subset_size=8)  # type: ignore[call-arg]
+
+
+def test_message_names_the_field_and_the_cli_the_flag(runner) -> None:
+    from ghostcli.deploy import QuantizeOptions
+
+    with pytest.raises(UsageError, match="^`subset_size` \\(calibration images\\) must be at least 1, got 0$"):
+        QuantizeOptions(subset_size=0)
+    res = runner.invoke(app, ["quantize", "resnet20", "--subset-size", "0"])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == "Error: --subset-size (calibration images) must be at least 1, got 0", res.output
+
+
+def test_cli_refuses_an_unknown_op_type(runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ghostcli.resolve.resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    res = runner.invoke(app, ["quantize", "resnet20", "--ignore-type", "Convolution", "--ignore-type", "Bogus"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == ("Error: unknown OpenVINO operation type 'Bogus' in --ignore-type (types are "
+                                  "case-sensitive, e.g. Convolution, GroupConvolution, MatMul, Add, Multiply, "
+                                  "Interpolate)")
+    assert res.stdout == ""
+
+
+def test_cli_ignores_a_real_op_type(runner) -> None:
+    """`Convolution` left in floating point: no convolution runs in INT8 and fewer FakeQuantize ops than without."""
+    base = json.loads(runner.invoke(app, ["quantize", "resnet20", "--calib-data", "synthetic", "--json", *FAST]).stdout)
+    res = runner.invoke(app, ["quantize", "resnet20", "--calib-data", "synthetic", "--json", *FAST,
+                              "--ignore-type", "Convolution", "--ignore-type", "GroupConvolution"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["fake_quantize"] < base["fake_quantize"]
+    assert "i8" not in data["executed_precisions"].get("Convolution", {}) and \
+        "u8" not in data["executed_precisions"].get("Convolution", {})
+    # resnet20 has no depthwise convolution: that type ignores nothing, and the report says so
+    assert any(w.startswith("the converted model has no GroupConvolution operation: --ignore-type GroupConvolution")
+               for w in data["warnings"]), data["warnings"]

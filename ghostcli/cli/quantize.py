@@ -115,8 +115,8 @@ def quantize_command(
     mean: Annotated[str | None, typer.Option("--mean", help="Normalization mean, e.g. 0.485,0.456,0.406 "
                                              "(default ImageNet).")] = None,
     std: Annotated[str | None, typer.Option("--std", help="Normalization std, e.g. 0.229,0.224,0.225.")] = None,
-    ignore_type: Annotated[list[str] | None, typer.Option("--ignore-type", help="OpenVINO op type NNCF must not "
-                                                          "quantize (repeatable), e.g. GroupConvolution.")] = None,
+    ignored_types: Annotated[list[str] | None, typer.Option("--ignore-type", help="OpenVINO op type NNCF must not "
+                                                            "quantize (repeatable), e.g. GroupConvolution.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for timing (default: OpenVINO's).")]
     = None,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per variant (interleaved).")] = 50,
@@ -125,17 +125,16 @@ def quantize_command(
 ) -> None:
     """Quantize MODEL to INT8 (see the command help)."""
     from ghostcli import render
-    from ghostcli.deploy.options import check_quantize_options
+    from ghostcli.deploy.options import QuantizeOptions
     from ghostcli.units import parse_input_size, parse_percent
     from ghostcli.usercode import stdout_to_stderr
 
-    drop = parse_percent(max_accuracy_drop) if max_accuracy_drop is not None else None
-    size = parse_input_size(input_size) if input_size else None
-    mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
-    check_quantize_options(  # refuse before the expensive part
-        preset=preset, subset_size=subset_size, eval_size=eval_size, max_accuracy_drop=drop, output=output,
-        force=force, mean=mean_v, std=std_v, channels=size[0] if size else None, runs=runs, warmup=warmup,
-        threads=threads, calib_data=calib_data, eval_data=eval_data)
+    options = QuantizeOptions(  # checked here, before anything is loaded
+        calib_data=calib_data, subset_size=subset_size, preset=preset, eval_data=eval_data, eval_size=eval_size,
+        max_accuracy_drop=parse_percent(max_accuracy_drop) if max_accuracy_drop is not None else None,
+        input_size=parse_input_size(input_size) if input_size else None, mean=_floats(mean, "--mean"),
+        std=_floats(std, "--std"), output=output, force=force, threads=threads, runs=runs, warmup=warmup,
+        ignored_types=tuple(ignored_types or ()))
     from ghostcli.deploy.quantize import quantize_model
     from ghostcli.resolve import resolve_model
 
@@ -143,12 +142,7 @@ def quantize_command(
         loaded = resolve_model(model, weights=str(weights) if weights else None, allow_pickle=allow_pickle,
                                trust_factory=trust_factory)
     with render.progress_bar() as progress:
-        result = quantize_model(
-            loaded, calib_data=calib_data, subset_size=subset_size, preset=preset, eval_data=eval_data,
-            eval_size=eval_size, max_accuracy_drop=drop, input_size=size, mean=mean_v, std=std_v,
-            output=output, force=force, threads=threads, runs=runs, warmup=warmup,
-            ignored_types=tuple(ignore_type or ()), progress=progress,
-        )
+        result = quantize_model(loaded, options=options, progress=progress)
     if as_json:
         render.print_json("quantize", result)
         for w in result.warnings:

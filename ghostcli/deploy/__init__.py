@@ -7,7 +7,8 @@ Names are imported on first use so that ``import ghostcli.deploy`` stays cheap:
 - :func:`fold_batchnorm` (``ghostcli.fold``)
 - :func:`compare_outputs` / :class:`VerifyResult` (``ghostcli.deploy.verify``)
 - :func:`to_openvino`, :func:`compile_cpu` (``ghostcli.runtime.openvino``), :func:`save_ir` (``ghostcli.deploy.openvino_export``)
-- :func:`quantize_model` (``ghostcli.deploy.quantize``)
+- :func:`quantize_model` / :class:`QuantizeResult` (``ghostcli.deploy.quantize``), :class:`QuantizeOptions`
+  (``ghostcli.deploy.options``)
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _LAZY = {
     "onnx_op_counts": "ghostcli.deploy.graph",
     "openvino_op_counts": "ghostcli.deploy.graph",
     "quantize_model": "ghostcli.deploy.quantize",
+    "QuantizeResult": "ghostcli.deploy.quantize",
+    "QuantizeOptions": "ghostcli.deploy.options",
 }
 
 __all__ = list(_LAZY)

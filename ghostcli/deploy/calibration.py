@@ -49,7 +49,7 @@ def load_image_set(
     spec: str,
     *,
     split: str,
-    input_size: tuple[int, int, int],
+    input_size: tuple[int, ...],
     limit: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,

@@ -20,17 +20,22 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ghostcli.deploy.options import DEFAULT_EVAL_SIZE, DEFAULT_SUBSET_SIZE, check_normalization, check_quantize_options
+from ghostcli.deploy.options import QuantizeOptions, check_normalization, check_op_types, check_preset
 from ghostcli.errors import ExportError, UsageError, one_line
 from ghostcli.fsutil import sigterm_raises
 from ghostcli.progress import Progress, no_progress
 from ghostcli.runtime.accuracy import top1, top1_accuracy
 from ghostcli.runtime.timing import openvino_runner, time_interleaved, timing_stats
 from ghostcli.usercode import stdout_to_stderr
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ghostcli.loaded import LoadedModel
 
 SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
                      "so the INT8 model's accuracy is UNKNOWN; use `calib_data` DIR or digits")
@@ -89,21 +94,22 @@ class QuantizeResult:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _as_model(model_or_loaded: Any, input_size: tuple[int, int, int] | None) -> tuple[Any, str, tuple[int, int, int]]:
-    """(nn.Module, display name, input size) from a LoadedModel or an nn.Module (the caller resolves names)."""
+def _source(model: LoadedModel | nn.Module, input_size: tuple[int, ...] | None) -> tuple[nn.Module, str, tuple[int, ...]]:
+    """(module in eval mode, display name, C x H x W) of what is quantized (the caller resolves names)."""
     from torch import nn
 
-    if isinstance(model_or_loaded, nn.Module):
+    from ghostcli.loaded import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        size = tuple(int(v) for v in input_size or model.input_size)
+        if len(size) != 3:
+            raise UsageError(f"input size must be C x H x W, got {list(size)}")
+        return model.model.eval(), model.name, size
+    if isinstance(model, nn.Module):
         if input_size is None:
             raise UsageError("`input_size` is needed when quantizing a bare nn.Module")
-        return model_or_loaded.eval(), type(model_or_loaded).__name__, tuple(input_size)  # type: ignore[return-value]
-    model = getattr(model_or_loaded, "model", None)
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"cannot quantize a {type(model_or_loaded).__name__}: expected a model")
-    size = tuple(input_size or model_or_loaded.input_size)
-    if len(size) != 3:
-        raise UsageError(f"input size must be C x H x W, got {list(size)}")
-    return model.eval(), str(model_or_loaded.name), size
+        return model.eval(), type(model).__name__, input_size
+    raise UsageError(f"cannot quantize a {type(model).__name__}: expected an nn.Module or a loaded model")
 
 
 def _import_nncf() -> Any:
@@ -201,8 +207,9 @@ def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: 
     ``nncf_options`` go to ``nncf.quantize`` as they are (e.g. ``fast_bias_correction``,
     ``advanced_parameters``); NNCF's own logging stays off stdout.
     """
+    check_preset(preset)
+    check_op_types(ignored_types)
     nncf = _import_nncf()
-    check_quantize_options(preset=preset)
     kwargs: dict[str, Any] = {"preset": nncf.QuantizationPreset(preset), "subset_size": len(calib_images)}
     if ignored_types:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
@@ -219,43 +226,19 @@ def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: 
 
 @stdout_to_stderr()  # model code (forward, tracing) must not print into the report / JSON
 @sigterm_raises()  # SIGTERM runs the clean-up of temporary files and folders
-def quantize_model(
-    loaded_or_model: Any,
-    *,
-    calib_data: str = "digits",
-    subset_size: int = DEFAULT_SUBSET_SIZE,
-    preset: str = "performance",
-    eval_data: str | None = None,
-    eval_size: int = DEFAULT_EVAL_SIZE,
-    max_accuracy_drop: float | None = None,
-    input_size: tuple[int, int, int] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    output: str | Path | None = None,
-    force: bool = False,
-    threads: int | None = None,
-    runs: int = 50,
-    warmup: int = 5,
-    ignored_types: tuple[str, ...] = (),
-    progress: Progress = no_progress,
-) -> QuantizeResult:
+def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions,
+                   progress: Progress = no_progress) -> QuantizeResult:
     """Quantize a model to INT8 with NNCF and compare it with FP32 on the OpenVINO CPU plugin.
 
-    ``loaded_or_model``: a :class:`ghostcli.loaded.LoadedModel` or an ``nn.Module`` (then ``input_size``
-    is required); the caller resolves MODEL names. ``calib_data`` / ``eval_data``: ``digits`` | ``synthetic`` |
-    an image folder; evaluation defaults to digits' ``val`` split, or for a folder (which has no
-    split) to the calibration images themselves, with a warning. With labelled
-    evaluation images and ``max_accuracy_drop`` (absolute, e.g. 0.01), NNCF's accuracy-controlled
-    quantization keeps sensitive layers in floating point until the drop is within bounds.
-    ``ignored_types``: OpenVINO op types NNCF must not quantize (e.g. ``GroupConvolution``).
-    The INT8 IR is written to ``output`` (``.xml`` + ``.bin``, atomically) when given. Every option is
-    checked before any work; a model whose forward fails on ``input_size`` is reported naming the layer.
-    ``progress`` hears of image loading, calibration, the top-1 passes and the timing.
+    ``model``: a :class:`ghostcli.loaded.LoadedModel` or an ``nn.Module`` (then ``options.input_size``
+    is required); the caller resolves MODEL names. ``options`` (:class:`QuantizeOptions`, checked when
+    made) say where the calibration and evaluation images come from, how many, the NNCF preset, the
+    allowed accuracy drop, the output and the timing. With labelled evaluation images and
+    ``max_accuracy_drop``, NNCF's accuracy-controlled quantization keeps sensitive layers in floating
+    point until the drop is within bounds. The INT8 IR is written to ``options.output`` (``.xml`` +
+    ``.bin``, atomically) when given. A model whose forward fails on its input size is reported naming
+    the layer. ``progress`` hears of image loading, calibration, the top-1 passes and the timing.
     """
-    out_xml = check_quantize_options(preset=preset, subset_size=subset_size, eval_size=eval_size,
-                                     max_accuracy_drop=max_accuracy_drop, output=output, force=force, mean=mean,
-                                     std=std, channels=input_size[0] if input_size else None, runs=runs,
-                                     warmup=warmup, threads=threads, calib_data=calib_data, eval_data=eval_data)
     import torch
 
     from ghostcli.deploy.calibration import load_image_set
@@ -264,12 +247,15 @@ def quantize_model(
     from ghostcli.runtime.openvino import compile_cpu, infer_fn, to_openvino
     from ghostcli.runtime.probe import run_once
 
+    o = options
+    out_xml = o.path
     nncf = _import_nncf()
-    model, name, size = _as_model(loaded_or_model, input_size)
-    check_normalization(mean, std, size[0])
-    run_once(model, torch.randn(1, *size), name)
+    module, name, size = _source(model, o.input_size)
+    check_normalization(o.mean, o.std, size[0])
+    run_once(module, torch.randn(1, *size), name)
+    calib_data, eval_data, subset_size, eval_size = o.calib_data, o.eval_data, o.subset_size, o.eval_size
     warnings: list[str] = []
-    calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=mean, std=std,
+    calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=o.mean, std=o.std,
                            progress=progress, description="loading calibration images")
     if calib.synthetic:
         warnings.append(SYNTHETIC_WARNING)
@@ -286,7 +272,7 @@ def quantize_model(
             warnings.append("evaluated on the calibration images (an image folder has no separate split); "
                             "pass `eval_data` DIR for held-out images")
     else:
-        evalset = load_image_set(eval_spec, split="val", input_size=size, limit=eval_size, mean=mean, std=std,
+        evalset = load_image_set(eval_spec, split="val", input_size=size, limit=eval_size, mean=o.mean, std=o.std,
                                  progress=progress, description="loading evaluation images")
         eval_label = eval_spec if eval_data is not None else f"{calib_data} (val split)"
         if eval_data is not None and evalset.skipped:
@@ -295,14 +281,19 @@ def quantize_model(
     from ghostcli.fold import fold_batchnorm
 
     with contextlib.suppress(Exception):  # folding is an optimisation; OpenVINO folds conv+BN itself too
-        model, _ = fold_batchnorm(model)
-    ov_model = to_openvino(model, (1, *size))
+        module, _ = fold_batchnorm(module)
+    ov_model = to_openvino(module, (1, *size))
+    op_types = openvino_op_counts(ov_model)
+    for t in o.ignored_types:
+        if t not in op_types:
+            warnings.append(f"the converted model has no {t} operation: `ignored_types` {t} leaves nothing out")
     n_out = int(np.prod([d.get_length() for d in ov_model.outputs[0].get_partial_shape()][1:]))
     has_accuracy = evalset.labeled and n_out == len(evalset.classes)
     if evalset.labeled and not has_accuracy:
         warnings.append(f"the model has {n_out} outputs but {eval_spec} has {len(evalset.classes)} classes: "
                         "reporting agreement with FP32 only, not accuracy")
 
+    preset, ignored_types, max_accuracy_drop = o.preset, o.ignored_types, o.max_accuracy_drop
     if max_accuracy_drop is not None and not has_accuracy:
         raise UsageError("`max_accuracy_drop` needs labelled evaluation images whose classes match the model's "
                          "outputs (an image folder with class sub-folders, or digits for a 10-class model)")
@@ -326,6 +317,7 @@ def quantize_model(
             raise ExportError(f"NNCF accuracy-controlled quantization failed: "
                               f"{one_line(exc, 300)}") from exc
 
+    threads = o.threads
     fp32_c, _ = compile_cpu(ov_model, "f32", threads=threads)
     default_c, default_prec = compile_cpu(ov_model, None, threads=threads)
     int8_c, _ = compile_cpu(q_model, None, threads=threads)
@@ -344,7 +336,7 @@ def quantize_model(
 
     x = calib.images[0]
     t_fp32, t_default, t_int8 = time_interleaved([openvino_runner(c, x) for c in (fp32_c, default_c, int8_c)],
-                                                 warmup=warmup, runs=runs, progress=progress)
+                                                 warmup=o.warmup, runs=o.runs, progress=progress)
     fp32 = _stats("fp32", "f32", "f32", t_fp32)
     fp32_default = _stats("fp32_default", "default", default_prec, t_default)
     int8 = _stats("int8", "default", f"int8 ({n_int8}/{n_compute} conv/FC layers in i8/u8)", t_int8)
@@ -353,7 +345,7 @@ def quantize_model(
 
     out_bin: Path | None = None
     if out_xml is not None:
-        save_ir(q_model, out_xml, fp16=False, force=force)
+        save_ir(q_model, out_xml, fp16=False, force=o.force)
         out_bin = out_xml.with_suffix(".bin")
         int8.size_bytes = _ir_size(out_xml)
     else:
@@ -386,7 +378,7 @@ def quantize_model(
         output=str(out_xml) if out_xml is not None else None,
         output_bin=str(out_bin) if out_bin is not None else None,
         measurement={"device": f"OpenVINO CPU ({device})", "threads": n_threads, "batch": 1,
-                     "hint": "LATENCY", "warmup": warmup, "runs": runs, "interleaved": True,
+                     "hint": "LATENCY", "warmup": o.warmup, "runs": o.runs, "interleaved": True,
                      "statistic": "median"},
         warnings=warnings,
     )
