@@ -226,7 +226,7 @@ def quantize_ov_model(ov_model: Any, calib_images: list[np.ndarray], *, preset: 
 
 @stdout_to_stderr()  # model code (forward, tracing) must not print into the report / JSON
 @sigterm_raises()  # SIGTERM runs the clean-up of temporary files and folders
-def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions,
+def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions | None = None,
                    progress: Progress = no_progress) -> QuantizeResult:
     """Quantize a model to INT8 with NNCF and compare it with FP32 on the OpenVINO CPU plugin.
 
@@ -247,7 +247,7 @@ def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions,
     from ghostcli.runtime.openvino import compile_cpu, infer_fn, to_openvino
     from ghostcli.runtime.probe import run_once
 
-    o = options
+    o = options or QuantizeOptions()
     out_xml = o.path
     nncf = _import_nncf()
     module, name, size = _source(model, o.input_size)
