@@ -25,9 +25,13 @@ Examples:
 
 def build_command(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Zoo name (see 'ghostcli list').")],
-    width: Annotated[Optional[float], typer.Option("--width", help="Width multiplier (GhostNet).", min=0.01)] = None,
-    num_classes: Annotated[Optional[int], typer.Option("--num-classes", help="Classifier outputs.", min=1)] = None,
-    in_chans: Annotated[Optional[int], typer.Option("--in-chans", help="Input channels.", min=1)] = None,
+    width: Annotated[
+        Optional[float], typer.Option("--width", metavar="X", help="Width multiplier (GhostNet).", min=0.01)
+    ] = None,
+    num_classes: Annotated[
+        Optional[int], typer.Option("--num-classes", metavar="N", help="Classifier outputs.", min=1)
+    ] = None,
+    in_chans: Annotated[Optional[int], typer.Option("--in-chans", metavar="N", help="Input channels.", min=1)] = None,
     input_size: InputSizeOpt = None,
     weights: WeightsOpt = None,
     output: OutputOpt = None,

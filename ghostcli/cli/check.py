@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 HELP = """Check a model against size limits and a committed baseline; exit 3 when one is exceeded.
 
 Limits come from the options below or from ghostcli.toml / [tool.ghostcli] in pyproject.toml
-(found from the current directory up to the repository root; options win). Exit codes:
-0 all limits hold, 3 a limit is exceeded, 1 the check itself failed, 2 bad usage.
+(found from the current directory up to the repository root; options win).
+
 Latency limits are opt-in: prefer --latency-reference with --max-latency-ratio (both timed
 in the same run) over --max-latency-ms, which depends on the machine and its load.
+
+Exit codes: 0 all limits hold, 3 a limit is exceeded, 1 the check itself failed, 2 bad usage.
 
 Examples:
 
@@ -40,38 +42,38 @@ def _help(key: str) -> str:
 
 def check_cmd(
     model: Annotated[str | None, typer.Argument(metavar="MODEL", help=_help("model"))] = None,
-    max_macs: Annotated[str | None, typer.Option("--max-macs", help=_help("max-macs"))] = None,
-    max_params: Annotated[str | None, typer.Option("--max-params", help=_help("max-params"))] = None,
-    max_weights: Annotated[str | None, typer.Option("--max-weights", help=_help("max-weights"))] = None,
-    max_latency_ms: Annotated[str | None, typer.Option("--max-latency-ms", help=_help("max-latency-ms"))] = None,
+    max_macs: Annotated[str | None, typer.Option("--max-macs", metavar="COUNT", help=_help("max-macs"))] = None,
+    max_params: Annotated[str | None, typer.Option("--max-params", metavar="COUNT", help=_help("max-params"))] = None,
+    max_weights: Annotated[str | None, typer.Option("--max-weights", metavar="BYTES", help=_help("max-weights"))] = None,
+    max_latency_ms: Annotated[str | None, typer.Option("--max-latency-ms", metavar="MS", help=_help("max-latency-ms"))] = None,
     latency_reference: Annotated[
-        str | None, typer.Option("--latency-reference", help=_help("latency-reference"))
+        str | None, typer.Option("--latency-reference", metavar="MODEL", help=_help("latency-reference"))
     ] = None,
     max_latency_ratio: Annotated[
-        str | None, typer.Option("--max-latency-ratio", help=_help("max-latency-ratio"))
+        str | None, typer.Option("--max-latency-ratio", metavar="X", help=_help("max-latency-ratio"))
     ] = None,
-    baseline: Annotated[Path | None, typer.Option("--baseline", help=_help("baseline"))] = None,
-    tolerance: Annotated[str | None, typer.Option("--tolerance", help=_help("tolerance"))] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", metavar="FILE", help=_help("baseline"))] = None,
+    tolerance: Annotated[str | None, typer.Option("--tolerance", metavar="PCT", help=_help("tolerance"))] = None,
     latency_tolerance: Annotated[
-        str | None, typer.Option("--latency-tolerance", help=_help("latency-tolerance"))
+        str | None, typer.Option("--latency-tolerance", metavar="PCT", help=_help("latency-tolerance"))
     ] = None,
     update_baseline: Annotated[
         bool,
         typer.Option("--update-baseline", help="Write the measured values to --baseline (replacing it)."),
     ] = False,
-    input_size: Annotated[str | None, typer.Option("--input-size", help=_help("input-size"))] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help=_help("batch-size"))] = None,
-    device: Annotated[str | None, typer.Option("--device", "-d", help=_help("device"))] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help=_help("threads"))] = None,
-    warmup: Annotated[int | None, typer.Option("--warmup", help=_help("warmup"))] = None,
-    runs: Annotated[int | None, typer.Option("--runs", help=_help("runs"))] = None,
+    input_size: Annotated[str | None, typer.Option("--input-size", metavar="CxHxW", help=_help("input-size"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="N", help=_help("batch-size"))] = None,
+    device: Annotated[str | None, typer.Option("--device", "-d", metavar="DEVICE", help=_help("device"))] = None,
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=_help("threads"))] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", metavar="N", help=_help("warmup"))] = None,
+    runs: Annotated[int | None, typer.Option("--runs", metavar="N", help=_help("runs"))] = None,
     channels_last: Annotated[
         bool | None,
         typer.Option("--channels-last/--no-channels-last", help=_help("channels-last"), show_default=False),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Config file (default: nearest ghostcli.toml or pyproject.toml)."),
+        typer.Option("--config", metavar="FILE", help="Config file (default: nearest ghostcli.toml or pyproject.toml)."),
     ] = None,
     no_config: Annotated[bool, typer.Option("--no-config", help="Ignore config files.")] = False,
     trust_factory: TrustFactoryOpt = False,

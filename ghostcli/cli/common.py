@@ -16,7 +16,10 @@ ModelArg = Annotated[
 ]
 WeightsOpt = Annotated[
     Optional[Path],
-    typer.Option("--weights", help="Load weights from a local .safetensors or .pt/.pth state dict (never unpickled)."),
+    typer.Option(
+        "--weights", metavar="FILE",
+        help="Load weights from a local .safetensors or .pt/.pth state dict (never unpickled).",
+    ),
 ]
 AllowPickleOpt = Annotated[
     bool,
@@ -36,9 +39,14 @@ TrustFactoryOpt = Annotated[
     ),
 ]
 InputSizeOpt = Annotated[
-    Optional[str], typer.Option("--input-size", help="Input size CxHxW, e.g. 3x224x224 (default: the model's own).")
+    Optional[str],
+    typer.Option("--input-size", metavar="CxHxW", help="Input size, e.g. 3x224x224 (default: the model's own)."),
 ]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the result.")]
+OutputOpt = Annotated[
+    Optional[Path],
+    typer.Option("--output", "-o", metavar="FILE", help="Save the model as a .safetensors artifact that every "
+                 "command can load."),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it already exists.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 

@@ -27,20 +27,20 @@ HELP = (
 
 
 def evaluate_command(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="A MODEL argument, an .onnx file or an OpenVINO .xml.")],
-    data: Annotated[str, typer.Option("--data", help="An ImageFolder directory or 'digits'.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="What the other commands take as MODEL, an exported .onnx file or an OpenVINO .xml IR.")],
+    data: Annotated[str, typer.Option("--data", metavar="DATA", help="An ImageFolder directory or 'digits'.")],
     split: Annotated[
         str | None,
-        typer.Option("--split", help="val (default) or train: of 'digits', or of a DIR holding train/ and val/."),
+        typer.Option("--split", metavar="SPLIT", help="val (default) or train: of 'digits', or of a DIR holding train/ and val/."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (at least 1).")] = 64,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (OpenVINO IR: cpu).")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", help="Images per batch (at least 1).")] = 64,
+    device: Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (OpenVINO IR: cpu).")] = "auto",
     precision: Annotated[
-        str, typer.Option("--precision", help="OpenVINO inference precision: f32, bf16 or f16 (.xml models only).")
+        str, typer.Option("--precision", metavar="PRECISION", help="OpenVINO inference precision: f32, bf16 or f16 (.xml models only).")
     ] = "f32",
     input_size: InputSizeOpt = None,
     weights: WeightsOpt = None,
-    workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes (0: none).")] = 0,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Data-loading worker processes (0: none).")] = 0,
     amp: Annotated[
         bool, typer.Option("--amp", help="PyTorch mixed precision (float16 on CUDA, bfloat16 on CPU).")
     ] = False,

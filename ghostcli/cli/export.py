@@ -15,7 +15,6 @@ from ghostcli.cli.common import (
     InputSizeOpt,
     JsonOpt,
     ModelArg,
-    OutputOpt,
     TrustFactoryOpt,
     WeightsOpt,
 )
@@ -50,22 +49,24 @@ def _default_output(name: str, fmt: str) -> Path:
 
 def export_command(
     model: ModelArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or openvino (IR .xml + .bin).")] = "onnx",
-    output: OutputOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="onnx or openvino (IR .xml + .bin).")] = "onnx",
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Where to write the model "
+                                                "(default: MODEL's name with .onnx, or .xml + .bin for OpenVINO).")]
+    = None,
     input_size: InputSizeOpt = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Static batch size (default 1).")]
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="N", help="Static batch size (default 1).")]
     = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Export a dynamic batch dimension; "
                                                 "verification then checks batch 8 against 8 x batch 1.")] = False,
-    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default: the exporter's, 20).")] = None,
+    opset: Annotated[int | None, typer.Option("--opset", metavar="N", help="ONNX opset (default: the exporter's, 20).")] = None,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxsim (ONNX only).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Compress IR weights to FP16 (OpenVINO only; default "
                                        "tolerances become 1e-2).")] = False,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the written model against PyTorch.")]
     = True,
-    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default 1e-4; 1e-2 with "
+    atol: Annotated[float | None, typer.Option("--atol", metavar="X", help="Absolute tolerance (default 1e-4; 1e-2 with "
                                                   "--fp16).")] = None,
-    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default 1e-3; 1e-2 with "
+    rtol: Annotated[float | None, typer.Option("--rtol", metavar="X", help="Relative tolerance (default 1e-3; 1e-2 with "
                                                   "--fp16).")] = None,
     force: ForceOpt = False,
     weights: WeightsOpt = None,

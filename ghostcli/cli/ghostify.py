@@ -7,15 +7,20 @@ from typing import Annotated, Any
 
 import typer
 
-from ghostcli.cli.common import TrustFactoryOpt
+from ghostcli.cli.common import ForceOpt, InputSizeOpt, JsonOpt, ModelArg, OutputOpt, TrustFactoryOpt, WeightsOpt
 from ghostcli.units import format_input_size
 
-HELP = """Rebuild MODEL with Ghost modules: every dense Conv2d except the stem becomes primary conv -> BN -> \
-cheap depthwise conv -> BN (GhostNet, Han et al. 2020), keeping the layer's geometry and output shape. A ReLU that followed the conv's BN moves inside both branches, so runtimes fuse it into the convs.
+HELP = """Rebuild MODEL with Ghost modules in place of its dense convolutions (GhostNet, Han et al. 2020).
 
-Prints one row per conv (replaced, or kept and why) and the totals. MACs are conv + linear \
-multiply-accumulates counted by fvcore (BatchNorm excluded, the paper's "FLOPs"); JSON flops = 2 x MACs. \
-With -o the result is saved as a .safetensors artifact whose recipe rebuilds it (ghostcli profile OUT).
+Every dense Conv2d except the stem becomes primary conv -> BN -> cheap depthwise conv -> BN, keeping the
+layer's geometry and output shape. A ReLU that followed the conv's BN moves inside both branches, so
+runtimes fuse it into the convs. With --weights the Ghost modules inherit the trained weights (the primary
+convs' filters and the BatchNorm parameters); the cheap depthwise convs are new.
+
+Prints one row per conv (replaced, or kept and why) and the totals. MACs are conv + linear
+multiply-accumulates counted by fvcore (BatchNorm excluded, the paper's "FLOPs"); JSON flops = 2 x MACs.
+With -o the result is saved as a .safetensors artifact whose recipe rebuilds it, so that every other
+command can load it.
 
 Examples:
 
@@ -43,31 +48,27 @@ def _arrow(a: float | None, b: float | None, fmt: Any) -> str:
 
 
 def ghostify_command(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo, torchvision or timm:NAME model, a .safetensors artifact, "
-                                              "or pkg.module:factory.", show_default=False)],
-    ratio: Annotated[int, typer.Option("--ratio", "-s", help="Ghost ratio s: 1/s of the channels come from the "
-                                                             "primary conv.")] = 2,
-    dw_kernel: Annotated[int, typer.Option("--dw-kernel", "-d", help="Kernel of the cheap depthwise conv "
-                                                                     "(odd).")] = 3,
+    model: ModelArg,
+    ratio: Annotated[int, typer.Option("--ratio", "-s", metavar="S", help="Ghost ratio s: 1/s of the channels come "
+                                                                          "from the primary conv.")] = 2,
+    dw_kernel: Annotated[int, typer.Option("--dw-kernel", "-d", metavar="D", help="Kernel size d of the cheap "
+                                                                                  "depthwise conv (odd).")] = 3,
     include: Annotated[list[str] | None, typer.Option("--include", metavar="GLOB", help="Only convert layers matching this glob "
                                                       "(repeatable; 'layer3' also matches 'layer3.*').")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Never convert layers matching this glob "
                                                       "(repeatable).")] = None,
-    min_channels: Annotated[int, typer.Option("--min-channels", help="Keep convs with fewer output "
-                                                                     "channels.")] = 0,
-    min_fan_in: Annotated[int, typer.Option("--min-fan-in", help="Keep convs whose fan-in k*k*in_channels is "
+    min_channels: Annotated[int, typer.Option("--min-channels", metavar="N", help="Keep convs with fewer output "
+                                                                                  "channels.")] = 0,
+    min_fan_in: Annotated[int, typer.Option("--min-fan-in", metavar="N", help="Keep convs whose fan-in k*k*in_channels is "
                                                                  "smaller (e.g. 128 for INT8 ResNet-50: the Ghost "
                                                                  "module does not pay back there).")] = 0,
     keep_stem: Annotated[bool, typer.Option("--keep-stem/--no-keep-stem", help="Keep the conv(s) that read the "
                                                                                "input image.")] = True,
-    input_size: Annotated[str | None, typer.Option("--input-size", metavar="CxHxW", help="CxHxW used to count MACs [default: the "
-                                                   "model's, e.g. 3x224x224].", show_default=False)] = None,
-    weights: Annotated[str | None, typer.Option("--weights", metavar="PATH", help="Trained weights (.safetensors / .pt state dict) "
-                                                "for MODEL; the Ghost modules inherit them.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="OUT.safetensors", help="Save the ghostified model "
-                                                "(.safetensors artifact).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    input_size: InputSizeOpt = None,
+    weights: WeightsOpt = None,
+    output: OutputOpt = None,
+    json_out: JsonOpt = False,
+    force: ForceOpt = False,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Succeed even when no layer is "
                                                                     "eligible.")] = False,
     trust_factory: TrustFactoryOpt = False,

@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-HELP = """Show the model zoo and the other sources a MODEL argument can name.
+from ghostcli.cli.common import JsonOpt
 
-PATTERN filters by name (a glob such as 'ghost*', or a plain substring).
+HELP = """Show the model zoo and the other sources a MODEL argument can name.
 
 Examples:
 
@@ -21,8 +21,12 @@ Examples:
 
 
 def list_command(
-    pattern: Annotated[Optional[str], typer.Argument(help="Glob or substring to filter names.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    pattern: Annotated[
+        Optional[str],
+        typer.Argument(metavar="PATTERN", help="Show only the names that match this glob ('ghost*') or contain this "
+                       "text."),
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     from ghostcli import render
     from ghostcli.models import list_models, name_matches

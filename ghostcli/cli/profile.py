@@ -12,9 +12,12 @@ HELP = """Measure MACs, parameters, activations, memory and latency of one or mo
 
 MACs are counted with fvcore: one fused multiply-add = one MAC, the GhostNet paper's "FLOP".
 'MACs' includes conv, linear/matmul, norms and pooling; 'conv+linear' is the paper's convention
-(BN excluded). JSON 'flops' = 2 x MACs. Several models give one comparison table with ratios
-against the first. Latency: warm-up runs, then timed runs (by default 50, or fewer after 5 s
-with at least 10); conditions (device, threads, batch, dtype, versions) are printed beside the numbers.
+(BN excluded). JSON 'flops' = 2 x MACs.
+
+Several models give one comparison table with ratios against the first.
+
+Latency: warm-up runs, then timed runs (by default 50, or fewer after 5 s with at least 10); the
+conditions (device, threads, batch, dtype, versions) are printed beside the numbers.
 
 Examples:
 
@@ -50,16 +53,16 @@ def parse_batch_sizes(text: str) -> list[int]:
 def profile_cmd(
     models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="One or more models; the first is the reference for ratios.")],
     input_size: InputSizeOpt = None,
-    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Batch size(s) for memory and latency, e.g. 1 or 1,8,32.")] = "1",
-    device: Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or openvino (OpenVINO runtime on CPU).")] = "cpu",
-    dtype: Annotated[str, typer.Option("--dtype", help="float32, float16 or bfloat16 (cpu/cuda).")] = "float32",
-    ov_precision: Annotated[Optional[str], typer.Option("--ov-precision", help="OpenVINO inference precision hint: f32, bf16 or f16.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (torch.set_num_threads / INFERENCE_NUM_THREADS).")] = None,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs before timing.")] = 5,
-    runs: Annotated[Optional[int], typer.Option("--runs", help="Timed runs (default 50, ending early after 5 s with at least 10).")] = None,
+    batch_size: Annotated[str, typer.Option("--batch-size", "-b", metavar="N[,N...]", help="Batch size(s) for memory and latency, e.g. 1 or 1,8,32.")] = "1",
+    device: Annotated[str, typer.Option("--device", "-d", metavar="DEVICE", help="cpu, cuda or openvino (OpenVINO runtime on CPU).")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", metavar="DTYPE", help="float32, float16 or bfloat16 (cpu/cuda).")] = "float32",
+    ov_precision: Annotated[Optional[str], typer.Option("--ov-precision", metavar="PRECISION", help="OpenVINO inference precision hint: f32, bf16 or f16.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", metavar="N", help="CPU threads (torch.set_num_threads / INFERENCE_NUM_THREADS).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", metavar="N", help="Untimed runs before timing.")] = 5,
+    runs: Annotated[Optional[int], typer.Option("--runs", metavar="N", help="Timed runs (default 50, ending early after 5 s with at least 10).")] = None,
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip timing (MACs, params and memory only).")] = False,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Table of every leaf layer: output shape, MACs, params.")] = False,
-    depth: Annotated[int, typer.Option("--depth", help="Module tree to this depth with MACs and params (0: none).")] = 0,
+    depth: Annotated[int, typer.Option("--depth", metavar="N", help="Module tree to this depth with MACs and params (0: none).")] = 0,
     layer_times: Annotated[bool, typer.Option("--layer-times", help="Time per layer (a Ghost module counts as one): OpenVINO's per-node counters, or forward hooks in PyTorch; several models line up layer by layer.")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Run cpu/cuda models and inputs in channels_last (NHWC) memory format: ghostified models run faster in it on CPU (docs/ghostify.md).")] = False,
     weights: WeightsOpt = None,

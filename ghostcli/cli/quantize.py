@@ -11,7 +11,11 @@ from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt,
 
 HELP = """INT8 post-training quantization with NNCF into an OpenVINO IR for Intel CPUs.
 
-Calibrates on real images (an image folder, or the built-in 'digits' set) or, with a loud warning, on synthetic noise. Then reports, side by side from one run: FP32 (f32 inference precision) vs INT8 latency on the OpenVINO CPU plugin (batch 1, interleaved runs, median; the CPU's default precision, often bf16, is shown too), IR size, the precision the layers really execute at, top-1 agreement with FP32 on the evaluation images, and accuracy when those have class labels. With labels and --max-accuracy-drop, NNCF's accuracy-controlled quantization keeps the most sensitive layers in floating point.
+Calibrates on real images (an image folder, or the built-in 'digits' set) or, with a loud warning, on synthetic noise.
+
+Reports, side by side from one run: FP32 (f32 inference precision) vs INT8 latency on the OpenVINO CPU plugin (batch 1, interleaved runs, median; the CPU's default precision, often bf16, is shown too), IR size, the precision the layers really execute at, top-1 agreement with FP32 on the evaluation images, and accuracy when those have class labels.
+
+With labels and --max-accuracy-drop, NNCF's accuracy-controlled quantization keeps the most sensitive layers in floating point.
 
 Examples:
 
@@ -90,37 +94,37 @@ def _render(result: Any) -> None:
 
 def quantize_command(
     model: ModelArg,
-    calib_data: Annotated[str, typer.Option("--calib-data", help="Calibration images: an image folder, 'digits' "
+    calib_data: Annotated[str, typer.Option("--calib-data", metavar="DATA", help="Calibration images: an image folder, 'digits' "
                                             "(built-in, real) or 'synthetic' (noise; accuracy then unknown).")]
     = "digits",
-    subset_size: Annotated[int, typer.Option("--subset-size", "--calib-images", help="Number of calibration "
+    subset_size: Annotated[int, typer.Option("--subset-size", "--calib-images", metavar="N", help="Number of calibration "
                                              "images.")] = 300,
-    preset: Annotated[str, typer.Option("--preset", help="NNCF preset: 'performance' (symmetric) or 'mixed' "
+    preset: Annotated[str, typer.Option("--preset", metavar="PRESET", help="NNCF preset: 'performance' (symmetric) or 'mixed' "
                                         "(asymmetric activations).")] = "performance",
-    eval_data: Annotated[str | None, typer.Option("--eval-data", help="Evaluation images (folder | digits | "
+    eval_data: Annotated[str | None, typer.Option("--eval-data", metavar="DATA", help="Evaluation images (folder | digits | "
                                                   "synthetic); default: digits' val split, or the calibration images "
                                                   "themselves for a folder.")]
     = None,
-    eval_size: Annotated[int, typer.Option("--eval-size", help="At most this many evaluation images.")] = 300,
-    max_accuracy_drop: Annotated[str | None, typer.Option("--max-accuracy-drop", help="Largest absolute top-1 drop "
+    eval_size: Annotated[int, typer.Option("--eval-size", metavar="N", help="At most this many evaluation images.")] = 300,
+    max_accuracy_drop: Annotated[str | None, typer.Option("--max-accuracy-drop", metavar="DROP", help="Largest absolute top-1 drop "
                                                           "allowed (0.01 or 1%); needs labelled evaluation "
                                                           "images; uses NNCF accuracy control.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the INT8 IR here (.xml + .bin).")]
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE", help="Write the INT8 IR here (.xml + .bin).")]
     = None,
     force: ForceOpt = False,
     input_size: InputSizeOpt = None,
     weights: WeightsOpt = None,
     allow_pickle: AllowPickleOpt = False,
     trust_factory: TrustFactoryOpt = False,
-    mean: Annotated[str | None, typer.Option("--mean", help="Normalization mean, e.g. 0.485,0.456,0.406 "
+    mean: Annotated[str | None, typer.Option("--mean", metavar="X,X,X", help="Normalization mean, e.g. 0.485,0.456,0.406 "
                                              "(default ImageNet).")] = None,
-    std: Annotated[str | None, typer.Option("--std", help="Normalization std, e.g. 0.229,0.224,0.225.")] = None,
-    ignored_types: Annotated[list[str] | None, typer.Option("--ignore-type", help="OpenVINO op type NNCF must not "
+    std: Annotated[str | None, typer.Option("--std", metavar="X,X,X", help="Normalization std, e.g. 0.229,0.224,0.225.")] = None,
+    ignored_types: Annotated[list[str] | None, typer.Option("--ignore-type", metavar="TYPE", help="OpenVINO op type NNCF must not "
                                                             "quantize (repeatable), e.g. GroupConvolution.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for timing (default: OpenVINO's).")]
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help="CPU threads for timing (default: OpenVINO's).")]
     = None,
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs per variant (interleaved).")] = 50,
-    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up runs per variant.")] = 5,
+    runs: Annotated[int, typer.Option("--runs", metavar="N", help="Timed runs per variant (interleaved).")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", metavar="N", help="Warm-up runs per variant.")] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize MODEL to INT8 (see the command help)."""

@@ -38,49 +38,50 @@ Examples:
 
 def train_command(
     model: ModelArg,
-    data: Annotated[str, typer.Option("--data", help="Training data: an ImageFolder directory or 'digits'.")],
+    data: Annotated[str, typer.Option("--data", metavar="DATA", help="Training data: an ImageFolder directory or 'digits'.")],
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Where to save the trained model (.safetensors).")
+        Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Save the trained model as a .safetensors artifact "
+                                        "(required).")
     ] = None,
     val_data: Annotated[
-        Optional[str], typer.Option("--val-data", help="Validation data (default: the data set's own split, DIR/val, "
+        Optional[str], typer.Option("--val-data", metavar="DATA", help="Validation data (default: the data set's own split, DIR/val, "
             "or none).")
     ] = None,
     weights: WeightsOpt = None,
     teacher: Annotated[
-        Optional[str], typer.Option("--teacher", help="Teacher MODEL for knowledge distillation (e.g. the original "
+        Optional[str], typer.Option("--teacher", metavar="MODEL", help="Teacher MODEL for knowledge distillation (e.g. the original "
             "network).")
     ] = None,
     teacher_weights: Annotated[
-        Optional[Path], typer.Option("--teacher-weights", help="Weights for the teacher (.safetensors or .pt/.pth state "
+        Optional[Path], typer.Option("--teacher-weights", metavar="FILE", help="Weights for the teacher (.safetensors or .pt/.pth state "
             "dict).")
     ] = None,
     kd_alpha: Annotated[
-        float, typer.Option("--kd-alpha", help="Weight of the distillation (KL) term; 1 - alpha weighs the label loss.")
+        float, typer.Option("--kd-alpha", metavar="X", help="Weight of the distillation (KL) term; 1 - alpha weighs the label loss.")
     ] = 0.5,
     kd_temperature: Annotated[
-        float, typer.Option("--kd-temperature", help="Softmax temperature T of distillation (the KL term is scaled "
+        float, typer.Option("--kd-temperature", metavar="T", help="Softmax temperature T of distillation (the KL term is scaled "
             "by T^2).")
     ] = 4.0,
-    epochs: Annotated[int, typer.Option("--epochs", help="Number of epochs.")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", metavar="N", help="Number of epochs.")] = 10,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Global batch size (split across torchrun processes).")
+        int, typer.Option("--batch-size", metavar="N", help="Global batch size (split across torchrun processes).")
     ] = 64,
     lr: Annotated[
-        Optional[float], typer.Option("--lr", help="Peak learning rate (default 0.1 for sgd, 0.001 for adamw).")
+        Optional[float], typer.Option("--lr", metavar="X", help="Peak learning rate (default 0.1 for sgd, 0.001 for adamw).")
     ] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (Nesterov momentum 0.9) or adamw.")] = "sgd",
+    optimizer: Annotated[str, typer.Option("--optimizer", metavar="NAME", help="sgd (Nesterov momentum 0.9) or adamw.")] = "sgd",
     weight_decay: Annotated[
-        Optional[float], typer.Option("--weight-decay", help="Weight decay, not applied to biases/norms (default 5e-4 sgd, "
+        Optional[float], typer.Option("--weight-decay", metavar="X", help="Weight decay, not applied to biases/norms (default 5e-4 sgd, "
             "0.05 adamw).")
     ] = None,
     schedule: Annotated[
-        str, typer.Option("--schedule", help="Learning-rate schedule per step: cosine, step (x0.1 at 50% "
+        str, typer.Option("--schedule", metavar="NAME", help="Learning-rate schedule per step: cosine, step (x0.1 at 50% "
             "and 75%) or constant.")
     ] = "cosine",
-    warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", help="Linear warm-up length in epochs (default: 1, or a tenth of --epochs when that is shorter; 0 turns it off).", show_default=False)] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", metavar="X", help="Linear warm-up length in epochs (default: 1, or a tenth of --epochs when that is shorter; 0 turns it off).", show_default=False)] = None,
     label_smoothing: Annotated[
-        float, typer.Option("--label-smoothing", help="Label smoothing of the cross-entropy.")
+        float, typer.Option("--label-smoothing", metavar="X", help="Label smoothing of the cross-entropy.")
     ] = 0.0,
     amp: Annotated[
         bool, typer.Option("--amp", help="Mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU).")
@@ -89,15 +90,15 @@ def train_command(
         bool, typer.Option("--channels-last", help="Use the channels-last memory format.")
     ] = False,
     device: Annotated[
-        str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (under torchrun each rank takes "
+        str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (under torchrun each rank takes "
             "cuda:LOCAL_RANK).")
     ] = "auto",
-    workers: Annotated[int, typer.Option("--workers", help="Data-loading worker processes.")] = 0,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue from this checkpoint.")] = None,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Data-loading worker processes (0: none).")] = 0,
+    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="FILE", help="Continue from this checkpoint.")] = None,
     checkpoint: Annotated[
-        Optional[Path], typer.Option("--checkpoint", help="Checkpoint path (default: OUTPUT with suffix .ckpt).")
+        Optional[Path], typer.Option("--checkpoint", metavar="FILE", help="Checkpoint path (default: the --output path with suffix .ckpt).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (initialization, shuffling, augmentation).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed (initialization, shuffling, augmentation).")] = 0,
     input_size: InputSizeOpt = None,
     augment: Annotated[
         bool, typer.Option("--augment/--no-augment", help="Training augmentation (random resized crop + flip for "
