@@ -382,3 +382,37 @@ def test_cli_layer_times_in_pytorch_time_units_and_the_code_between_them(runner,
             statistics.median(t["ms"] for t in rows if t["kind"] == "ReLU")
     text = runner.invoke(app, ["profile", "resnet20", "--layer-times", *FAST])
     assert text.exit_code == 0 and "Time per layer (PyTorch cpu)" in text.output and "forward hooks" in text.output
+
+
+def test_conditions_say_when_threads_differ_from_what_was_asked_or_exceed_the_cpus() -> None:
+    from ghostcli.analysis.report import Conditions, Environment
+    from ghostcli.cli.profile_view import format_conditions
+
+    env = Environment(ghostcli="0", python="3", platform="linux", cpu="cpu", cpu_count=2, torch="2",
+                      torchvision="0", fvcore="0", openvino=None)
+
+    def line(**kw: object) -> str:
+        base: dict = dict(device="cpu", device_name="x", dtype="float32", threads=2, batch_sizes=[1], warmup=1, runs=3)
+        return format_conditions(Conditions(**{**base, **kw}), env)
+
+    assert "threads: 2;" in line(threads_requested=2, cpus=2)
+    assert "threads: 2 (asked for 4; the process may use 2 CPUs);" in line(threads_requested=4, cpus=2)
+    assert "threads: 4 (more than the 2 CPUs the process may use: they share them);" in line(threads=4, cpus=2)
+
+
+def test_comparison_table_shows_median_and_p90_from_the_same_report(capsys) -> None:
+    from ghostcli.cli.profile_view import print_report
+    from ghostcli.units import format_ms
+
+    report = profile_models([resolve_model("resnet20"), resolve_model("resnet56")],
+                            options=ProfileOptions(runs=3, warmup=1))
+    capsys.readouterr()
+    print_report(report, markdown=True)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| Model"))
+    cols = [c.strip() for c in header.split("|")[1:-1]]
+    assert cols[-3:] == ["Median", "p90", "Speed-up"]
+    for p in report.models:
+        row = next(line for line in lines if line.startswith(f"| {p.name} "))
+        cells = dict(zip(cols, (c.strip() for c in row.split("|")[1:-1])))
+        assert (cells["Median"], cells["p90"]) == (format_ms(p.latency[0].median_ms), format_ms(p.latency[0].p90_ms))

@@ -26,6 +26,7 @@ from ghostcli.analysis.report import (
 from ghostcli.errors import DeviceError, UsageError, one_line
 from ghostcli.loaded import LoadedModel
 from ghostcli.progress import Progress, no_progress
+from ghostcli.runtime.device import usable_cpus
 from ghostcli.runtime.probe import CPU_METHOD, CUDA_METHOD, LayerRecord, cuda_forward_peak, probe_forward
 from ghostcli.runtime.timing import openvino_runner, time_interleaved, torch_runner
 from ghostcli.units import check_timing
@@ -348,6 +349,7 @@ def _conditions(profiles: list[ModelProfile], o: ProfileOptions, precision: str 
         timer={"cuda": "CUDA events + synchronize", "openvino": "time.perf_counter around infer()"}.get(
             o.device, "time.perf_counter around forward()"),
         memory_format="channels_last" if o.channels_last else "contiguous",
+        threads_requested=o.threads, cpus=usable_cpus(),
     )
 
 

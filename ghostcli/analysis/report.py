@@ -89,6 +89,8 @@ class Conditions:
     performance_hint: str | None = None  # OpenVINO
     timer: str = ""
     memory_format: str = "contiguous"  # cpu/cuda: "contiguous" (NCHW) or "channels_last" (NHWC)
+    threads_requested: int | None = None  # what was asked for, when that is not what ran
+    cpus: int | None = None  # CPUs this process may use
 
 
 @dataclass

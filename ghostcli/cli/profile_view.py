@@ -34,9 +34,21 @@ def _shape(s: list[int] | None) -> str:
     return format_input_size(tuple(s)) if s else "-"
 
 
+def _threads(c: Conditions) -> str:
+    """``2``; with a note when fewer ran than asked, or more than the process has CPUs for."""
+    if c.threads is None:
+        return "default"
+    if c.threads_requested is not None and c.threads_requested != c.threads:
+        cpus = f"; the process may use {c.cpus} CPUs" if c.cpus is not None else ""
+        return f"{c.threads} (asked for {c.threads_requested}{cpus})"
+    if c.cpus is not None and c.threads > c.cpus:
+        return f"{c.threads} (more than the {c.cpus} CPUs the process may use: they share them)"
+    return str(c.threads)
+
+
 def format_conditions(c: Conditions, e: Environment) -> str:
     """``Conditions: device ...; threads ...; ...`` for a profile or a check that timed models."""
-    parts = [f"device: {c.device} ({c.device_name})", f"threads: {c.threads}", f"dtype: {c.dtype}",
+    parts = [f"device: {c.device} ({c.device_name})", f"threads: {_threads(c)}", f"dtype: {c.dtype}",
              f"batch: {','.join(str(b) for b in c.batch_sizes)}"]
     if c.device != "openvino":
         parts.append("memory format: " + ("channels_last (NHWC)" if c.memory_format == "channels_last" else "NCHW"))
@@ -120,12 +132,13 @@ def _print_comparison(report: ProfileReport, markdown: bool) -> None:
             format_bytes(p.weight_bytes),
             format_bytes(mem.peak_bytes) if mem and mem.peak_bytes is not None else "-",
             format_ms(lat.median_ms) if lat else "-",
+            format_ms(lat.p90_ms) if lat else "-",
             format_ratio(c.speedup) if c and c.speedup is not None else ("1.00x" if lat else "-"),
         ]
         rows.append(row)
     b = report.conditions.batch_sizes[0]
     cols = ["Model"] + (["Input"] if show_input else []) + [
-        "MACs", "MACs x", "Params", "Params x", "Weights", "Peak mem", "Median", "Speed-up"]
+        "MACs", "MACs x", "Params", "Params x", "Weights", "Peak mem", "Median", "p90", "Speed-up"]
     where = "" if show_input else f", input {format_input_size(tuple(ref.input_size))}"
     _emit(f"Comparison (ratios against {ref.name}{where}; latency at batch {b})", cols, rows,
           tuple(range(1 + show_input, len(cols))), markdown)

@@ -30,3 +30,10 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
             raise DeviceError(f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
         return dev
     raise UsageError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

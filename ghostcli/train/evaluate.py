@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from torch import nn
 
 from ghostcli.errors import DataError, DeviceError, UsageError, one_line
 from ghostcli.loaded import LoadedModel
-from ghostcli.runtime.device import resolve_device
+from ghostcli.runtime.device import resolve_device, usable_cpus
 from ghostcli.train.distributed import DistEnv, all_reduce_sum
 from ghostcli.train.metrics import Meter, check_targets
 from ghostcli.units import format_input_size
@@ -197,10 +196,6 @@ def quiet_library_warnings() -> Iterator[None]:
         yield
 
 
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 @dataclass(frozen=True)
 class EvalOptions:
     """How :func:`evaluate_model` evaluates; impossible values are refused when it is made (UsageError).
@@ -264,8 +259,8 @@ def evaluate_model(model: LoadedModel | Path, data: str = "digits", *, options: 
     exported_on_cpu = isinstance(model, Path) and o.device.strip().lower() == "auto"
     dev = resolve_device("cpu" if exported_on_cpu else o.device)  # exported models: CPU unless CUDA is asked for
     notes: list[str] = []
-    if o.workers > _usable_cpus():
-        notes.append(f"`workers` {o.workers} is more than the {_usable_cpus()} CPUs this process may use")
+    if o.workers > usable_cpus():
+        notes.append(f"`workers` {o.workers} is more than the {usable_cpus()} CPUs this process may use")
     t_start = time.perf_counter()
     if isinstance(model, Path):
         path = model
