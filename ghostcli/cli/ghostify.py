@@ -72,6 +72,7 @@ def ghostify_command(
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Succeed even when no layer is "
                                                                     "eligible.")] = False,
     trust_factory: TrustFactoryOpt = False,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Also draw each conv's params and MACs before and after, and why a kept conv was kept, into FILE (.png, .svg or a self-contained .html; needs the 'plot' extra: matplotlib).")] = None,
 ) -> None:
     from ghostcli.artifacts import check_artifact_output
     from ghostcli.errors import ConversionError
@@ -79,6 +80,10 @@ def ghostify_command(
 
     if output is not None:
         check_artifact_output(output, force)
+    if plot is not None:
+        from ghostcli.cli.plot import check_plot_output
+
+        check_plot_output(plot, force)
     size = parse_input_size(input_size) if input_size else None
 
     import dataclasses
@@ -112,6 +117,11 @@ def ghostify_command(
         saved = save_artifact(gmodel, output, recipe, force=force)
     for w in report.warnings:
         render.warn(w)
+    if plot is not None:
+        from ghostcli.cli.plot import ghostify_plot_data, write_plot
+
+        write_plot(ghostify_plot_data(loaded.name, report), plot)
+        render.info(f"wrote {plot}")
     if json_out:
         render.print_json("ghostify", {"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
                            "output": str(saved) if saved else None, **report.to_dict()})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ghostcli.cli.common import AllowPickleOpt, InputSizeOpt, JsonOpt, TrustFactoryOpt, WeightsOpt
+from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt, TrustFactoryOpt, WeightsOpt
 
 HELP = """Measure MACs, parameters, activations, memory and latency of one or more models.
 
@@ -70,6 +72,8 @@ def profile_cmd(
     trust_factory: TrustFactoryOpt = False,
     json_out: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="GitHub Markdown tables on stdout.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE", help="Also draw time and MACs per layer of the models side by side into FILE (.png, .svg or a self-contained .html; implies --layer-times; needs the 'plot' extra: matplotlib).")] = None,
+    force: ForceOpt = False,
 ) -> None:
     from ghostcli.errors import UsageError
     from ghostcli.units import parse_input_size
@@ -81,6 +85,12 @@ def profile_cmd(
 
     if weights is not None and len(models) > 1:
         raise UsageError("--weights applies to a single MODEL")
+    if plot is not None:
+        from ghostcli.cli.plot import check_plot_output
+
+        if no_latency:
+            raise UsageError("--plot draws per-layer times: it cannot be combined with --no-latency")
+        check_plot_output(plot, force)
     from ghostcli import render
     from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_TIME_BUDGET_S, ProfileOptions, profile_models
     from ghostcli.resolve import resolve_model
@@ -89,7 +99,8 @@ def profile_cmd(
         input_size=size, batch_sizes=batches, device=device, dtype=dtype, ov_precision=ov_precision,
         threads=threads, warmup=warmup, runs=DEFAULT_RUNS if runs is None else runs,
         time_budget_s=None if runs is not None else DEFAULT_TIME_BUDGET_S, latency=not no_latency,
-        depth=depth, per_layer=per_layer, channels_last=channels_last, layer_times=layer_times)
+        depth=depth, per_layer=per_layer or plot is not None, channels_last=channels_last,
+        layer_times=layer_times or plot is not None)
     with render.progress_bar() as progress:
         loaded = []
         for i, spec in enumerate(models):
@@ -97,12 +108,21 @@ def profile_cmd(
             loaded.append(resolve_model(spec, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory))
         progress("loading", len(models), len(models))
         report = profile_models(loaded, options=options, progress=progress)
+    if plot is not None:
+        from ghostcli.cli.plot import profile_plot_data, write_plot
+        from ghostcli.fsutil import display_path
+
+        write_plot(profile_plot_data(report), plot)
+        if not per_layer:  # collected for the chart only: the tables and JSON stay as asked
+            report = dataclasses.replace(report, models=[dataclasses.replace(p, layers=[]) for p in report.models])
     if json_out:
         render.print_json("profile", report.to_dict())
         return
     from ghostcli.cli.profile_view import print_report
 
     print_report(report, markdown=markdown)
+    if plot is not None:
+        render.info(f"wrote {display_path(plot)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ghostcli import render
-from ghostcli.analysis.report import Conditions, Environment, ModelProfile, ModuleStat, ProfileReport
+from ghostcli.analysis.report import Conditions, Environment, LayerTime, ModelProfile, ModuleStat, ProfileReport
 from ghostcli.units import format_bytes, format_count, format_input_size, format_macs, format_ms, format_ratio
 
 MACS_NOTE = ("MACs: 1 multiply-add = 1 MAC (the GhostNet paper's FLOP). 'MACs' = fvcore total "
@@ -159,14 +159,15 @@ def _print_comparison(report: ProfileReport, markdown: bool) -> None:
                   _module_rows(p.layers, False), (3, 4), markdown)
 
 
-def _print_layer_times(report: ProfileReport, markdown: bool) -> None:
-    """One row per module, one time column per model (and its ratio to the first), in execution order."""
+def layer_time_rows(report: ProfileReport) -> tuple[list[ModelProfile], list[str], list[dict[str, LayerTime]]]:
+    """The models with layer times, the layer names in merged execution order, and each model's times by name.
+
+    A layer new in a later model goes right after its predecessor there. The table and ``--plot`` both use this.
+    """
     models = [p for p in report.models if p.layer_times]
-    if not models:
-        return
     times = [{t.name: t for t in p.layer_times} for p in models]
     names: list[str] = []
-    for p in models:  # merge the execution orders: a row new in a later model goes after its predecessor
+    for p in models:
         at = 0
         for t in p.layer_times:
             if t.name in names:
@@ -174,6 +175,15 @@ def _print_layer_times(report: ProfileReport, markdown: bool) -> None:
             else:
                 names.insert(at, t.name)
                 at += 1
+    return models, names, times
+
+
+def _print_layer_times(report: ProfileReport, markdown: bool) -> None:
+    """One row per module, one time column per model (and its ratio to the first), in execution order."""
+    models, names, times = layer_time_rows(report)
+    if not models:
+        return
+
     def cells(values: list[float | None]) -> list[str]:  # each time, and after the first its ratio to the first
         out = []
         for i, v in enumerate(values):
