@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="print the per-layer-type time split of INT8 models")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    from ghostcli.analysis.env import describe_cpu
+
+    print(f"CPU: {describe_cpu()}; {time.strftime('%Y-%m-%d')}")  # every number below came from it
 
     from ghostcli.analysis.macs import count_macs
     from ghostcli.deploy.calibration import load_image_set

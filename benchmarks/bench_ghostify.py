@@ -26,6 +26,7 @@ import argparse
 import copy
 import statistics
 import sys
+import time
 
 import numpy as np
 import torch
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scaling", type=int, default=0, metavar="N",
                     help="also time OpenVINO f32 at 1 and N threads in one interleaved run (thread scaling)")
     args = ap.parse_args(argv)
+    from ghostcli.analysis.env import describe_cpu
+
+    print(f"CPU: {describe_cpu()}; {time.strftime('%Y-%m-%d')}")  # every number below came from it
     if args.threads:
         torch.set_num_threads(args.threads)
     base, ghost = build_models()

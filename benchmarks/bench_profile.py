@@ -40,7 +40,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     exe = _exe()
-    print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+    from ghostcli.analysis.env import describe_cpu
+
+    print(f"CPU: {describe_cpu()}, load average before: {os.getloadavg()[0]:.2f}")
     cases = [("ghostcli --help", [exe, "--help"], 0.3),
              ("ghostcli profile resnet50 (defaults)", [exe, "profile", "resnet50", "--json"], 20.0)]
     ok = True

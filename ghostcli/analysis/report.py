@@ -30,6 +30,7 @@ class Environment:
     openvino: str | None
     cuda: str | None = None
     gpu: str | None = None
+    cpu_isa: list[str] = field(default_factory=list)  # AVX2, AVX-512, VNNI, AVX512-BF16, AMX ... (analysis.env)
 
 
 @dataclass

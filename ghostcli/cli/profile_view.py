@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ghostcli import render
+from ghostcli.analysis.env import isa_text
 from ghostcli.analysis.report import Conditions, Environment, LayerTime, ModelProfile, ModuleStat, ProfileReport
 from ghostcli.units import format_bytes, format_count, format_input_size, format_macs, format_ms, format_ratio
 
@@ -48,7 +49,8 @@ def _threads(c: Conditions) -> str:
 
 def format_conditions(c: Conditions, e: Environment) -> str:
     """``Conditions: device ...; threads ...; ...`` for a profile or a check that timed models."""
-    parts = [f"device: {c.device} ({c.device_name})", f"threads: {_threads(c)}", f"dtype: {c.dtype}",
+    isa = f"; {isa_text(e.cpu_isa)}" if c.device != "cuda" and e.cpu_isa else ""
+    parts = [f"device: {c.device} ({c.device_name}{isa})", f"threads: {_threads(c)}", f"dtype: {c.dtype}",
              f"batch: {','.join(str(b) for b in c.batch_sizes)}"]
     if c.device != "openvino":
         parts.append("memory format: " + ("channels_last (NHWC)" if c.memory_format == "channels_last" else "NCHW"))

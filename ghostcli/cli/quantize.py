@@ -48,6 +48,7 @@ def _pct(x: float | None) -> str:
 
 def _render(result: Any) -> None:
     from ghostcli import render
+    from ghostcli.analysis.env import cpu_isa, isa_text
     from ghostcli.units import format_bytes, format_input_size, format_ms, format_ratio, format_speedup
 
     f32, dflt, q = result.fp32, result.fp32_default, result.int8
@@ -81,7 +82,7 @@ def _render(result: Any) -> None:
          "run in INT8"),
         (f"INT8 vs FP32 at the default precision ({dflt.executed_precision}): "
          f"{format_speedup(result.speedup_vs_default)}"),
-        (f"measured on {m['device']}, {m['threads']} threads, batch {m['batch']}, hint {m['hint']}, "
+        (f"measured on {m['device']} ({isa_text(cpu_isa())}), {m['threads']} threads, batch {m['batch']}, hint {m['hint']}, "
          f"{m['warmup']} warm-up + {m['runs']} interleaved runs, median"),
     ]
     if result.output:
