@@ -6,9 +6,16 @@ the library functions below are imported on first use.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
+
+# OpenVINO's converter and NNCF send usage events to Intel's analytics (forking the process for each one)
+# unless the user opted out; ghostcli sends nothing anywhere (docs/security.md). With their telemetry package
+# unimportable both use the no-op stubs they ship for that case. ghostcli.runtime.openvino.no_telemetry
+# switches it off where the package was imported before ghostcli.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
 
 _LAZY = {
     "GhostModule": "ghostcli.layers",

@@ -113,11 +113,13 @@ def _source(model: LoadedModel | nn.Module, input_size: tuple[int, ...] | None) 
 
 
 def _import_nncf() -> Any:
-    """``import nncf`` without torch's "No CUDA runtime is found" warning (NNCF imports torch.utils.cpp_extension)."""
-    from ghostcli.runtime.openvino import no_cuda_home_warning
+    """``import nncf`` without torch's "No CUDA runtime is found" warning (NNCF imports torch.utils.cpp_extension)
+    and with its usage telemetry off (``no_telemetry``)."""
+    from ghostcli.runtime.openvino import no_cuda_home_warning, no_telemetry
 
     with no_cuda_home_warning():
         import nncf
+    no_telemetry()
     return nncf
 
 

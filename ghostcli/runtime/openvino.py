@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,6 +45,34 @@ def no_cuda_home_warning() -> Iterator[None]:
         logger.setLevel(old)
 
 
+def no_telemetry() -> None:
+    """Turn off the usage telemetry of OpenVINO's converter and of NNCF where it is already loaded.
+
+    Unless the user ran OpenVINO's ``opt_in_out --opt_out``, ``openvino.convert_model`` and NNCF send
+    usage events to Intel's analytics and write a client ID under ``~/intel``; each event forks the whole
+    Python process from a helper thread, which costs about a second per conversion and can deadlock the
+    child (the process then hangs at exit). ``import ghostcli`` makes the telemetry package unimportable,
+    so both fall back to their no-op stubs; this installs the same stubs where the package had been
+    imported before ghostcli. Idempotent.
+    """
+    if sys.modules.get("openvino_telemetry") is None:
+        return  # never loaded: OpenVINO and NNCF already use their stubs
+    try:
+        from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
+    except ImportError:  # another OpenVINO layout: nothing we know how to switch off
+        pass
+    else:
+        for module in (convert_impl, telemetry_utils, utils):
+            if hasattr(module, "tm"):
+                setattr(module, "tm", telemetry_stub)
+    nncf_telemetry = sys.modules.get("nncf.telemetry.wrapper")
+    if nncf_telemetry is not None and hasattr(nncf_telemetry, "NNCFTelemetryStub"):
+        stub = nncf_telemetry.NNCFTelemetryStub()
+        for name in ("nncf.telemetry.wrapper", "nncf.telemetry.decorator", "nncf.telemetry"):
+            if (module := sys.modules.get(name)) is not None and hasattr(module, "telemetry"):
+                setattr(module, "telemetry", stub)
+
+
 def _conversion_error(exc: Exception) -> ExportError:
     text = str(exc)
     ops: list[str] = []
@@ -72,6 +101,7 @@ def to_openvino(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
     shape = tuple(int(v) for v in input_shape)
     if len(shape) < 2 or any(v <= 0 for v in shape[1:]) or (shape[0] <= 0 and shape[0] != -1):
         raise UsageError(f"invalid input shape {list(shape)} for OpenVINO conversion")
+    no_telemetry()
     model = model.eval()
     example = torch.randn((max(shape[0], 1), *shape[1:]))
     try:
