@@ -26,11 +26,13 @@ Exit codes: 0 all limits hold, 3 a limit is exceeded, 1 the check itself failed,
 
 Examples:
 
+  ghostcli ghostify resnet50 -o ghost_resnet50.safetensors
+
   ghostcli check ghost_resnet50.safetensors --max-macs 2.5G --max-params 15M
 
-  ghostcli check ghostnet_100 --baseline ci/baseline.json --tolerance 2%
-
   ghostcli check ghostnet_100 --baseline ci/baseline.json --update-baseline
+
+  ghostcli check ghostnet_100 --baseline ci/baseline.json --tolerance 2%
 
   ghostcli check ghostnet_100 --latency-reference mobilenet_v2 --max-latency-ratio 1.2
 """

@@ -22,7 +22,9 @@ HELP = (
     "Examples:\n\n"
     "  ghostcli evaluate resnet20_digits.safetensors --data digits\n\n"
     "  ghostcli evaluate model_int8.xml --data ~/imagenette/val --batch-size 32\n\n"
-    "  ghostcli evaluate model.onnx --data digits --json\n"
+    "  ghostcli evaluate model.onnx --data digits --json\n\n"
+    "(resnet20_digits.safetensors is what 'ghostcli train --help' makes first; model_int8.xml comes from "
+    "'ghostcli quantize', model.onnx from 'ghostcli export'.)\n"
 )
 
 

@@ -33,6 +33,8 @@ Examples:
 
   ghostcli export ghostnet_100 --format onnx -o ghostnet_100.onnx
 
+  ghostcli ghostify resnet50 -o ghost_resnet50.safetensors
+
   ghostcli export ghost_resnet50.safetensors --format openvino --fp16 -o ghost_resnet50.xml
 
   ghostcli export resnet56 --format onnx --dynamic-batch --opset 17 --json

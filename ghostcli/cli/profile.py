@@ -25,6 +25,8 @@ Examples:
 
   ghostcli profile resnet50
 
+  ghostcli ghostify resnet50 -o ghost_resnet50.safetensors
+
   ghostcli profile resnet50 ghost_resnet50.safetensors --batch-size 1,8
 
   ghostcli profile resnet50 ghost_resnet50.safetensors --channels-last --threads 1

@@ -23,7 +23,9 @@ Examples:
 
   ghostcli quantize ghost_resnet50 --calib-data ~/imagenet/val --eval-data ~/imagenet/val -o g50_int8.xml
 
-  ghostcli quantize model.safetensors --calib-data data/ --max-accuracy-drop 1% -o model_int8.xml
+  ghostcli quantize ghost_resnet50.safetensors --calib-data DIR --max-accuracy-drop 1% -o ghost_resnet50_int8.xml
+
+(DIR: your labelled images, DIR/<class>/<image>; ghost_resnet50.safetensors comes from 'ghostcli ghostify resnet50 -o ghost_resnet50.safetensors'.)
 
   ghostcli quantize resnet56 --calib-data synthetic --json
 """

@@ -26,13 +26,15 @@ Examples:
 
   ghostcli train resnet20 --data digits --input-size 3x16x16 --epochs 5 -o resnet20_digits.safetensors
 
+  ghostcli ghostify resnet20 --weights resnet20_digits.safetensors --input-size 3x16x16 -o ghost_resnet20.safetensors
+
   ghostcli train ghost_resnet20.safetensors --data digits --input-size 3x16x16 --teacher resnet20_digits.safetensors -o ghost_kd.safetensors
 
   ghostcli train ghost_r50.safetensors --data ~/imagenette --teacher resnet50 --teacher-weights r50.pth --amp --device cuda -o out.safetensors
 
   torchrun --nproc_per_node 2 -m ghostcli train resnet20 --data digits --batch-size 64 -o ddp.safetensors
 
-  ghostcli train resnet20 --data digits -o r20.safetensors --resume r20.ckpt
+  ghostcli train resnet20 --data digits -o r20.safetensors --resume r20.ckpt  # after Ctrl-C
 """
 
 
