@@ -189,8 +189,8 @@ def _validate(cfg: TrainConfig) -> None:
 def default_warmup_epochs(epochs: int) -> float:
     """Linear warm-up used when none is given: one epoch, or a tenth of a shorter run.
 
-    Without it, SGD at lr 0.1 diverged early on deep nets (ResNet-56 on digits: 41.9% after
-    10 epochs, 90.6% with one warm-up epoch).
+    It lifts deep nets at lr 0.1 on average but does not make them reliable (docs/training.md,
+    "Why the defaults warm up": lower the lr for ResNet-56-sized nets).
     """
     return min(1.0, epochs / 10)
 
