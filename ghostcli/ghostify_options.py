@@ -23,6 +23,21 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _layer_ratios(value: Any) -> tuple[tuple[str, int], ...]:
+    items = value.items() if isinstance(value, dict) else (value or ())
+    out = []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str) or not item[0]:
+            raise UsageError(f"`layer_ratios` must map layer names to ratios, got {item!r}")
+        name, ratio = item
+        if not _is_int(ratio) or ratio < 2:
+            raise UsageError(f"`layer_ratios` {name}: the ratio must be an integer >= 2, got {ratio!r}")
+        out.append((name, int(ratio)))
+    if len({n for n, _ in out}) != len(out):
+        raise UsageError("`layer_ratios` names a layer twice")
+    return tuple(sorted(out))
+
+
 @dataclass(frozen=True)
 class GhostifyOptions:
     """Structural options of ghostify. The same options on the same architecture give the same module tree.
@@ -38,6 +53,9 @@ class GhostifyOptions:
     min_channels: int = 0
     keep_stem: bool = True
     min_fan_in: int = 0
+    layer_ratios: tuple[tuple[str, int], ...] = ()  # (conv name, s): this conv's ratio instead of `ratio`
+    stages: tuple[str, ...] = ()  # names of residual stages rebuilt as G-Ghost stages (before the convs)
+    cheap_ratio: float = 0.5  # G-Ghost: the fraction of a stage's channels made by the cheap operations
 
     def __post_init__(self) -> None:
         if not _is_int(self.ratio) or self.ratio < 2:
@@ -51,6 +69,16 @@ class GhostifyOptions:
         object.__setattr__(self, "include", _patterns(self.include, "include"))
         object.__setattr__(self, "exclude", _patterns(self.exclude, "exclude"))
         object.__setattr__(self, "keep_stem", bool(self.keep_stem))
+        object.__setattr__(self, "layer_ratios", _layer_ratios(self.layer_ratios))
+        object.__setattr__(self, "stages", _patterns(self.stages, "stages"))
+        if isinstance(self.cheap_ratio, bool) or not isinstance(self.cheap_ratio, (int, float)) \
+                or not 0.0 < self.cheap_ratio < 1.0:
+            raise UsageError(f"`cheap_ratio` must be a number between 0 and 1 (exclusive), got {self.cheap_ratio!r}")
+        object.__setattr__(self, "cheap_ratio", float(self.cheap_ratio))
+
+    def ratio_of(self, name: str) -> int:
+        """The ratio s of conv ``name``: its entry in ``layer_ratios``, else ``ratio``."""
+        return dict(self.layer_ratios).get(name, self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
         """The keyword arguments ``ghostify`` needs to rebuild the same structure (plain JSON types)."""
@@ -62,6 +90,9 @@ class GhostifyOptions:
             "min_channels": self.min_channels,
             "min_fan_in": self.min_fan_in,
             "keep_stem": self.keep_stem,
+            "layer_ratios": {n: r for n, r in self.layer_ratios},
+            "stages": list(self.stages),
+            "cheap_ratio": self.cheap_ratio,
         }
 
     @classmethod

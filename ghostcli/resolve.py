@@ -116,10 +116,11 @@ def rebuild(recipe: Recipe, *, trust_factory: bool = False) -> nn.Module:
         raise CorruptRecipe(f"corrupt ghostcli recipe: {exc}") from None
     if recipe.ghostify is not None:
         from ghostcli.convert import ghostify
+        from ghostcli.ghostify_options import GhostifyOptions
 
         # allow_empty: what was saved was accepted (``ghostify --allow-empty`` may have replaced nothing)
-        model, _ = ghostify(model, input_size=tuple(recipe.input_size), inherit_weights=False, count_macs=False,
-                            allow_empty=True, **recipe.ghostify)
+        model, _ = ghostify(model, GhostifyOptions.from_dict(recipe.ghostify), input_size=tuple(recipe.input_size),
+                            inherit_weights=False, count_macs=False, allow_empty=True)
     return model
 
 
