@@ -56,7 +56,7 @@ def list_command(
     rows = [
         (s.name, format_input_size(s.input_size), s.num_classes,
          f"{s.paper['params'] / 1e6:.2f}M" if "params" in s.paper else "-",
-         f"{s.paper['macs'] / 1e6:.0f}M" if "macs" in s.paper else "-",
+         _published_macs(s.paper["macs"]) if "macs" in s.paper else "-",
          f"{s.paper['top1']:.1f}" if "top1" in s.paper else "-",
          s.description)
         for s in specs
@@ -71,6 +71,11 @@ def list_command(
         "[bold]files[/]: a .safetensors artifact written by ghostcli, or NAME --weights FILE (.safetensors/.pt/.pth)"
     )
     render.stdout.print("[bold]factories[/]: package.module:function returning an nn.Module")
+
+
+def _published_macs(macs: float) -> str:
+    """A paper's MACs as it printed them: ``141M`` below a billion, ``1.8G`` (one decimal) above."""
+    return f"{macs / 1e9:.1f}G" if macs >= 1e9 else f"{macs / 1e6:.0f}M"
 
 
 def register(app: typer.Typer) -> None:
