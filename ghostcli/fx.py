@@ -191,3 +191,51 @@ def replace_module(root: nn.Module, target: str | nn.Module, new: nn.Module, *,
         raise ValueError(f"{target if isinstance(target, str) else type(old).__name__} is not a submodule of the model")
     for parent, name in places:
         parent._modules[name] = new
+
+
+_ADDS = {"add", "add_", "iadd", "__add__", "__iadd__"}
+_PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.Identity)
+
+
+def residual_feeders(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> dict[str, list[str]]:
+    """The convs whose output (through a BatchNorm or Identity at most) a residual add reads.
+
+    Returns ``{block: [conv names]}``, ``block`` being the longest dotted prefix the feeders share
+    (``layer1.0`` for ``layer1.0.conv3`` and ``layer1.0.downsample.0``; a lone feeder's parent).
+    An add is a ``+`` / ``add`` of two tensors that traced to a conv on at least one side. Empty when
+    the model does not trace with ``torch.fx``.
+    """
+    try:
+        graph = _Tracer(leaf_types).trace(model)
+    except Exception:  # noqa: BLE001 - untraceable: no residual information
+        return {}
+    modules = dict(model.named_modules())
+
+    def conv_behind(node: object) -> str | None:
+        while isinstance(node, fx.Node) and node.op == "call_module":
+            m = modules.get(str(node.target))
+            if m is not None and is_conv(m, leaf_types):
+                return str(node.target)
+            if not isinstance(m, _PASS_THROUGH) or not node.args:
+                return None
+            node = node.args[0]
+        return None
+
+    out: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        name = getattr(node.target, "__name__", str(node.target))
+        if node.op not in ("call_function", "call_method") or name not in _ADDS or len(node.args) < 2:
+            continue
+        feeders = [c for c in (conv_behind(a) for a in node.args[:2]) if c is not None]
+        if not feeders:
+            continue
+        parts = [f.split(".") for f in feeders]
+        common: list[str] = []
+        for level in zip(*parts):
+            if len(set(level)) != 1:
+                break
+            common.append(level[0])
+        if len(feeders) == 1 or len(common) == len(parts[0]):
+            common = parts[0][:-1]
+        out.setdefault(".".join(common), []).extend(f for f in feeders if f not in out.get(".".join(common), []))
+    return out

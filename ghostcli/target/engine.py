@@ -1,0 +1,214 @@
+"""``ghostify --target``: convert only what pays back in time on the target, and prove it at the end.
+
+1. ghostify the model at every ratio s in play (the user's ``ratio`` and the larger ones of 2, 3, 4):
+   the convs converted there are the candidates;
+2. time every layer of the original and of each of those models on the target, in place in the
+   whole model; a residual add that a conversion left unfused is charged to the conv that fed it;
+3. decide per conv (``target.decide``): the fastest choice that compresses no more than ``ratio``
+   asks, or the NetAdapt-style greedy for a latency / MACs budget;
+4. build the chosen model and time it against the original and the paper ghostify (every
+   candidate at ``ratio``) in one interleaved run. The result is never slower than either beyond
+   the noise of that run: if it is, the faster of the two is returned, and the report says so.
+
+The choice is written into the ghostify options (``include`` = the converted convs,
+``layer_ratios`` = their ratios where not ``ratio``), so the artifact's recipe rebuilds the same
+network on any machine without measuring again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ghostcli.convert import GhostifyReport, ghostify
+from ghostcli.errors import ConversionError, UsageError
+from ghostcli.fx import residual_feeders
+from ghostcli.ghostify_options import GhostifyOptions
+from ghostcli.progress import Progress, no_progress
+from ghostcli.target.decide import KEEP, Candidate, Plan, charge_unfused, decide, decide_for_budget
+from ghostcli.target.measure import RuntimeTiming, TimingSource
+from ghostcli.target.spec import Target, check_available, parse_target
+
+RATIOS = (2, 3, 4)  # the ratios s a conv may get
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """How ``ghostify_for_target`` measures and decides."""
+
+    target: str
+    threads: int | None = None
+    latency_budget: float | None = None  # fraction of the original's latency on the target (0.7 = 0.7x)
+    macs_budget: int | None = None  # MACs the result may have at most
+    ratios: tuple[int, ...] = RATIOS  # the ratios s a conv may get (those below `ratio` are never used)
+    layer_runs: int = 10  # inferences whose per-layer median is taken
+    verify_runs: int = 30  # interleaved rounds of the final check
+    warmup: int = 3
+
+    def __post_init__(self) -> None:
+        parse_target(self.target)
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise UsageError(f"`threads` must be a positive integer, got {self.threads!r}")
+        if self.latency_budget is not None and not 0.0 < self.latency_budget <= 1.0:
+            raise UsageError(f"`latency_budget` must be a fraction of the original's latency in (0, 1], "
+                             f"e.g. 0.7x, got {self.latency_budget!r}")
+        if self.macs_budget is not None and self.macs_budget <= 0:
+            raise UsageError(f"`macs_budget` must be positive, got {self.macs_budget!r}")
+        if not self.ratios or any(not isinstance(s, int) or s < 2 for s in self.ratios):
+            raise UsageError(f"`ratios` must be integers >= 2, got {self.ratios!r}")
+        for name in ("layer_runs", "verify_runs"):
+            if getattr(self, name) < 3:
+                raise UsageError(f"`{name}` must be at least 3, got {getattr(self, name)!r}")
+        if self.warmup < 0:
+            raise UsageError(f"`warmup` must be >= 0, got {self.warmup!r}")
+
+
+@dataclass
+class Measured:
+    """Whole-model latency of one contender in the final interleaved run."""
+
+    name: str
+    median_ms: float
+    p90_ms: float
+    macs: int | None
+
+
+@dataclass
+class TargetReport:
+    """What the decision pass measured and chose (JSON-serialisable)."""
+
+    target: str
+    conditions: str
+    decisions: list[dict[str, Any]]
+    predicted_ms: float
+    original_layers_ms: float
+    measured: list[Measured]
+    chosen: str  # "target" (the measured choice), "paper" or "original" (a fallback)
+    ratio_vs_original: float
+    ratio_vs_paper: float
+    noise: float  # half the IQR of the per-round latency ratio chosen / paper
+    seconds: float
+    budget: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _options_for(plan: Plan, options: GhostifyOptions) -> GhostifyOptions:
+    """Ghostify options that rebuild the plan's choice exactly: the converted convs by name, their ratios."""
+    converted = [d for d in plan.decisions if d.ratio != KEEP]
+    if not converted:
+        return _nothing(options)
+    return dataclasses.replace(
+        options, include=tuple(d.name for d in converted),
+        layer_ratios=tuple((d.name, d.ratio) for d in converted if d.ratio != options.ratio))
+
+
+def _nothing(options: GhostifyOptions) -> GhostifyOptions:
+    """Options that convert no conv (``include`` empty means every conv, so exclude them all)."""
+    return dataclasses.replace(options, include=(), exclude=("*",), layer_ratios=())
+
+
+def _round_ratio(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Median and half-IQR of the per-round ratio b / a."""
+    r = np.asarray(b) / np.asarray(a)
+    q25, q75 = np.percentile(r, [25, 75])
+    return float(np.median(r)), float(q75 - q25) / 2
+
+
+def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None, *,
+                        target: TargetOptions, input_size: Sequence[int] = (3, 224, 224),
+                        timing: TimingSource | None = None,
+                        progress: Progress = no_progress) -> tuple[nn.Module, GhostifyReport, TargetReport]:
+    """Ghostify ``model`` for ``target``: only the conversions that measure faster there (see the module doc).
+
+    ``timing`` replaces the measurements on this machine (tests pass a fake one). Returns the
+    model, the ghostify report of the final options and the :class:`TargetReport`.
+    """
+    started = time.perf_counter()
+    opts = options or GhostifyOptions()
+    spec: Target = parse_target(target.target)
+    if timing is None:
+        check_available(spec)
+        timing = RuntimeTiming(spec, tuple(input_size), threads=target.threads, layer_runs=target.layer_runs,
+                               warmup=target.warmup)
+    size = tuple(int(v) for v in input_size)
+    progress("ghostifying candidates", 0, 0)
+    ratios = sorted({opts.ratio} | {s for s in target.ratios if s >= opts.ratio})
+    versions: dict[int, tuple[nn.Module, GhostifyReport]] = {
+        s: ghostify(model, dataclasses.replace(opts, ratio=s), input_size=size) for s in ratios}
+    paper_model, paper = versions[opts.ratio]
+    if paper.macs_before is None or paper.macs_after is None:
+        raise ConversionError("`target` needs the MACs of every conv, and fvcore could not count them "
+                              f"({'; '.join(paper.warnings) or 'no count'})")
+    names = [r.name for r in paper.rows if r.action == "ghost"]
+    macs = {s: {r.name: int(r.macs_after or 0) for r in rep.rows} for s, (_, rep) in versions.items()}
+    macs[KEEP] = {r.name: int(r.macs_before or 0) for r in paper.rows}
+
+    times = timing.layer_times([model, *(versions[s][0] for s in ratios)], progress=progress)
+    base = times[0]
+    feeders = residual_feeders(model)
+    per_ratio = {}
+    for s, t in zip(ratios, times[1:]):
+        extra = charge_unfused(t, base, feeders, names)
+        per_ratio[s] = {n: t.get(n, 0.0) + extra.get(n, 0.0) for n in names}
+    candidates = [Candidate(n, {KEEP: base.get(n, 0.0), **{s: per_ratio[s][n] for s in ratios}},
+                            {KEEP: macs[KEEP][n], **{s: macs[s][n] for s in ratios}}) for n in names]
+    total_ms = sum(base.values())
+    budget: dict[str, Any] = {}
+    if target.latency_budget is None and target.macs_budget is None:
+        plan = decide(candidates, target=spec.name, total_ms=total_ms, total_macs=paper.macs_before,
+                      macs_floor=paper.macs_after)
+    else:
+        latency_ms = None if target.latency_budget is None else target.latency_budget * total_ms
+        plan = decide_for_budget(candidates, target=spec.name, total_ms=total_ms, total_macs=paper.macs_before,
+                                 latency_ms=latency_ms, macs=target.macs_budget)
+        budget = {"latency": target.latency_budget, "latency_ms": latency_ms, "macs": target.macs_budget}
+
+    chosen_opts = _options_for(plan, opts)
+    chosen_model, chosen_report = ghostify(model, chosen_opts, input_size=size, allow_empty=True)
+    contenders = [("original", model, paper.macs_before), ("paper", paper_model, paper.macs_after),
+                  ("target", chosen_model, chosen_report.macs_after)]
+    runs = timing.compare([m for _, m, _ in contenders], runs=target.verify_runs, warmup=target.warmup,
+                          progress=progress)
+    measured = [Measured(n, statistics.median(r), float(np.percentile(r, 90)), mc)
+                for (n, _, mc), r in zip(contenders, runs)]
+    vs_original, _ = _round_ratio(runs[0], runs[2])
+    vs_paper, noise = _round_ratio(runs[1], runs[2])
+    notes: list[str] = []
+    chosen = "target"
+    fastest = min(measured, key=lambda m: m.median_ms)
+    slack = 1.0 + max(noise, 0.005)
+    if fastest.name != "target" and measured[2].median_ms > fastest.median_ms * slack:
+        chosen = fastest.name
+        notes.append(f"the measured choice ran {measured[2].median_ms:.2f} ms, slower than the {fastest.name} "
+                     f"({fastest.median_ms:.2f} ms) beyond the noise (+-{noise:.3f}): the {fastest.name} is returned")
+        if budget:
+            notes.append("the budget was met by the prediction only; the measurement did not confirm it")
+    if chosen == "paper":
+        final_model, final_report = paper_model, paper
+    elif chosen == "original":
+        final_model, final_report = ghostify(model, _nothing(opts), input_size=size, allow_empty=True)
+    else:
+        final_model, final_report = chosen_model, chosen_report
+    if budget.get("latency_ms") is not None and chosen == "target":
+        if vs_original > budget["latency"] + noise:
+            notes.append(f"measured {vs_original:.3f}x of the original against the budget {budget['latency']}x "
+                         f"(predicted {plan.predicted_ms / total_ms:.3f}x)")
+    report = TargetReport(
+        target=spec.name, conditions=timing.conditions(),
+        decisions=[dataclasses.asdict(d) for d in plan.decisions], predicted_ms=plan.predicted_ms,
+        original_layers_ms=total_ms, measured=measured, chosen=chosen, ratio_vs_original=vs_original,
+        ratio_vs_paper=vs_paper, noise=noise, seconds=time.perf_counter() - started, budget=budget, notes=notes)
+    return final_model, final_report, report
+
+
+__all__ = ["RATIOS", "Measured", "TargetOptions", "TargetReport", "ghostify_for_target"]
