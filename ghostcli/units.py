@@ -42,6 +42,18 @@ def parse_percent(text: str) -> float:
     return value
 
 
+def parse_factor(text: str) -> float:
+    """Parse a relative size such as ``0.7x``, ``0.7`` or ``70%`` into a fraction (0.7)."""
+    s = str(text).strip().lower()
+    try:
+        value = float(s[:-1]) / 100.0 if s.endswith("%") else float(s[:-1] if s.endswith("x") else s)
+    except ValueError:
+        raise UsageError(f"cannot read {text!r} as a factor (examples: 0.7x, 70%)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"a factor must be a positive number, got {text!r}")
+    return value
+
+
 def parse_input_size(text: str, channels: int = 3) -> tuple[int, int, int]:
     """Parse ``3x224x224`` (C x H x W), ``224x224`` or ``224`` into ``(C, H, W)``."""
     s = str(text)

@@ -22,9 +22,21 @@ multiply-accumulates counted by fvcore (BatchNorm excluded, the paper's "FLOPs")
 With -o the result is saved as a .safetensors artifact whose recipe rebuilds it, so that every other
 command can load it.
 
+With --target the conversion fits the machine it runs on: ghostify times every layer of the original
+and of its Ghost versions (s = 2, 3, 4) on that runtime and precision, keeps each conv whose Ghost module
+is not faster there (the report says why, with both times), never compresses more than --ratio asks,
+and checks the result against the original and the paper ghostify in one interleaved timing run: it is
+never slower than either beyond the noise of that run. --latency-budget / --macs-budget instead convert
+greedily, the most time saved per MAC removed first, until the budget holds. The choice is saved in the
+artifact's recipe, so the model rebuilds identically on any machine.
+
 Examples:
 
   ghostcli ghostify resnet50 -o out/ghost_resnet50.safetensors
+
+  ghostcli ghostify resnet50 --target openvino-f32 --threads 1 -o out/ghost_resnet50_ov.safetensors
+
+  ghostcli ghostify resnet50 --target cpu-channels-last --latency-budget 0.7x
 
   ghostcli ghostify resnet50 --ratio 4 --exclude 'layer4.*' --json
 
@@ -72,6 +84,10 @@ def ghostify_command(
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Succeed even when no layer is "
                                                                     "eligible.")] = False,
     trust_factory: TrustFactoryOpt = False,
+    target: Annotated[str | None, typer.Option("--target", "-t", metavar="T", help="Convert only what is faster on T, measured here: openvino-f32, openvino-bf16, openvino-int8, cpu, cpu-channels-last, cuda.", rich_help_panel="Hardware-aware")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help="CPU threads the --target timings use (default: the runtime's).", rich_help_panel="Hardware-aware")] = None,
+    latency_budget: Annotated[str | None, typer.Option("--latency-budget", metavar="F", help="With --target: convert until the latency on T is at most F of the original's (0.7x, 70%).", rich_help_panel="Hardware-aware")] = None,
+    macs_budget: Annotated[str | None, typer.Option("--macs-budget", metavar="N", help="With --target: convert until the MACs are at most N (2.5G), fastest-saving convs first.", rich_help_panel="Hardware-aware")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Also draw each conv's params and MACs before and after, and why a kept conv was kept, into FILE (.png, .svg or a self-contained .html; needs the 'plot' extra: matplotlib).")] = None,
 ) -> None:
     from ghostcli.artifacts import check_artifact_output
@@ -85,6 +101,7 @@ def ghostify_command(
 
         check_plot_output(plot, force)
     size = parse_input_size(input_size) if input_size else None
+    target_opts = _target_options(target, threads, latency_budget, macs_budget)
 
     import dataclasses
 
@@ -103,8 +120,18 @@ def ghostify_command(
                               "be rebuilt from an artifact; build it from a named architecture with --weights")
     chw: tuple[int, ...] = size or tuple(loaded.input_size)
     shown = format_input_size(chw)
-    render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {shown}")
-    gmodel, report = ghostify(loaded.model, opts, input_size=chw, allow_empty=allow_empty)
+    render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {shown}"
+                + (f", target {target_opts.target}" if target_opts else ""))
+    measured = None
+    if target_opts is None:
+        gmodel, report = ghostify(loaded.model, opts, input_size=chw, allow_empty=allow_empty)
+    else:
+        from ghostcli.target import ghostify_for_target
+
+        with render.progress_bar() as bar:
+            gmodel, report, measured = ghostify_for_target(loaded.model, opts, target=target_opts,
+                                                           input_size=chw, progress=bar)
+        opts = GhostifyOptions.from_dict(report.options)
     if report.forward_error is not None:
         raise ConversionError(f"{loaded.name} does not run at input size {shown} ({report.forward_error}); "
                               "pass the size it expects with --input-size")
@@ -112,8 +139,10 @@ def ghostify_command(
     if output is not None:
         from ghostcli.artifacts import save_artifact
 
-        recipe = dataclasses.replace(loaded.recipe, ghostify=opts.to_dict(), input_size=list(chw),
-                                     extra=dict(loaded.recipe.extra))
+        extra = dict(loaded.recipe.extra)
+        if measured is not None:
+            extra["target"] = measured.recipe_summary()
+        recipe = dataclasses.replace(loaded.recipe, ghostify=opts.to_dict(), input_size=list(chw), extra=extra)
         saved = save_artifact(gmodel, output, recipe, force=force)
     for w in report.warnings:
         render.warn(w)
@@ -124,9 +153,51 @@ def ghostify_command(
         render.info(f"wrote {plot}")
     if json_out:
         render.print_json("ghostify", {"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
-                           "output": str(saved) if saved else None, **report.to_dict()})
+                           "output": str(saved) if saved else None, **report.to_dict(),
+                           "target": measured.to_dict() if measured is not None else None})
         return
     _print_report(loaded.name, report, saved)
+    if measured is not None:
+        _print_target(measured)
+
+
+def _target_options(target: str | None, threads: int | None, latency_budget: str | None,
+                    macs_budget: str | None) -> Any:
+    """The TargetOptions the flags ask for (None without --target); checked before any model is built."""
+    from ghostcli.errors import UsageError
+    from ghostcli.units import parse_factor, parse_quantity
+
+    if target is None:
+        given = [f for f, v in (("--threads", threads), ("--latency-budget", latency_budget),
+                               ("--macs-budget", macs_budget)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --target")
+        return None
+    from ghostcli.target import TargetOptions
+
+    return TargetOptions(target, threads=threads,
+                         latency_budget=parse_factor(latency_budget) if latency_budget is not None else None,
+                         macs_budget=int(parse_quantity(macs_budget)) if macs_budget is not None else None)
+
+
+def _print_target(tr: Any) -> None:
+    from ghostcli import render
+    from ghostcli.units import format_macs
+
+    base = tr.measured[0].median_ms
+    rows = [(m.name if m.name != "target" else f"target ({tr.target})", f"{m.median_ms:.2f} ms", f"{m.p90_ms:.2f} ms",
+             f"{m.median_ms / base:.3f}", format_macs(m.macs)) for m in tr.measured]
+    render.stdout.print(render.table(f"measured on {tr.target}: median and p90 of {tr.runs} interleaved rounds",
+                                     ["model", "median", "p90", "x original", "MACs"], rows, numeric=(1, 2, 3, 4)))
+    kept = sum(1 for d in tr.decisions if d["ratio"] == 1)
+    render.stdout.print(
+        f"{len(tr.decisions) - kept} of {len(tr.decisions)} candidate convs converted, {kept} kept as measured; "
+        f"predicted {tr.predicted_ms / tr.original_layers_ms:.3f}x from the layer times, measured "
+        f"{tr.ratio_vs_original:.3f}x of the original and {tr.ratio_vs_paper:.3f}x of the paper ghostify "
+        f"(per-round ratios, noise +-{tr.noise:.3f}); decided in {tr.seconds:.0f} s.", highlight=False)
+    render.stdout.print(f"conditions: {tr.conditions}", highlight=False)
+    for note in tr.notes:
+        render.warn(note)
 
 
 def _print_report(name: str, report: Any, saved: Path | None) -> None:

@@ -95,11 +95,23 @@ class TargetReport:
     ratio_vs_paper: float
     noise: float  # half the IQR of the per-round latency ratio chosen / paper
     seconds: float
+    runs: int  # interleaved rounds of the final check
     budget: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
         return dataclasses.asdict(self)
+
+    def recipe_summary(self) -> dict[str, Any]:
+        """What an artifact's recipe keeps: where it was measured, the choice per conv and the final times."""
+        return {
+            "target": self.target, "conditions": self.conditions, "chosen": self.chosen,
+            "measured_ms": {m.name: round(m.median_ms, 4) for m in self.measured},
+            "ratio_vs_original": round(self.ratio_vs_original, 4), "ratio_vs_paper": round(self.ratio_vs_paper, 4),
+            "decisions": {d["name"]: [d["ratio"], round(d["time_before_ms"], 4), round(d["time_after_ms"], 4)]
+                          for d in self.decisions},
+        }
 
 
 def _options_for(plan: Plan, options: GhostifyOptions) -> GhostifyOptions:
@@ -115,6 +127,14 @@ def _options_for(plan: Plan, options: GhostifyOptions) -> GhostifyOptions:
 def _nothing(options: GhostifyOptions) -> GhostifyOptions:
     """Options that convert no conv (``include`` empty means every conv, so exclude them all)."""
     return dataclasses.replace(options, include=(), exclude=("*",), layer_ratios=())
+
+
+def _explain_rows(report: GhostifyReport, plan: Plan) -> None:
+    """Each candidate's row says what was measured, not "not matched by `include`"."""
+    why = {d.name: d.reason for d in plan.decisions}
+    for row in report.rows:
+        if row.name in why:
+            row.reason = why[row.name] if row.action == "kept" else f"{why[row.name]}; {row.reason}"
 
 
 def _round_ratio(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
@@ -199,6 +219,8 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
         final_model, final_report = ghostify(model, _nothing(opts), input_size=size, allow_empty=True)
     else:
         final_model, final_report = chosen_model, chosen_report
+    if chosen == "target":
+        _explain_rows(final_report, plan)
     if budget.get("latency_ms") is not None and chosen == "target":
         if vs_original > budget["latency"] + noise:
             notes.append(f"measured {vs_original:.3f}x of the original against the budget {budget['latency']}x "
@@ -207,7 +229,8 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
         target=spec.name, conditions=timing.conditions(),
         decisions=[dataclasses.asdict(d) for d in plan.decisions], predicted_ms=plan.predicted_ms,
         original_layers_ms=total_ms, measured=measured, chosen=chosen, ratio_vs_original=vs_original,
-        ratio_vs_paper=vs_paper, noise=noise, seconds=time.perf_counter() - started, budget=budget, notes=notes)
+        ratio_vs_paper=vs_paper, noise=noise, seconds=time.perf_counter() - started, runs=target.verify_runs,
+        budget=budget, notes=notes)
     return final_model, final_report, report
 
 

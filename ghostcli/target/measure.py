@@ -109,7 +109,7 @@ class RuntimeTiming:
     # ----------------------------------------------------------------------------------- protocol
 
     def layer_times(self, models: Sequence[nn.Module], progress: Progress = no_progress) -> list[dict[str, float]]:
-        from ghostcli.analysis.layer_times import openvino_model_layer_times, torch_layer_times, units  # type: ignore[attr-defined]
+        from ghostcli.analysis.layer_times import openvino_model_layer_times, torch_layer_times, units
 
         out: list[dict[str, float]] = []
         for i, model in enumerate(models):
