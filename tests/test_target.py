@@ -227,3 +227,53 @@ def test_engine_latency_budget_and_its_unreachable_error():
     with pytest.raises(BudgetUnreachable, match="best reachable"):
         ghostify_for_target(model, target=TargetOptions("cpu", latency_budget=0.1, verify_runs=5, ratios=(2,)),
                             input_size=(3, 32, 32), timing=fake)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_target_cpu_saves_the_choice_and_rebuilds(runner, tmp_path):
+    import json
+
+    from ghostcli.artifacts import read_recipe
+    from ghostcli.cli.app import app
+
+    from conftest import randomize_bn
+
+    out = tmp_path / "t.safetensors"
+    res = runner.invoke(app, ["ghostify", "resnet20", "--target", "cpu", "--threads", "1", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    tr = data["target"]
+    from ghostcli.analysis.env import cpu_name
+
+    assert tr["target"] == "cpu" and "1 threads" in tr["conditions"] and cpu_name() in tr["conditions"]
+    assert [m["name"] for m in tr["measured"]] == ["original", "paper", "target"]
+    assert len(tr["decisions"]) == 18 and tr["runs"] == 30
+    converted = sorted(d["name"] for d in tr["decisions"] if d["ratio"] != 1)
+    assert data["replaced"] == {"target": len(converted), "paper": 18, "original": 0}[tr["chosen"]]
+    recipe = read_recipe(out)
+    assert recipe.extra["target"]["target"] == "cpu"
+    assert set(recipe.extra["target"]["decisions"]) == {d["name"] for d in tr["decisions"]}
+    assert recipe.ghostify == data["options"]
+    from ghostcli.resolve import resolve_model
+
+    model = resolve_model(str(out)).model
+    randomize_bn(model)
+    again = resolve_model(str(out)).model
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_cli_target_bad_input(tmp_path):
+    from bad_input import run_bad
+
+    run_bad(["ghostify", "resnet20", "--threads", "2"], tmp_path, code=2, match="--threads only apply with --target")
+    run_bad(["ghostify", "resnet20", "--target", "openvino-in8"], tmp_path, code=2,
+            match="unknown --target 'openvino-in8' (did you mean openvino-int8")
+    run_bad(["ghostify", "resnet20", "--target", "cpu", "--latency-budget", "1.5x"], tmp_path, code=2,
+            match="--latency-budget must be a fraction")
+    run_bad(["ghostify", "resnet20", "--target", "cpu", "--latency-budget", "fast"], tmp_path, code=2,
+            match="cannot read 'fast' as a factor")
