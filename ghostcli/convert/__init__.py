@@ -1,8 +1,9 @@
-"""ghostify: replace a CNN's dense convs with Ghost modules (a converter table users can extend) and report it."""
+"""ghostify: replace a CNN's dense convs with Ghost modules (a converter table users can extend), rebuild residual
+stages as G-Ghost stages, and report it."""
 
 from ghostcli.analysis.params import module_params
 from ghostcli.convert.ghostify import GHOSTIFY_ATTR, ghostify
-from ghostcli.convert.report import ConvRow, GhostifyReport, fvcore_macs
+from ghostcli.convert.report import ConvRow, GhostifyReport, StageRow, fvcore_macs
 from ghostcli.convert.rules import (
     DEFAULT_CONVERTERS,
     ConvertContext,
@@ -12,6 +13,7 @@ from ghostcli.convert.rules import (
     convert_conv2d,
     register_converter,
 )
+from ghostcli.convert.stage import eligible_stages, stage_candidates, to_g_ghost_stage
 from ghostcli.ghostify_options import GhostifyOptions
 
 __all__ = [
@@ -24,9 +26,13 @@ __all__ = [
     "GhostifyOptions",
     "GhostifyReport",
     "KeepLayer",
+    "StageRow",
     "convert_conv2d",
+    "eligible_stages",
     "fvcore_macs",
     "ghostify",
     "module_params",
     "register_converter",
+    "stage_candidates",
+    "to_g_ghost_stage",
 ]

@@ -12,13 +12,14 @@ from torch import nn
 
 from ghostcli.analysis.params import module_params
 from ghostcli.convert.activation import absorb_relus
-from ghostcli.convert.report import ConvRow, GhostifyReport, run_and_count
+from ghostcli.convert.report import ConvRow, GhostifyReport, Measurement, StageRow, run_and_count
 from ghostcli.convert.rules import ConvertContext, Converter, ConverterTable, KeepLayer, converter_table
 from ghostcli.convert.select import selection_reason, unmatched_patterns
+from ghostcli.convert.stage import build_g_ghost_stage, stage_candidates
 from ghostcli.errors import ConversionError, UsageError
 from ghostcli.fx import conv_bn_pairs, is_conv, module_parents, replace_module
 from ghostcli.ghostify_options import GhostifyOptions
-from ghostcli.layers import GhostModule
+from ghostcli.layers import GGhostStage, GhostModule
 
 GHOSTIFY_ATTR = "ghostify_options"  # set on a ghostified model: the options that made it
 
@@ -41,6 +42,9 @@ def ghostify(
     min_channels: int | None = None,
     keep_stem: bool | None = None,
     min_fan_in: int | None = None,
+    layer_ratios: Mapping[str, int] | Iterable[tuple[str, int]] | None = None,
+    stages: Iterable[str] | None = None,
+    cheap_ratio: float | None = None,
     input_size: Sequence[int] = (3, 224, 224),
     allow_empty: bool = False,
     inherit_weights: bool = True,
@@ -54,7 +58,14 @@ def ghostify(
     stem rule, ``min_channels``, ``min_fan_in``) becomes a ``GhostModule(ratio, dw_kernel)`` with
     the same geometry; a BatchNorm that only this conv feeds is absorbed into the module's own
     BNs and replaced by ``nn.Identity``. With ``inherit_weights`` the primary conv starts from the
-    original filters of its channels and the BNs from the original statistics.
+    original filters of its channels and the BNs from the original statistics. ``layer_ratios``
+    gives the convs it names their own ratio instead of ``ratio``.
+
+    Before the convs, every stage ``stages`` names (module names: see
+    :func:`~ghostcli.convert.stage.stage_candidates`) is rebuilt as a G-Ghost stage with
+    ``cheap_ratio`` (:func:`~ghostcli.convert.stage.to_g_ghost_stage`: first and last blocks
+    unchanged, middle blocks narrowed, new ``merge``/``cheap`` layers that need fine-tuning). Its
+    convs stay dense; the report shows it as one row of ``report.stages`` instead of conv rows.
 
     ``converters`` changes the conversion table for this call only: a :class:`ConverterTable`
     replaces the default one, a mapping ``{layer type: converter}`` adds to a copy of it.
@@ -65,7 +76,8 @@ def ghostify(
     if options is not None and not isinstance(options, GhostifyOptions):
         raise TypeError(f"options must be GhostifyOptions, got {type(options).__name__}")
     given: dict[str, Any] = {"ratio": ratio, "dw_kernel": dw_kernel, "include": include, "exclude": exclude,
-             "min_channels": min_channels, "keep_stem": keep_stem, "min_fan_in": min_fan_in}
+             "min_channels": min_channels, "keep_stem": keep_stem, "min_fan_in": min_fan_in,
+             "layer_ratios": layer_ratios, "stages": stages, "cheap_ratio": cheap_ratio}
     opts = dataclasses.replace(options or GhostifyOptions(), **{k: v for k, v in given.items() if v is not None})
     if not isinstance(model, nn.Module):
         raise UsageError(f"ghostify needs a torch nn.Module, got {type(model).__name__}")
@@ -78,12 +90,15 @@ def ghostify(
     if len(size) != 3 or min(size) < 1:
         raise UsageError(f"input_size must be (C, H, W) with positive sizes, got {input_size!r}")
     table = converter_table(converters)
+    _check_stages(model, opts)
 
     model = copy.deepcopy(model)
     extra_types = tuple(t for t in table.types() if not issubclass(t, nn.modules.conv._ConvNd))
-    info = conv_bn_pairs(model, extra_types)
     before = run_and_count(model, size, use_fvcore=count_macs)
     params_before = module_params(model)
+    original_convs = [n for n, m in model.named_modules() if n and is_conv(m, extra_types)]
+    built, stage_inherited = _rebuild_stages(model, opts, inherit_weights, before)
+    info = conv_bn_pairs(model, extra_types)
     warnings = [info.note] if info.note else []
     if before.error:
         warnings.append(f"{before.error}; MACs are not counted")
@@ -93,6 +108,8 @@ def ghostify(
     named = dict(model.named_modules())
     parents = module_parents(model)
     ghost_prefixes = tuple(n + "." for n, m in named.items() if isinstance(m, GhostModule))
+    new_stages = tuple(row.name + "." for row, _, _ in built)
+    stage_prefixes = tuple(n + "." for n, m in named.items() if isinstance(m, GGhostStage))
     conv_names = [n for n, m in named.items() if n and is_conv(m, extra_types)]
 
     rows: list[ConvRow] = []
@@ -100,19 +117,21 @@ def ghostify(
     inherited: list[dict[str, str]] = []
     gone: tuple[str, ...] = ()  # prefixes of replaced layers: their children no longer exist
     for name in conv_names:
-        if name.startswith(gone):
+        if name.startswith(gone) or name.startswith(new_stages):  # a rebuilt stage is a row of its own
             continue
         layer = named[name]
         reason = selection_reason(name, include=opts.include, exclude=opts.exclude, is_stem=name in info.stems,
                                   keep_stem=opts.keep_stem, in_ghost=name.startswith(ghost_prefixes))
+        if reason is None and name.startswith(stage_prefixes):  # a G-Ghost stage the model already had
+            reason = "in a G-Ghost stage"
         converter = None
         if reason is None:
             converter, reason = table.find(layer)
             reason = reason or None
         bn_name = info.bn_after.get(name)
         bn = named.get(bn_name) if bn_name else None
-        ctx = ConvertContext(name=name, ratio=opts.ratio, dw_kernel=opts.dw_kernel, min_channels=opts.min_channels,
-                             min_fan_in=opts.min_fan_in, inherit_weights=inherit_weights,
+        ctx = ConvertContext(name=name, ratio=opts.ratio_of(name), dw_kernel=opts.dw_kernel,
+                             min_channels=opts.min_channels, min_fan_in=opts.min_fan_in, inherit_weights=inherit_weights,
                              bn=bn if isinstance(bn, nn.modules.batchnorm._BatchNorm) else None, bn_name=bn_name)
         new: nn.Module | None = None
         if converter is not None:
@@ -152,11 +171,13 @@ def ghostify(
         if row.name in activated:
             row.reason += ", ReLU moved inside"
 
-    for pattern in unmatched_patterns(conv_names, opts.include):
+    all_convs = original_convs + [n for n in conv_names if n.startswith(new_stages)]
+    for pattern in unmatched_patterns(all_convs, opts.include):
         warnings.append(f"`include` {pattern} matches no conv layer")
-    for pattern in unmatched_patterns(conv_names, opts.exclude):
+    for pattern in unmatched_patterns(all_convs, opts.exclude):
         warnings.append(f"`exclude` {pattern} matches no conv layer")
-    if not replaced and not allow_empty:
+    warnings += _layer_ratio_warnings(opts, set(all_convs), rows, new_stages)
+    if not replaced and not built and not allow_empty:
         reasons = Counter(r.reason for r in rows)
         summary = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3)) or "the model has no conv layer"
         raise ConversionError(f"nothing to ghostify: no conv layer is eligible ({summary})")
@@ -173,6 +194,8 @@ def ghostify(
             raise ConversionError(f"ghostify changed the output shape {before.outputs} -> {after.outputs}")
         for row, _, new in replaced:
             row.macs_after = after.of(new)
+        for stage_row, _, new_stage in built:
+            stage_row.macs_after = after.of(new_stage)
         if before.fvcore is not None and after.fvcore is not None:
             macs_before, macs_after, counter = before.fvcore, after.fvcore, "fvcore"
         elif after.macs_error:
@@ -182,6 +205,74 @@ def ghostify(
         options=opts.to_dict(), input_size=list(size), graph=info.method, rows=rows,
         replaced=len(replaced), kept=len(rows) - len(replaced), params_before=params_before,
         params_after=module_params(model), macs_before=macs_before, macs_after=macs_after, macs_counter=counter,
-        inherited=inherited if inherit_weights else [], warnings=warnings, forward_error=before.error,
+        inherited=[*stage_inherited, *inherited] if inherit_weights else [], warnings=warnings,
+        forward_error=before.error, stages=[row for row, _, _ in built],
     )
     return model, report
+
+
+def _check_stages(model: nn.Module, opts: GhostifyOptions) -> None:
+    """Raise, naming the eligible stages, unless every name in ``opts.stages`` is a stage that can be rebuilt."""
+    if not opts.stages:
+        return
+    twice = sorted({n for n in opts.stages if opts.stages.count(n) > 1})
+    if twice:
+        raise UsageError(f"`stages` names {', '.join(twice)} twice")
+    candidates = stage_candidates(model)
+    eligible = ", ".join(n for n, r in candidates.items() if r is None) or "none"
+    named = dict(model.named_modules())
+    for name in opts.stages:
+        if name not in named:
+            raise ConversionError(f"`stages` {name} is not a module of the model (eligible stages: {eligible})")
+        if name not in candidates:
+            raise ConversionError(f"`stages` {name} is not a stage of residual blocks ghostify knows (torchvision "
+                                  f"ResNet/ResNeXt/Wide-ResNet/RegNet or timm ResNet blocks; eligible stages: "
+                                  f"{eligible})")
+        if candidates[name] is not None:
+            raise ConversionError(f"`stages` {name} cannot be a G-Ghost stage: {candidates[name]} "
+                                  f"(eligible stages: {eligible})")
+
+
+def _rebuild_stages(model: nn.Module, opts: GhostifyOptions, inherit_weights: bool, before: Measurement,
+                    ) -> tuple[list[tuple[StageRow, nn.Module, GGhostStage]], list[dict[str, str]]]:
+    """Rebuild each stage ``opts.stages`` names as a G-Ghost stage of ``model`` (in place), in that order.
+
+    Returns (row, original stage, new stage) per stage, and the tensors the new stages inherited.
+    The original stages stay referenced by the rows' tuples, so ``before``'s per-module MACs (keyed by
+    module id) stay valid until the stage rows have their ``macs_after``.
+    """
+    if not opts.stages:
+        return [], []
+    named = dict(model.named_modules())
+    parents = module_parents(model)
+    built: list[tuple[StageRow, nn.Module, GGhostStage]] = []
+    inherited: list[dict[str, str]] = []
+    for name in opts.stages:
+        old = named[name]
+        result = build_g_ghost_stage(old, opts.cheap_ratio, inherit_weights=inherit_weights, name=name)
+        replace_module(model, old, result.stage, parents=parents)
+        children = list(old.children())
+        row = StageRow(
+            name=name, block=type(children[0]).__name__, blocks=len(children), planes=result.planes,
+            raw_planes=result.raw_planes, cheap_planes=result.cheap_planes, widths=result.widths,
+            middle_widths=result.middle_widths, params_before=module_params(old),
+            params_after=module_params(result.stage), macs_before=before.of(old), macs_after=None)
+        built.append((row, old, result.stage))
+        inherited += [{"tensor": t, "source": s} for t, s in result.inherited]
+    return built, inherited
+
+
+def _layer_ratio_warnings(opts: GhostifyOptions, convs: set[str], rows: list[ConvRow],
+                          stages: tuple[str, ...]) -> list[str]:
+    """``layer_ratios`` entries that give no conv its ratio: unknown names, convs in a G-Ghost stage, kept convs."""
+    kept = {r.name: r.reason for r in rows if r.action == "kept"}
+    out = []
+    for name, _ in opts.layer_ratios:
+        stage = next((s[:-1] for s in stages if name.startswith(s)), None)
+        if stage is not None:
+            out.append(f"`layer_ratios` {name} is inside the G-Ghost stage {stage} (its convs stay dense)")
+        elif name not in convs:
+            out.append(f"`layer_ratios` {name} matches no conv layer")
+        elif name in kept:
+            out.append(f"`layer_ratios` {name}: the layer is kept ({kept[name]})")
+    return out

@@ -1,4 +1,5 @@
-"""What ghostify did: one row per conv layer, totals, inherited tensors; and the one forward pass it measures.
+"""What ghostify did: one row per conv layer (and per G-Ghost stage), totals, inherited tensors; and the one
+forward pass it measures.
 
 MACs are multiply-accumulates of conv and linear layers (BatchNorm excluded), the
 GhostNet paper's "FLOPs", counted by fvcore (``analysis.macs``): totals over every
@@ -41,6 +42,27 @@ class ConvRow:
 
 
 @dataclass
+class StageRow:
+    """One residual stage rebuilt as a G-Ghost stage (``GhostifyOptions.stages``).
+
+    Its convs are not conv rows: the stage is one row, counted with its merge and cheap layers.
+    """
+
+    name: str
+    block: str  # the type of its residual blocks ("Bottleneck", "ResBottleneckBlock", ...)
+    blocks: int  # first (base) + middle + last (end)
+    planes: int  # the stage's output channels
+    raw_planes: int  # channels the middle blocks compute
+    cheap_planes: int  # channels made by the cheap operations (new layers: they need fine-tuning)
+    widths: list[int]  # a middle block's channel widths before: planes, inner..., planes
+    middle_widths: list[int]  # after: raw_planes, inner..., raw_planes
+    params_before: int
+    params_after: int
+    macs_before: int | None  # conv + linear MACs of the stage (None when not counted)
+    macs_after: int | None
+
+
+@dataclass
 class GhostifyReport:
     """The result of a ghostify run (JSON-serialisable through ``render.print_json``)."""
 
@@ -58,6 +80,7 @@ class GhostifyReport:
     inherited: list[dict[str, str]] = field(default_factory=list)  # {"tensor": new name, "source": original}
     warnings: list[str] = field(default_factory=list)  # options named in backquotes (`include`)
     forward_error: str | None = None  # why the original model did not run at ``input_size`` (then no MACs)
+    stages: list[StageRow] = field(default_factory=list)  # the G-Ghost stages, in the order of ``options.stages``
 
     @property
     def params_ratio(self) -> float:
@@ -72,7 +95,7 @@ class GhostifyReport:
         return self.macs_after / self.macs_before
 
     def to_dict(self) -> dict[str, Any]:
-        """Stable JSON form: the fields plus ratios and ``flops`` (= 2 x MACs)."""
+        """Stable JSON form: the fields (``stages`` rows included) plus ratios and ``flops`` (= 2 x MACs)."""
         from ghostcli.render import to_jsonable
 
         d = to_jsonable(self)
