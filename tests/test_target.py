@@ -277,3 +277,57 @@ def test_cli_target_bad_input(tmp_path):
             match="--latency-budget must be a fraction")
     run_bad(["ghostify", "resnet20", "--target", "cpu", "--latency-budget", "fast"], tmp_path, code=2,
             match="cannot read 'fast' as a factor")
+
+
+class FakeStageTiming(FakeTiming):
+    """As FakeTiming, and every conv inside a G-Ghost stage costs ``stage_ms``."""
+
+    def __init__(self, ghost_ms, stage_ms):
+        super().__init__(ghost_ms)
+        self.stage_ms = stage_ms
+
+    def rows(self, model):
+        from ghostcli.layers import GGhostStage
+
+        stages = tuple(n + "." for n, m in model.named_modules() if isinstance(m, GGhostStage))
+        rows = super().rows(model)
+        return {n: (self.stage_ms if n.startswith(stages) else v) for n, v in rows.items()}
+
+
+def test_auto_mode_takes_a_g_ghost_stage_where_it_measures_fastest():
+    from ghostcli.layers import GGhostStage
+
+    model = build_model("resnet20").eval()
+    # C-Ghost: layer1 slower, others 0.6 ms; G-Ghost stage convs 0.1 ms each: every stage goes G-Ghost
+    fake = FakeStageTiming(_ghost_layer1_slow, stage_ms=0.1)
+    gm, report, tr = ghostify_for_target(model, target=TargetOptions("cpu", verify_runs=5, ratios=(2,)),
+                                         input_size=(3, 32, 32), timing=fake)
+    assert [s["choice"] for s in tr.stages] == ["g-ghost"] * 3
+    assert report.options["stages"] == ["layer1", "layer2", "layer3"] and report.replaced == 0
+    assert all(isinstance(getattr(gm, n), GGhostStage) for n in ("layer1", "layer2", "layer3"))
+    assert all(d["reason"].startswith("in G-Ghost stage") for d in tr.decisions)
+    # G-Ghost convs cost 5 ms each: C-Ghost where it pays (layer2, layer3), layer1 dense
+    slow = FakeStageTiming(_ghost_layer1_slow, stage_ms=5.0)
+    gm, report, tr = ghostify_for_target(model, target=TargetOptions("cpu", verify_runs=5, ratios=(2,)),
+                                         input_size=(3, 32, 32), timing=slow)
+    assert [s["choice"] for s in tr.stages] == ["dense", "c-ghost", "c-ghost"]
+    assert report.options["stages"] == [] and report.replaced == 12
+    assert not any(isinstance(m, GGhostStage) for m in gm.modules())
+
+
+def test_cli_mode_stage_and_its_errors(runner, tmp_path):
+    import json
+
+    from ghostcli.cli.app import app
+
+    from bad_input import run_bad
+
+    res = runner.invoke(app, ["ghostify", "resnet20", "--mode", "stage", "--exclude", "layer1", "--cheap-ratio",
+                              "0.25", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [s["name"] for s in data["stages"]] == ["layer2", "layer3"] and data["replaced"] == 0
+    assert data["options"]["cheap_ratio"] == 0.25 and data["macs_after"] < data["macs_before"]
+    run_bad(["ghostify", "resnet20", "--mode", "auto"], tmp_path, code=2, match="--mode auto")
+    run_bad(["ghostify", "resnet20", "--mode", "stages"], tmp_path, code=2, match="--mode must be conv, stage or auto")
+    run_bad(["ghostify", "vgg16", "--mode", "stage"], tmp_path, code=1, match="no stage of 3 or more residual blocks")

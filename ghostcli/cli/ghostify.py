@@ -22,6 +22,11 @@ multiply-accumulates counted by fvcore (BatchNorm excluded, the paper's "FLOPs")
 With -o the result is saved as a .safetensors artifact whose recipe rebuilds it, so that every other
 command can load it.
 
+--mode stage rebuilds whole stages of residual blocks instead (G-Ghost, Han et al. IJCV 2022): the first
+and last blocks keep their weights, the middle blocks compute 1 - --cheap-ratio of the channels, and the
+rest come from a cheap 1x1 conv plus a pooled mix of the stage's features: dense and grouped convs only,
+no depthwise ones (the form for GPUs). Its merge and cheap layers are new: fine-tune before use.
+
 With --target the conversion fits the machine it runs on: ghostify times every layer of the original
 and of its Ghost versions (s = 2, 3, 4) on that runtime and precision, keeps each conv whose Ghost module
 is not faster there (the report says why, with both times), never compresses more than --ratio asks,
@@ -37,6 +42,8 @@ Examples:
   ghostcli ghostify resnet50 --target openvino-f32 --threads 1 -o out/ghost_resnet50_ov.safetensors
 
   ghostcli ghostify resnet50 --target cpu-channels-last --latency-budget 0.7x
+
+  ghostcli ghostify resnet50 --mode stage --cheap-ratio 0.5 -o out/g_ghost_resnet50.safetensors
 
   ghostcli ghostify resnet50 --ratio 4 --exclude 'layer4.*' --json
 
@@ -84,6 +91,8 @@ def ghostify_command(
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Succeed even when no layer is "
                                                                     "eligible.")] = False,
     trust_factory: TrustFactoryOpt = False,
+    mode: Annotated[str | None, typer.Option("--mode", metavar="M", help="conv: a Ghost module per conv (C-Ghost, the default); stage: G-Ghost stages; auto (the default with --target): per stage whichever measures fastest.")] = None,
+    cheap_ratio: Annotated[float, typer.Option("--cheap-ratio", metavar="R", help="G-Ghost: the fraction of a stage's channels made by the cheap operations.")] = 0.5,
     target: Annotated[str | None, typer.Option("--target", "-t", metavar="T", help="Convert only what is faster on T, measured here: openvino-f32, openvino-bf16, openvino-int8, cpu, cpu-channels-last, cuda.", rich_help_panel="Hardware-aware")] = None,
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help="CPU threads the --target timings use (default: the runtime's).", rich_help_panel="Hardware-aware")] = None,
     latency_budget: Annotated[str | None, typer.Option("--latency-budget", metavar="F", help="With --target: convert until the latency on T is at most F of the original's (0.7x, 70%).", rich_help_panel="Hardware-aware")] = None,
@@ -101,7 +110,7 @@ def ghostify_command(
 
         check_plot_output(plot, force)
     size = parse_input_size(input_size) if input_size else None
-    target_opts = _target_options(target, threads, latency_budget, macs_budget)
+    target_opts = _target_options(target, threads, latency_budget, macs_budget, mode)
 
     import dataclasses
 
@@ -110,7 +119,7 @@ def ghostify_command(
     from ghostcli.resolve import resolve_model
 
     opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
-                           min_fan_in)
+                           min_fan_in, cheap_ratio=cheap_ratio)
     loaded = resolve_model(model, weights=weights, trust_factory=trust_factory)
     if loaded.is_ghostified:
         how = f"with {loaded.recipe.ghostify}" if loaded.recipe.ghostify else "it contains Ghost modules"
@@ -124,6 +133,8 @@ def ghostify_command(
                 + (f", target {target_opts.target}" if target_opts else ""))
     measured = None
     if target_opts is None:
+        if mode == "stage":
+            opts = _stage_options(loaded.model, opts)
         gmodel, report = ghostify(loaded.model, opts, input_size=chw, allow_empty=allow_empty)
     else:
         from ghostcli.target import ghostify_for_target
@@ -161,13 +172,27 @@ def ghostify_command(
         _print_target(measured)
 
 
+def _stage_options(model: Any, opts: Any) -> Any:
+    """--mode stage without --target: every eligible stage that --include / --exclude keep, and no single conv."""
+    import dataclasses
+
+    from ghostcli.target.engine import stages_in_play
+
+    stages = stages_in_play(model, opts, "stage")
+    return dataclasses.replace(opts, include=(), exclude=("*",), stages=tuple(stages))
+
+
 def _target_options(target: str | None, threads: int | None, latency_budget: str | None,
-                    macs_budget: str | None) -> Any:
+                    macs_budget: str | None, mode: str | None) -> Any:
     """The TargetOptions the flags ask for (None without --target); checked before any model is built."""
     from ghostcli.errors import UsageError
     from ghostcli.units import parse_factor, parse_quantity
 
+    if mode is not None and mode not in ("conv", "stage", "auto"):
+        raise UsageError(f"--mode must be conv, stage or auto, got {mode!r}")
     if target is None:
+        if mode == "auto":
+            raise UsageError("--mode auto chooses by measured time: it needs --target")
         given = [f for f, v in (("--threads", threads), ("--latency-budget", latency_budget),
                                ("--macs-budget", macs_budget)) if v is not None]
         if given:
@@ -175,7 +200,7 @@ def _target_options(target: str | None, threads: int | None, latency_budget: str
         return None
     from ghostcli.target import TargetOptions
 
-    return TargetOptions(target, threads=threads,
+    return TargetOptions(target, threads=threads, mode=mode or "auto",
                          latency_budget=parse_factor(latency_budget) if latency_budget is not None else None,
                          macs_budget=int(parse_quantity(macs_budget)) if macs_budget is not None else None)
 
@@ -212,9 +237,20 @@ def _print_report(name: str, report: Any, saved: Path | None) -> None:
          _arrow(r.macs_before, r.macs_after, format_macs))
         for r in report.rows
     ]
-    render.stdout.print(render.table(f"ghostify {name}: {report.replaced} of {len(report.rows)} convs replaced",
-                                     ["layer", "shape (k in->out /stride)", "action", "reason", "params", "MACs"],
+    stages = getattr(report, "stages", [])
+    title = f"ghostify {name}: {report.replaced} of {len(report.rows)} convs replaced" + (
+        f", {len(stages)} stage(s) rebuilt as G-Ghost stages" if stages else "")
+    render.stdout.print(render.table(title, ["layer", "shape (k in->out /stride)", "action", "reason", "params", "MACs"],
                                      rows, numeric=(4, 5)))
+    if stages:
+        srows = [(escape(st.name), f"{st.block} x {st.blocks}", f"{st.planes} -> {st.raw_planes} + {st.cheap_planes}",
+                  f"{'/'.join(map(str, st.widths))} -> {'/'.join(map(str, st.middle_widths))}",
+                  _arrow(st.params_before, st.params_after, format_count), _arrow(st.macs_before, st.macs_after, format_macs))
+                 for st in stages]
+        render.stdout.print(render.table("G-Ghost stages (first and last blocks unchanged; merge and cheap layers are "
+                                         "new: fine-tune before use, e.g. ghostcli train)",
+                                         ["stage", "blocks", "channels (raw + cheap)", "middle block widths", "params",
+                                          "MACs"], srows, numeric=(4, 5)))
     size = format_input_size(report.input_size)
     totals = [
         ("params", format_count(report.params_before), format_count(report.params_after),
@@ -227,10 +263,13 @@ def _print_report(name: str, report: Any, saved: Path | None) -> None:
     render.stdout.print(
         f"ratio s={opts['ratio']}, cheap kernel d={opts['dw_kernel']}; MACs = conv + linear multiply-accumulates "
         f"({report.macs_counter}, BatchNorm excluded); flops = 2 x MACs.", highlight=False)
-    if report.inherited:
+    if report.inherited and report.replaced:
         render.stdout.print(f"inherited {len(report.inherited)} tensors (primary conv filters of the channels they "
                             "still produce, BatchNorm parameters); the cheap depthwise convs are new; every other "
                             "layer keeps its values.", highlight=False)
+    elif report.inherited:
+        render.stdout.print(f"inherited {len(report.inherited)} tensors (the middle blocks' kept channels); the first "
+                            "and last blocks are unchanged; merge and cheap layers are new.", highlight=False)
     if saved is not None:
         render.stdout.print(f"saved {saved}  (profile it: ghostcli profile {saved})", highlight=False)
 

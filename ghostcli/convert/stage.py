@@ -57,6 +57,17 @@ class _Family:
     identities: tuple[str, ...] = ()  # must be nn.Identity (or absent) in blocks 2..n (timm's anti-aliasing)
 
 
+_REGISTERED: dict[type[nn.Module], _Family] = {}
+
+
+def register_stage_block(block_type: type[nn.Module], chain: tuple[tuple[str, str], ...], *,
+                         shortcut: str = "downsample") -> None:
+    """Let stages of ``block_type`` become G-Ghost stages: ``chain`` lists its (conv, BatchNorm) paths in
+    forward order (``planes -> ... -> planes``), ``shortcut`` the attribute that is None (or absent) when
+    the block's shortcut is the identity. The zoo registers its own CIFAR ResNet block this way."""
+    _REGISTERED[block_type] = _Family(tuple(chain), shortcut=shortcut)
+
+
 def _families() -> dict[type[nn.Module], _Family]:
     """Supported block type -> its layout. timm's blocks only when timm is already imported (a model
     cannot hold timm blocks otherwise, and timm is optional)."""
@@ -70,6 +81,7 @@ def _families() -> dict[type[nn.Module], _Family]:
         regnet.ResBottleneckBlock: _Family((("f.a.0", "f.a.1"), ("f.b.0", "f.b.1"), ("f.c.0", "f.c.1")),
                                            attention=(("f.se", 2),), shortcut="proj"),
     }
+    table.update(_REGISTERED)
     timm_resnet = sys.modules.get("timm.models.resnet")
     if timm_resnet is not None:
         table[timm_resnet.BasicBlock] = _Family(basic, attention=(("se", 2),), identities=("aa",))

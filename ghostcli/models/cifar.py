@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ghostcli.convert.stage import register_stage_block
 from ghostcli.models.registry import register_model
 
 CIFAR_INPUT = (3, 32, 32)
@@ -34,6 +35,10 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
+
+
+# its shortcut is the identity unless the block changes stride or width (then the first of a stage)
+register_stage_block(BasicBlock, (("conv1", "bn1"), ("conv2", "bn2")))
 
 
 class CifarResNet(nn.Module):

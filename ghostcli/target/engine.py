@@ -37,6 +37,7 @@ from ghostcli.target.measure import RuntimeTiming, TimingSource
 from ghostcli.target.spec import Target, check_available, parse_target
 
 RATIOS = (2, 3, 4)  # the ratios s a conv may get
+MODES = ("conv", "stage", "auto")  # per-conv C-Ghost; G-Ghost stages; per stage the faster of the two or neither
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class TargetOptions:
 
     target: str
     threads: int | None = None
+    mode: str = "auto"  # conv: C-Ghost per conv; stage: G-Ghost per stage; auto: per stage the fastest of both
     latency_budget: float | None = None  # fraction of the original's latency on the target (0.7 = 0.7x)
     macs_budget: int | None = None  # MACs the result may have at most
     ratios: tuple[int, ...] = RATIOS  # the ratios s a conv may get (those below `ratio` are never used)
@@ -54,6 +56,8 @@ class TargetOptions:
 
     def __post_init__(self) -> None:
         parse_target(self.target)
+        if self.mode not in MODES:
+            raise UsageError(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise UsageError(f"`threads` must be a positive integer, got {self.threads!r}")
         if self.latency_budget is not None and not 0.0 < self.latency_budget <= 1.0:
@@ -91,6 +95,7 @@ class TargetReport:
     original_layers_ms: float
     measured: list[Measured]
     chosen: str  # "target" (the measured choice), "paper" or "original" (a fallback)
+    stages: list[dict[str, Any]]  # per eligible stage: {name, choice (g-ghost / c-ghost / dense), ms per form}
     ratio_vs_original: float
     ratio_vs_paper: float
     noise: float  # half the IQR of the per-round latency ratio chosen / paper
@@ -111,22 +116,23 @@ class TargetReport:
             "ratio_vs_original": round(self.ratio_vs_original, 4), "ratio_vs_paper": round(self.ratio_vs_paper, 4),
             "decisions": {d["name"]: [d["ratio"], round(d["time_before_ms"], 4), round(d["time_after_ms"], 4)]
                           for d in self.decisions},
+            "stages": {s["name"]: s["choice"] for s in self.stages},
         }
 
 
-def _options_for(plan: Plan, options: GhostifyOptions) -> GhostifyOptions:
-    """Ghostify options that rebuild the plan's choice exactly: the converted convs by name, their ratios."""
+def _options_for(plan: Plan, options: GhostifyOptions, stages: Sequence[str] = ()) -> GhostifyOptions:
+    """Ghostify options that rebuild the choice exactly: the G-Ghost stages, the converted convs by name, their ratios."""
     converted = [d for d in plan.decisions if d.ratio != KEEP]
     if not converted:
-        return _nothing(options)
+        return dataclasses.replace(_nothing(options), stages=tuple(stages))
     return dataclasses.replace(
-        options, include=tuple(d.name for d in converted),
+        options, include=tuple(d.name for d in converted), stages=tuple(stages),
         layer_ratios=tuple((d.name, d.ratio) for d in converted if d.ratio != options.ratio))
 
 
 def _nothing(options: GhostifyOptions) -> GhostifyOptions:
     """Options that convert no conv (``include`` empty means every conv, so exclude them all)."""
-    return dataclasses.replace(options, include=(), exclude=("*",), layer_ratios=())
+    return dataclasses.replace(options, include=(), exclude=("*",), layer_ratios=(), stages=())
 
 
 def _explain_rows(report: GhostifyReport, plan: Plan) -> None:
@@ -135,6 +141,52 @@ def _explain_rows(report: GhostifyReport, plan: Plan) -> None:
     for row in report.rows:
         if row.name in why:
             row.reason = why[row.name] if row.action == "kept" else f"{why[row.name]}; {row.reason}"
+
+
+def stages_in_play(model: nn.Module, opts: GhostifyOptions, mode: str) -> list[str]:
+    """The eligible G-Ghost stages `mode` lets the pass consider (the ones ``include`` / ``exclude`` keep)."""
+    if mode == "conv":
+        return []
+    from ghostcli.convert import eligible_stages
+    from ghostcli.convert.select import first_match
+
+    names = [n for n in eligible_stages(model)
+             if (not opts.include or first_match(n, opts.include)) and not first_match(n, opts.exclude)]
+    if mode == "stage" and not names:
+        raise ConversionError("`mode` stage: the model has no stage of 3 or more residual blocks that can be "
+                              "rebuilt as a G-Ghost stage")
+    return names
+
+
+def _under(rows: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in rows.items() if k == prefix or k.startswith(prefix + "."))
+
+
+def _decide_stages(plan: Plan, stages: Sequence[str], base: dict[str, float], g_times: dict[str, float],
+                   target: str) -> tuple[Plan, list[dict[str, Any]]]:
+    """Per stage the fastest of: dense, the plan's C-Ghost choice inside it, the G-Ghost stage (by layer times)."""
+    rows: list[dict[str, Any]] = []
+    saved = 0.0  # what the G-Ghost stages save against dense, predicted
+    for stage in stages:
+        inside = [d for d in plan.decisions if d.name.startswith(stage + ".")]
+        dense = _under(base, stage)
+        c_ghost = dense + sum(d.time_after_ms - d.time_before_ms for d in inside)
+        g_ghost = _under(g_times, stage)
+        forms = {"dense": dense, "c-ghost": c_ghost, "g-ghost": g_ghost}
+        choice = min(forms, key=lambda f: (forms[f], f != "dense"))
+        if choice == "c-ghost" and not any(d.ratio != KEEP for d in inside):
+            choice = "dense"
+        rows.append({"name": stage, "choice": choice, **{f"{k}_ms": v for k, v in forms.items()}})
+        if choice == "c-ghost" or (choice == "dense" and not any(d.ratio != KEEP for d in inside)):
+            continue  # the convs' own decisions stand
+        if choice == "g-ghost":
+            saved += g_ghost - dense
+        why = (f"{dense:.3f} ms dense, {c_ghost:.3f} ms C-Ghost, {g_ghost:.3f} ms G-Ghost on {target}")
+        for d in inside:
+            d.ratio, d.time_after_ms, d.macs_after = KEEP, d.time_before_ms, d.macs_before
+            d.reason = f"in G-Ghost stage {stage}: {why}" if choice == "g-ghost" else f"kept: stage {stage} {why}"
+    predicted = plan.original_ms + sum(d.time_after_ms - d.time_before_ms for d in plan.decisions) + saved
+    return dataclasses.replace(plan, predicted_ms=predicted), rows
 
 
 def _round_ratio(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
@@ -169,15 +221,21 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
     if paper.macs_before is None or paper.macs_after is None:
         raise ConversionError("`target` needs the MACs of every conv, and fvcore could not count them "
                               f"({'; '.join(paper.warnings) or 'no count'})")
-    names = [r.name for r in paper.rows if r.action == "ghost"]
+    names = [r.name for r in paper.rows if r.action == "ghost"] if target.mode != "stage" else []
+    stage_names = stages_in_play(model, opts, target.mode)
+    g_model = None
+    if stage_names:
+        g_model, _ = ghostify(model, dataclasses.replace(_nothing(opts), stages=tuple(stage_names)),
+                              input_size=size, allow_empty=True)
     macs = {s: {r.name: int(r.macs_after or 0) for r in rep.rows} for s, (_, rep) in versions.items()}
     macs[KEEP] = {r.name: int(r.macs_before or 0) for r in paper.rows}
 
-    times = timing.layer_times([model, *(versions[s][0] for s in ratios)], progress=progress)
+    timed = [model, *(versions[s][0] for s in ratios)] + ([g_model] if g_model is not None else [])
+    times = timing.layer_times(timed, progress=progress)
     base = times[0]
     feeders = residual_feeders(model)
     per_ratio = {}
-    for s, t in zip(ratios, times[1:]):
+    for s, t in zip(ratios, times[1:1 + len(ratios)]):
         extra = charge_unfused(t, base, feeders, names)
         per_ratio[s] = {n: t.get(n, 0.0) + extra.get(n, 0.0) for n in names}
     candidates = [Candidate(n, {KEEP: base.get(n, 0.0), **{s: per_ratio[s][n] for s in ratios}},
@@ -193,7 +251,12 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
                                  latency_ms=latency_ms, macs=target.macs_budget)
         budget = {"latency": target.latency_budget, "latency_ms": latency_ms, "macs": target.macs_budget}
 
-    chosen_opts = _options_for(plan, opts)
+    stage_rows: list[dict[str, Any]] = []
+    g_stages: list[str] = []
+    if g_model is not None:
+        plan, stage_rows = _decide_stages(plan, stage_names, base, times[-1], spec.name)
+        g_stages = [r["name"] for r in stage_rows if r["choice"] == "g-ghost"]
+    chosen_opts = _options_for(plan, opts, g_stages)
     chosen_model, chosen_report = ghostify(model, chosen_opts, input_size=size, allow_empty=True)
     contenders = [("original", model, paper.macs_before), ("paper", paper_model, paper.macs_after),
                   ("target", chosen_model, chosen_report.macs_after)]
@@ -228,10 +291,10 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
     report = TargetReport(
         target=spec.name, conditions=timing.conditions(),
         decisions=[dataclasses.asdict(d) for d in plan.decisions], predicted_ms=plan.predicted_ms,
-        original_layers_ms=total_ms, measured=measured, chosen=chosen, ratio_vs_original=vs_original,
+        original_layers_ms=total_ms, measured=measured, chosen=chosen, stages=stage_rows, ratio_vs_original=vs_original,
         ratio_vs_paper=vs_paper, noise=noise, seconds=time.perf_counter() - started, runs=target.verify_runs,
         budget=budget, notes=notes)
     return final_model, final_report, report
 
 
-__all__ = ["RATIOS", "Measured", "TargetOptions", "TargetReport", "ghostify_for_target"]
+__all__ = ["MODES", "RATIOS", "Measured", "stages_in_play", "TargetOptions", "TargetReport", "ghostify_for_target"]
