@@ -4,6 +4,8 @@ Accepted forms, tried in this order:
 
 - a file path: ``.safetensors`` artifact (weights + recipe), or a ``.pt``/``.pth``
   file (refused unless it is a full pickled model *and* ``allow_pickle`` is set);
+  an exported ``.onnx`` / OpenVINO ``.xml`` file is a :class:`~ghostcli.loaded.DeployedModel`
+  (:func:`resolve_model_or_deployed`, for the commands that run exported models: profile, check);
 - ``timm:NAME`` (needs the ``timm`` extra);
 - ``torchvision:NAME``;
 - ``pkg.module:factory`` (a callable returning an ``nn.Module``);
@@ -30,11 +32,12 @@ from torch import nn
 
 from ghostcli.artifacts import CorruptRecipe, Recipe, read_artifact, read_state_dict
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError, one_line
-from ghostcli.loaded import LoadedModel
+from ghostcli.loaded import DeployedModel, LoadedModel
 from ghostcli.units import format_input_size
 from ghostcli.usercode import call_user_code
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+DEPLOYED_SUFFIXES = (".onnx", ".xml")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SPECIAL_SIZES = {"inception_v3": (3, 299, 299)}
 
@@ -343,6 +346,13 @@ def resolve_model(
     if not spec:
         raise UsageError("empty MODEL argument")
     p = Path(spec)
+    if p.suffix.lower() in DEPLOYED_SUFFIXES:
+        kind = "an ONNX model" if p.suffix.lower() == ".onnx" else "an OpenVINO IR"
+        raise ArtifactError(f"{p} is {kind} (an exported model): this command needs a PyTorch model (a zoo or "
+                            "torchvision name, or a .safetensors artifact); profile, check and evaluate run "
+                            "exported models")
+    if p.suffix.lower() == ".bin" and p.with_suffix(".xml").is_file():
+        raise ArtifactError(f"{p} holds the weights of the OpenVINO IR {p.with_suffix('.xml')}: pass the .xml file")
     if p.suffix.lower() in WEIGHT_SUFFIXES or p.exists():
         if not p.exists():
             raise ArtifactError(f"no such file: {p}")
@@ -367,3 +377,38 @@ def resolve_model(
     recipe = Recipe(source=source, options=options, input_size=list(size))
     return LoadedModel(model=model, recipe=recipe, input_size=size, name=_display_name(spec, source, options),
                        weights=str(weights) if weights is not None else None)
+
+
+def load_deployed(path: str | Path) -> DeployedModel:
+    """Read an exported ``.onnx`` or OpenVINO ``.xml`` (with its ``.bin``) for profile and check; one-line errors.
+
+    Nothing in the file is imported, unpickled or called: OpenVINO's ONNX or IR frontend reads it
+    (:func:`ghostcli.runtime.deployed.read_graph`).
+    """
+    from ghostcli.runtime.deployed import DEPLOYED_SUFFIXES as FORMATS
+    from ghostcli.runtime.deployed import input_shape, read_graph
+
+    p = Path(path)
+    graph = read_graph(p)
+    try:
+        shape = input_shape(graph)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{p}: {exc}") from None
+    return DeployedModel(path=p, format=FORMATS[p.suffix.lower()], graph=graph, input_shape=shape, name=p.name)
+
+
+def resolve_model_or_deployed(
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    allow_pickle: bool = False,
+    trust_factory: bool = False,
+) -> LoadedModel | DeployedModel:
+    """:func:`resolve_model`, or :func:`load_deployed` for an exported ``.onnx`` / ``.xml`` file (profile, check)."""
+    p = Path(spec.strip())
+    if p.suffix.lower() not in DEPLOYED_SUFFIXES:
+        return resolve_model(spec, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory)
+    if weights is not None:
+        raise UsageError(f"--weights applies to PyTorch models: {p.name} is an exported model that holds its "
+                         "own weights")
+    return load_deployed(p)

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from ghostcli.analysis.baseline import BaselineEntry, BaselineError, read_baseline, write_baseline
 from ghostcli.analysis.check_keys import CHECK_KEYS, LIMIT_KEYS, CheckSettings, format_value
-from ghostcli.analysis.report import CHECK_KIND, SCHEMA_VERSION, Conditions, Environment
+from ghostcli.analysis.report import CHECK_KIND, SCHEMA_VERSION, Conditions, Environment, RuntimeInfo
 from ghostcli.errors import UsageError
 from ghostcli.units import format_input_size
 
 if TYPE_CHECKING:
-    from ghostcli.loaded import LoadedModel
+    from ghostcli.loaded import DeployedModel, LoadedModel
 
 
 @dataclass
@@ -50,6 +50,8 @@ class CheckReport:
     baseline_updated: bool = False
     config: str | None = None
     conditions: Conditions | None = None  # how latency was measured; None when nothing was timed
+    format: str = "pytorch"  # pytorch | onnx | openvino: an exported model is counted on its graph
+    runtime: RuntimeInfo | None = None  # what timed an exported model (PyTorch ones: `conditions`); None: untimed
     schema_version: str = SCHEMA_VERSION
     kind: str = CHECK_KIND
 
@@ -78,20 +80,26 @@ def _refuse_impossible(settings: CheckSettings, update_baseline: bool) -> None:
                          "(limits such as `max_macs` are exact)")
 
 
-def _same_input_size(settings: CheckSettings, base: BaselineEntry, model: LoadedModel) -> None:
+def _same_input_size(settings: CheckSettings, base: BaselineEntry, model: LoadedModel | DeployedModel) -> None:
     """Refuse a baseline recorded at another input size: its counts would not be comparable."""
-    size = list(settings.input_size or model.input_size)
+    given = settings.input_size or model.input_size
+    if any(d is None for d in given):  # an exported model's dynamic input: profile asks for `input_size`
+        return
+    size = [int(d) for d in given if d is not None]
     if base.input_size is not None and size != base.input_size:
         was, now = format_input_size(tuple(base.input_size)), format_input_size(tuple(size))
         raise BaselineError(f"baseline {settings.baseline} was recorded at input size {was}, this check measures "
                             f"{now}: pass `input_size` {was} or re-create the baseline with `update_baseline`")
 
 
-def run_check(settings: CheckSettings, *, load: Callable[[str], LoadedModel],
+def run_check(settings: CheckSettings, *, load: Callable[[str], LoadedModel | DeployedModel],
               update_baseline: bool = False) -> CheckReport:
     """Measure the model, compare against every limit, and (optionally) rewrite the baseline.
 
-    ``load`` turns the settings' MODEL names into loaded models (the CLI passes ``resolve_model``).
+    ``load`` turns the settings' MODEL names into loaded models (the CLI passes
+    ``resolve_model_or_deployed``): a PyTorch model, or an exported ``.onnx`` / ``.xml`` file, which
+    is counted on its graph and timed on its own runtime (:mod:`ghostcli.analysis.profile`); a
+    setting that applies to PyTorch models only (`channels_last`) is refused for an exported one.
 
     Returns the report; the caller decides the exit code (3 when ``report.passed`` is False).
     Impossible settings raise :class:`~ghostcli.errors.UsageError` (timing ones those of
@@ -156,8 +164,10 @@ def run_check(settings: CheckSettings, *, load: Callable[[str], LoadedModel],
         passed=all(r.passed for r in results), results=results, measured=measured,
         environment=report.environment, baseline=str(settings.baseline) if settings.baseline else None,
         baseline_updated=updated, config=str(settings.config_path) if settings.config_path else None,
-        conditions=report.conditions if timed else None,
+        conditions=report.conditions if timed else None, format=prof.format,
+        runtime=prof.runtime if timed and prof.format != "pytorch" else None,
     )
+
 
 
 def _compare_baseline(settings: CheckSettings, base: BaselineEntry, measured: dict[str, float | None],

@@ -105,13 +105,26 @@ class LayerTime:
 
 
 @dataclass
+class RuntimeInfo:
+    """What ran one model's latency and layer times (``profile`` prints it for exported models)."""
+
+    name: str  # pytorch | openvino | onnxruntime
+    version: str | None
+    device: str  # pytorch: cpu | cuda; openvino: CPU (the CPU plugin); onnxruntime: its execution provider
+    precision: str | None  # pytorch: the dtype; openvino: the inference precision that ran; onnxruntime: None
+    threads: int | None  # None: the runtime's default
+    precision_default: bool = False  # openvino: nobody asked for a precision; the plugin picked it
+    int8_layers: str | None = None  # openvino: "20/20 conv/FC layers in i8/u8" when any runs in INT8
+
+
+@dataclass
 class ModelProfile:
     """Everything measured for one model."""
 
     name: str
     source: str
     input_size: list[int]  # C, H, W (batch 1 for MACs)
-    macs: int  # fvcore total: conv + linear/matmul + norms + pooling/upsample, per image
+    macs: int  # PyTorch: fvcore total (conv + linear/matmul + norms + pooling/upsample); exported: from the graph
     macs_conv_linear: int  # conv + linear/matmul only: the GhostNet paper's convention (BN excluded)
     flops: int  # 2 x macs
     macs_by_operator: dict[str, int]
@@ -126,6 +139,8 @@ class ModelProfile:
     layers: list[ModuleStat] = field(default_factory=list)  # the --per-layer leaves
     layer_times: list[LayerTime] = field(default_factory=list)  # --layer-times (OpenVINO PERF_COUNT)
     notes: list[str] = field(default_factory=list)
+    format: str = "pytorch"  # pytorch | onnx | openvino (an exported file, counted from its graph)
+    runtime: RuntimeInfo | None = None  # what timed it; None when nothing was timed
 
 
 @dataclass

@@ -22,6 +22,9 @@ Limits come from the options below or from ghostcli.toml / [tool.ghostcli] in py
 Latency limits are opt-in: prefer --latency-reference with --max-latency-ratio (both timed
 in the same run) over --max-latency-ms, which depends on the machine and its load.
 
+MODEL may be an exported .onnx or OpenVINO .xml (INT8 IRs too): MACs, parameters and weights are
+counted on its graph and latency is timed on its runtime (as in 'ghostcli profile').
+
 Exit codes: 0 all limits hold, 3 a limit is exceeded, 1 the check itself failed, 2 bad usage.
 
 Examples:
@@ -35,6 +38,10 @@ Examples:
   ghostcli check ghostnet_100 --baseline ci/baseline.json --tolerance 2%
 
   ghostcli check ghostnet_100 --latency-reference mobilenet_v2 --max-latency-ratio 1.2
+
+  ghostcli export resnet50 --format openvino -o resnet50.xml
+
+  ghostcli check resnet50.xml --max-params 26M --latency-reference resnet50 --max-latency-ratio 1.2
 """
 
 def _help(key: str) -> str:
@@ -109,14 +116,14 @@ def _run(options: dict[str, Any], *, config: Path | None, no_config: bool, updat
     """Find and read the config, merge the options over it, and run the check."""
     from ghostcli.analysis.check import run_check
     from ghostcli.analysis.check_config import build_settings, find_config, read_config
-    from ghostcli.resolve import resolve_model
+    from ghostcli.resolve import resolve_model_or_deployed
 
     cfg_path = None if no_config else (config or find_config())
     cfg = read_config(cfg_path) if cfg_path else {}
     given = {k.key: options[k.field] for k in CHECK_KEYS.values()}
     settings = build_settings(given, cfg, cfg_path)
     return run_check(settings, update_baseline=update_baseline,
-                     load=lambda spec: resolve_model(spec, trust_factory=trust_factory))
+                     load=lambda spec: resolve_model_or_deployed(spec, trust_factory=trust_factory))
 
 
 def register(app: typer.Typer) -> None:

@@ -42,12 +42,22 @@ def print_report(report: CheckReport) -> None:
                                      numeric=(1, 2)))
     if report.baseline_updated:
         render.stdout.print(f"Baseline written to {report.baseline}.", highlight=False, soft_wrap=True)
-    render.stdout.print("MACs: fvcore total (conv, linear, norms, pooling); 1 multiply-add = 1 MAC.",
-                        highlight=False, soft_wrap=True)
+    if report.format == "pytorch":
+        render.stdout.print("MACs: fvcore total (conv, linear, norms, pooling); 1 multiply-add = 1 MAC.",
+                            highlight=False, soft_wrap=True)
+    else:
+        render.stdout.print("MACs, parameters and weights: counted on the exported graph (conv, matmul and pooling "
+                            "MACs, BatchNorm folded into the convs; weight constants as stored); 1 multiply-add = "
+                            "1 MAC.", highlight=False, soft_wrap=True)
     if report.conditions is not None:
         from ghostcli.cli.profile_view import format_conditions
 
         render.stdout.print(format_conditions(report.conditions, report.environment), highlight=False,
+                            soft_wrap=True)
+    if report.runtime is not None:
+        from ghostcli.cli.profile_view import runtime_text
+
+        render.stdout.print(f"Runtime: {report.model}: {runtime_text(report.runtime)}.", highlight=False,
                             soft_wrap=True)
 
 

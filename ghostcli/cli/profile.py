@@ -18,6 +18,11 @@ MACs are counted with fvcore: one fused multiply-add = one MAC, the GhostNet pap
 
 Several models give one comparison table with ratios against the first.
 
+A MODEL may be an exported .onnx or OpenVINO .xml (with its .bin; INT8 IRs too): counted on its
+graph and timed on its own runtime (.xml: OpenVINO; .onnx: ONNX Runtime, or OpenVINO with
+--device openvino), interleaved with the others; --layer-times lines its nodes up with the
+PyTorch model's layers. The 'Runtimes:' line says what ran.
+
 Latency: warm-up runs, then timed runs (by default 50, or fewer after 5 s with at least 10); the
 conditions (device, threads, batch, dtype, versions) are printed beside the numbers.
 
@@ -36,6 +41,10 @@ Examples:
   ghostcli profile resnet50 ghost_resnet50.safetensors --device openvino --layer-times --threads 1
 
   ghostcli profile resnet56 --per-layer --json > profile.json
+
+  ghostcli export resnet50 --format openvino -o resnet50.xml
+
+  ghostcli profile resnet50 resnet50.xml --layer-times
 """
 
 
@@ -55,7 +64,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 def profile_cmd(
-    models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="One or more models; the first is the reference for ratios.")],
+    models: Annotated[list[str], typer.Argument(metavar="MODEL...", help="One or more models (an exported .onnx or OpenVINO .xml too); the first is the reference for ratios.")],
     input_size: InputSizeOpt = None,
     batch_size: Annotated[str, typer.Option("--batch-size", "-b", metavar="N[,N...]", help="Batch size(s) for memory and latency, e.g. 1 or 1,8,32.")] = "1",
     device: Annotated[str, typer.Option("--device", "-d", metavar="DEVICE", help="cpu, cuda or openvino (OpenVINO runtime on CPU).")] = "cpu",
@@ -95,7 +104,7 @@ def profile_cmd(
         check_plot_output(plot, force)
     from ghostcli import render
     from ghostcli.analysis.profile import DEFAULT_RUNS, DEFAULT_TIME_BUDGET_S, ProfileOptions, profile_models
-    from ghostcli.resolve import resolve_model
+    from ghostcli.resolve import resolve_model_or_deployed
 
     options = ProfileOptions(  # checked before any model loads
         input_size=size, batch_sizes=batches, device=device, dtype=dtype, ov_precision=ov_precision,
@@ -107,7 +116,8 @@ def profile_cmd(
         loaded = []
         for i, spec in enumerate(models):
             progress("loading", i, len(models), spec)
-            loaded.append(resolve_model(spec, weights=weights, allow_pickle=allow_pickle, trust_factory=trust_factory))
+            loaded.append(resolve_model_or_deployed(spec, weights=weights, allow_pickle=allow_pickle,
+                                                    trust_factory=trust_factory))
         progress("loading", len(models), len(models))
         report = profile_models(loaded, options=options, progress=progress)
     if plot is not None:

@@ -7,11 +7,52 @@ from typing import Any
 
 from ghostcli import render
 from ghostcli.analysis.env import isa_text
-from ghostcli.analysis.report import Conditions, Environment, LayerTime, ModelProfile, ModuleStat, ProfileReport
+from ghostcli.analysis.report import (
+    Conditions,
+    Environment,
+    LayerTime,
+    ModelProfile,
+    ModuleStat,
+    ProfileReport,
+    RuntimeInfo,
+)
+from ghostcli.option_names import spell_options
 from ghostcli.units import format_bytes, format_count, format_input_size, format_macs, format_ms, format_ratio
 
 MACS_NOTE = ("MACs: 1 multiply-add = 1 MAC (the GhostNet paper's FLOP). 'MACs' = fvcore total "
              "(conv, linear, norms, pooling); 'conv+linear' = the paper's convention, BN excluded.")
+EXPORTED_NOTE = ("Exported models (.onnx, .xml) are counted on their graph: MACs of its convolutions, matmuls and "
+                 "pooling (BatchNorm was folded into the convs at export, so the total is fvcore's without BN), "
+                 "parameters and weights of its weight constants (a folded BatchNorm leaves one bias per channel "
+                 "of its two parameters; INT8 weights count as parameters, 1 byte each).")
+_RUNTIME_NAMES = {"pytorch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+
+
+def _exported(p: ModelProfile) -> bool:
+    return p.format != "pytorch"
+
+
+def runtime_text(r: RuntimeInfo) -> str:
+    """``OpenVINO 2026.4.1 CPU plugin, bf16 (the plugin's default), 2 threads, 20/20 conv/FC layers in i8/u8``."""
+    name = f"{_RUNTIME_NAMES.get(r.name, r.name)} {r.version or ''}".strip()
+    threads = (f"{r.threads} thread{'s' if r.threads != 1 else ''}" if r.threads is not None
+               else "its default threads")
+    if r.name == "openvino":
+        prec = f"{r.precision} (the plugin's default)" if r.precision and r.precision_default else (r.precision or "?")
+        text = f"{name} CPU plugin, {prec}, {threads}"
+        return text + (f", {r.int8_layers}" if r.int8_layers else "")
+    if r.name == "onnxruntime":
+        return f"{name} {r.device}, {threads}"
+    return f"{name} on {r.device}, {r.precision}" + (f", {threads}" if r.device == "cpu" else "")
+
+
+def _runtime_label(p: ModelProfile, c: Conditions) -> str:
+    """Short runtime name for titles: ``OpenVINO CPU``, ``PyTorch cpu``, ``ONNX Runtime cpu``."""
+    name = p.runtime.name if p.runtime else ("openvino" if c.device == "openvino" else "pytorch")
+    if name == "openvino":
+        return "OpenVINO CPU"
+    device = "cuda" if c.device == "cuda" else "cpu"
+    return f"{_RUNTIME_NAMES.get(name, name)} {device}"
 
 
 def _emit(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int],
@@ -68,6 +109,16 @@ def format_conditions(c: Conditions, e: Environment) -> str:
 
 
 def _summary_rows(p: ModelProfile) -> list[list[str]]:
+    if _exported(p):
+        rows = [
+            ["MACs (graph: conv, matmul, pooling)", format_macs(p.macs)],
+            ["MACs conv+matmul (paper)", format_macs(p.macs_conv_linear)],
+            ["FLOPs (2 x MACs)", format_count(p.flops)],
+            ["Parameters (weight constants)", f"{format_count(p.params)} ({p.params:,})"],
+            ["Weights (as stored)", format_bytes(p.weight_bytes)],
+            ["Activations (conv/matmul outputs)", format_count(p.activations)],
+        ]
+        return rows
     rows = [
         ["MACs (fvcore total)", format_macs(p.macs)],
         ["MACs conv+linear (paper)", format_macs(p.macs_conv_linear)],
@@ -105,7 +156,8 @@ def _print_single(p: ModelProfile, report: ProfileReport, markdown: bool) -> Non
     op_rows = [[k, format_macs(v), f"{100 * v / total:.1f}%"] for k, v in p.macs_by_operator.items()]
     _emit("MACs by operator", ["Operator", "MACs", "Share"], op_rows, (1, 2), markdown)
     if p.uncounted_ops:
-        _line("Not counted (fvcore has no MAC formula; counted as 0): "
+        who = "no MAC formula" if _exported(p) else "fvcore has no MAC formula"
+        _line(f"Not counted ({who}; counted as 0): "
               + ", ".join(f"{k} x{v}" for k, v in p.uncounted_ops.items()), markdown)
     if p.modules:
         _emit("Modules", ["Module", "Type", "Output", "MACs", "Params"], _module_rows(p.modules, True),
@@ -146,8 +198,8 @@ def _print_comparison(report: ProfileReport, markdown: bool) -> None:
           tuple(range(1 + show_input, len(cols))), markdown)
     for p in report.models:
         if p.uncounted_ops:
-            _line(f"{p.name}: not counted by fvcore: " + ", ".join(f"{k} x{v}" for k, v in p.uncounted_ops.items()),
-                  markdown)
+            who = "not counted (no MAC formula)" if _exported(p) else "not counted by fvcore"
+            _line(f"{p.name}: {who}: " + ", ".join(f"{k} x{v}" for k, v in p.uncounted_ops.items()), markdown)
     if len(report.conditions.batch_sizes) > 1:
         for p in report.models:
             _emit(f"Latency: {p.name}", ["Batch", "Median", "p90", "p99", "Mean", "Std", "Images/s", "Runs"],
@@ -202,17 +254,30 @@ def _print_layer_times(report: ProfileReport, markdown: bool) -> None:
         cols.append(p.name if len(models) > 1 else "Time")
         if i:
             cols.append("x")
-    ov = report.conditions.device == "openvino"
-    _emit(f"Time per layer ({'OpenVINO CPU' if ov else 'PyTorch ' + report.conditions.device})", cols, rows,
-          tuple(range(2, len(cols))), markdown)
+    c = report.conditions
+    labels = [_runtime_label(p, c) for p in models]
+    title = labels[0] if len(set(labels)) == 1 else "; ".join(f"{p.name}: {lab}" for p, lab in zip(models, labels))
+    _emit(f"Time per layer ({title})", cols, rows, tuple(range(2, len(cols))), markdown)
     lat = [f"{p.name} {format_ms(p.latency[0].median_ms)}" for p in models if p.latency]
-    how = ("the plugin's per-node counters (PERF_COUNT), median of 10 inferences of a BN-folded copy compiled like "
-           "the timed model, one model at a time; ops fused into a conv count with it, ops outside any layer (e.g. a "
-           "residual add that could not fuse) show under their block. The counters add their own overhead to every "
-           "node" if ov else
-           "forward hooks around each layer (perf_counter; CUDA synchronized), median of 10 forwards; "
-           "'(outside layers)' is the rest of forward (residual adds, torch.cat, flatten ...). The hooks add a few "
-           "microseconds per layer")
+    hows = []
+    if any(lab.startswith("OpenVINO") for lab in labels):
+        copy = ("a BN-folded copy" if not any(_exported(p) for p in models) else
+                "a BN-folded copy (PyTorch models) or the exported graph itself,")
+        hows.append(f"OpenVINO: the plugin's per-node counters (PERF_COUNT), median of 10 inferences of {copy} "
+                    "compiled like the timed model, one model at a time; ops fused into a conv count with it, ops "
+                    "outside any layer (e.g. a residual add that could not fuse) show under their block. The "
+                    "counters add their own overhead to every node")
+    if any(lab.startswith("ONNX Runtime") for lab in labels):
+        hows.append("ONNX Runtime: its profiler's per-kernel times, median of 10 inferences; a conv it fused with "
+                    "its activation counts with the conv, its layout reorders are '(runtime)'")
+    if any(lab.startswith("PyTorch") for lab in labels):
+        hows.append("PyTorch: forward hooks around each layer (perf_counter; CUDA synchronized), median of 10 "
+                    "forwards; '(outside layers)' is the rest of forward (residual adds, torch.cat, flatten ...). "
+                    "The hooks add a few microseconds per layer")
+    how = "; ".join(hows) if len(hows) > 1 else hows[0].split(": ", 1)[1]
+    if any(_exported(p) for p in models):
+        how += ("; an exported model's nodes go to the layer their names record (its rows line up with the PyTorch "
+                "models' layers)")
     _line(f"Layer times: {how}; a Ghost module is one row (primary conv + cheap conv + concat). Compare rows and "
           "models with each other rather than the sum with the whole-inference median"
           + (f" ({', '.join(lat)})." if lat else "."), markdown)
@@ -226,7 +291,18 @@ def print_report(report: ProfileReport, *, markdown: bool = False) -> None:
         _print_comparison(report, markdown)
     _print_layer_times(report, markdown)
     _line(MACS_NOTE, markdown)
+    exported = [p for p in report.models if _exported(p)]
+    if exported:
+        _line(EXPORTED_NOTE, markdown)
     _line(format_conditions(report.conditions, report.environment), markdown)
+    if exported:
+        timed = [p for p in report.models if p.runtime is not None]
+        if timed:
+            _line("Runtimes: " + "; ".join(f"{p.name}: {runtime_text(p.runtime)}" for p in timed
+                                           if p.runtime is not None) + ".", markdown)
+        for p in exported:
+            for note in p.notes:
+                _line(f"{p.name}: {spell_options(note)}.", markdown)
     mem = report.models[0].memory
     if mem:
         _line(f"Memory: {mem[0].method}.", markdown)
