@@ -58,7 +58,7 @@ CASES = [
     (["profile", "resnet20", "--weights", "truncated.safetensors", "--no-latency"], 1, "could not be read"),
     (["profile", "config.pt", "--no-latency"], 1, "is a JSON file, not a PyTorch checkpoint"),
     (["profile", "renamed.pt", "--no-latency"], 1, "is a safetensors file, not a PyTorch checkpoint; name it"),
-    (["profile", "model.xml", "--no-latency"], 1, "is a XML (an OpenVINO IR?) file"),
+    (["profile", "model.xml", "--no-latency"], 1, "has no weights file beside it"),
     (["profile", "empty.pt", "--no-latency"], 1, "not a PyTorch file"),
     (["profile", "state.pt", "--no-latency"], 1, "state dict without an architecture"),
     (["profile", "adir", "--no-latency"], 1, "is a directory, not a model file"),
