@@ -2,5 +2,7 @@
 
 from ghostcli.layers.g_ghost import ChannelSlice, GGhostStage
 from ghostcli.layers.ghost import GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
+from ghostcli.layers.ghost_v2 import GhostBottleneckV2, GhostModuleV2
 
-__all__ = ["ChannelSlice", "GGhostStage", "GhostModule", "GhostBottleneck", "SqueezeExcite", "make_divisible"]
+__all__ = ["ChannelSlice", "GGhostStage", "GhostModule", "GhostBottleneck", "GhostModuleV2", "GhostBottleneckV2",
+           "SqueezeExcite", "make_divisible"]
