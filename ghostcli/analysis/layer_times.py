@@ -125,9 +125,19 @@ def _unit(path: str | None, unit_paths: Mapping[str, str]) -> str:
     return unit
 
 
+STATISTICS = {"median": np.median, "min": np.min}  # over the runs, per unit
+
+
+def _stat(name: str) -> Any:
+    if name not in STATISTICS:
+        raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {name!r}")
+    return STATISTICS[name]
+
+
 def _rows(samples: Iterable[list[tuple[str, str, float]]], runs: int,
-          unit_paths: Mapping[str, str]) -> list[LayerTime]:
-    """LayerTime rows from each run's (unit, node type, ms) samples: median per unit, in first-seen order."""
+          unit_paths: Mapping[str, str], statistic: str = "median") -> list[LayerTime]:
+    """LayerTime rows from each run's (unit, node type, ms) samples: ``statistic`` per unit, in first-seen order."""
+    stat = _stat(statistic)
     per_run: dict[str, np.ndarray] = {}
     nodes: dict[str, int] = defaultdict(int)
     kinds: dict[str, set[str]] = defaultdict(set)
@@ -137,14 +147,15 @@ def _rows(samples: Iterable[list[tuple[str, str, float]]], runs: int,
             if i == 0:
                 nodes[unit] += 1
                 kinds[unit].add(kind)
-    return [LayerTime(u, unit_paths.get(u) or "+".join(sorted(kinds[u])), float(np.median(t)), nodes[u])
+    return [LayerTime(u, unit_paths.get(u) or "+".join(sorted(kinds[u])), float(stat(t)), nodes[u])
             for u, t in per_run.items()]
 
 
 def openvino_model_layer_times(ov_model: Any, example_shape: Sequence[int], *, precision: str | None = None,
                                threads: int | None = None, runs: int = 10, warmup: int = 3,
                                unit_paths: Mapping[str, str] | None = None,
-                               aliases: Mapping[str, str] | None = None) -> list[LayerTime]:
+                               aliases: Mapping[str, str] | None = None,
+                               statistic: str = "median") -> list[LayerTime]:
     """Per-unit time of one OpenVINO CPU inference of ``ov_model`` (median over ``runs``), in execution order.
 
     ``ov_model``: an ``openvino.Model`` with one input, as built in memory (``openvino.convert_model``,
@@ -165,7 +176,8 @@ def openvino_model_layer_times(ov_model: Any, example_shape: Sequence[int], *, p
     whose names carry no module path at all (made by another tool) gets one row per original layer name.
     ``aliases`` maps an original layer name to the name to read its module from: OpenVINO names the last
     node of an ONNX graph after its output tensor (``output``), which :func:`onnx_aliases` maps back to the
-    node that made it (``/fc/Gemm``).
+    node that made it (``/fc/Gemm``). ``statistic``: ``median`` (the report) or ``min`` over the runs (what
+    another process on a shared machine cannot inflate: ``ghostify --target`` decides on it).
     """
     from ghostcli.runtime.deployed import compile_graph
     from ghostcli.runtime.openvino import profiled_runs
@@ -197,7 +209,7 @@ def openvino_model_layer_times(ov_model: Any, example_shape: Sequence[int], *, p
                 if p.status.name == "EXECUTED" or p.node_name in kernels]
                for infos in profiled_runs(compiled, data, runs=runs, warmup=warmup)]
     del compiled  # released before the caller compiles the next model
-    return _rows(samples, runs, paths)
+    return _rows(samples, runs, paths, statistic)
 
 
 def onnx_aliases(path: Path) -> dict[str, str]:
@@ -281,8 +293,10 @@ def openvino_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.T
 
 
 def torch_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.Tensor], *, runs: int = 10,
-                      warmup: int = 3) -> list[list[LayerTime]]:
-    """Per-unit time of one PyTorch forward (median over ``runs``) for each model, in call order."""
+                      warmup: int = 3, statistic: str = "median") -> list[list[LayerTime]]:
+    """Per-unit time of one PyTorch forward (``statistic`` over ``runs``: median or min) for each model,
+    in call order."""
+    stat = _stat(statistic)
     out = []
     for model, example in zip(models, examples):
         cuda = example.device.type == "cuda"
@@ -327,7 +341,7 @@ def torch_layer_times(models: Sequence[nn.Module], examples: Sequence[torch.Tens
         finally:
             for h in handles:
                 h.remove()
-        rows = [LayerTime(u, unit_paths[u], float(np.median(t)), calls[u]) for u, t in per_run.items()]
+        rows = [LayerTime(u, unit_paths[u], float(stat(t)), calls[u]) for u, t in per_run.items()]
         outside = whole - sum(per_run.values(), np.zeros(runs))
         rows.append(LayerTime(OUTSIDE, "forward code", float(max(0.0, np.median(outside))), 0))
         out.append(rows)

@@ -109,6 +109,7 @@ class RuntimeTiming:
     # ----------------------------------------------------------------------------------- protocol
 
     def layer_times(self, models: Sequence[nn.Module], progress: Progress = no_progress) -> list[dict[str, float]]:
+        """Per-layer minimum over the runs: on a shared machine another process only ever adds time."""
         from ghostcli.analysis.layer_times import openvino_model_layer_times, torch_layer_times, units
 
         out: list[dict[str, float]] = []
@@ -118,11 +119,11 @@ class RuntimeTiming:
                 rows = openvino_model_layer_times(self._openvino(model), (1, *self.input_size),
                                                   precision=self._hint(), threads=self.threads,
                                                   runs=self.layer_runs, warmup=self.warmup,
-                                                  unit_paths=units(model))
+                                                  unit_paths=units(model), statistic="min")
             else:
                 with torch_threads(self.threads):
                     rows = torch_layer_times([self._torch_model(model)], [self._example()], runs=self.layer_runs,
-                                             warmup=self.warmup)[0]
+                                             warmup=self.warmup, statistic="min")[0]
             out.append({r.name: r.ms for r in rows})
         progress("timing layers", len(models), len(models))
         return out
