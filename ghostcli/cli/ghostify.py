@@ -41,7 +41,7 @@ Examples:
 
   ghostcli ghostify resnet50 --target openvino-f32 --threads 1 -o out/ghost_resnet50_ov.safetensors
 
-  ghostcli ghostify resnet50 --target cpu-channels-last --latency-budget 0.7x
+  ghostcli ghostify resnet50 --target cpu-channels-last --macs-budget 3G
 
   ghostcli ghostify resnet50 --mode stage --cheap-ratio 0.5 -o out/g_ghost_resnet50.safetensors
 
