@@ -82,6 +82,22 @@ def test_ghostify_plot_rows_are_the_report_rows(tmp_path: Path) -> None:
     assert "layer3.2.conv2" in text  # labels stay text (searchable), not paths
 
 
+def test_ghostify_plot_with_target_shows_the_measured_times(tmp_path: Path) -> None:
+    out = tmp_path / "g.svg"
+    res = CliRunner().invoke(app, ["ghostify", "resnet20", "--target", "cpu", "--threads", "1", "--mode", "conv",
+                                   "--plot", str(out), "--json"])
+    assert res.exit_code == 0, res.stderr
+    payload = json.loads(res.stdout)
+    data = _embedded(out)
+    panel = next(p for p in data["panels"] if p["title"] == "time per conv on cpu")
+    measured = {d["name"]: d for d in payload["target"]["decisions"]}
+    shown = dict(zip(data["labels"], zip(panel["series"]["before"], panel["series"]["after"])))
+    assert {n: (d["time_before_ms"], d["time_after_ms"]) for n, d in measured.items()} == \
+        {n: v for n, v in shown.items() if n in measured}
+    assert shown["conv1"] == (None, None)  # the stem is no candidate: nothing measured for it
+    assert any("of the paper ghostify" in line for line in data["caption"])
+
+
 def test_plot_refuses_before_any_work(tmp_path: Path) -> None:
     (tmp_path / "old.png").write_bytes(b"keep me")
     run_bad(["ghostify", "resnet20", "--plot", str(tmp_path / "old.png")], tmp_path, code=1, match="already exists")

@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ghostcli.errors import UsageError
 from ghostcli.fsutil import atomic_path, check_output, display_path
@@ -88,8 +88,9 @@ def _macs_inside(name: str, leaves: list) -> float:
     return float(sum(m.macs for m in leaves if m.name == name or m.name.startswith(name + ".")))
 
 
-def ghostify_plot_data(name: str, report: GhostifyReport) -> PlotData:
-    """Per conv: params and MACs before and after, and why a kept conv was kept."""
+def ghostify_plot_data(name: str, report: GhostifyReport, target: Any = None) -> PlotData:
+    """Per conv: params and MACs before and after, why a kept conv was kept and, with a ``--target``
+    report (:class:`ghostcli.target.TargetReport`), the time measured on the target before and after."""
     from ghostcli.option_names import spell_options
     from ghostcli.units import format_count, format_macs
 
@@ -101,11 +102,19 @@ def ghostify_plot_data(name: str, report: GhostifyReport) -> PlotData:
         panels.append(Panel("MACs per conv", "MMac", {
             "before": [None if r.macs_before is None else r.macs_before / 1e6 for r in rows],
             "after": [None if r.macs_after is None else r.macs_after / 1e6 for r in rows]}))
+    if target is not None:
+        measured = {d["name"]: d for d in target.decisions}
+        panels.append(Panel(f"time per conv on {target.target}", "ms", {
+            "before": [measured[r.name]["time_before_ms"] if r.name in measured else None for r in rows],
+            "after": [measured[r.name]["time_after_ms"] if r.name in measured else None for r in rows]}))
     caption = [f"{name}: {report.replaced} convs replaced, {report.kept} kept; params "
                f"{format_count(report.params_before)} -> {format_count(report.params_after)}"
                + (f", MACs {format_macs(report.macs_before)} -> {format_macs(report.macs_after)}"
                   if report.macs_before is not None and report.macs_after is not None else ""),
                "options: " + ", ".join(f"{k} {v}" for k, v in report.options.items())]
+    if target is not None:
+        caption.append(f"measured {target.ratio_vs_original:.3f}x of the original, {target.ratio_vs_paper:.3f}x of "
+                       f"the paper ghostify; {target.conditions}")
     notes = {r.name: "kept: " + spell_options(r.reason) for r in rows if r.action != "ghost"}
     return PlotData(title=f"ghostify {name}: what happened to each conv", labels=labels, panels=panels,
                     caption=caption, notes=notes)
