@@ -160,7 +160,7 @@ def ghostify_command(
     if plot is not None:
         from ghostcli.cli.plot import ghostify_plot_data, write_plot
 
-        write_plot(ghostify_plot_data(loaded.name, report), plot)
+        write_plot(ghostify_plot_data(loaded.name, report, measured), plot)
         render.info(f"wrote {plot}")
     if json_out:
         render.print_json("ghostify", {"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
