@@ -19,6 +19,7 @@ from ghostcli.deploy.verify import VerifyResult, compare_outputs, default_tolera
 from ghostcli.errors import ExportError, UsageError
 from ghostcli.fold import fold_batchnorm
 from ghostcli.fsutil import atomic_dir, check_output, sigterm_raises
+from ghostcli.layers import has_training_branches, reparameterize
 from ghostcli.loaded import LoadedModel
 from ghostcli.runtime import onnx as onnx_runtime
 from ghostcli.runtime import openvino as ov_runtime
@@ -156,9 +157,13 @@ def export_model(model: LoadedModel | nn.Module, *, options: ExportOptions) -> E
     run_once(net, torch.randn(shape), name)  # a failing forward is reported naming the layer
 
     warnings_: list[str] = []
-    ghosts, sliced = _ghost_counts(net)
+    deployed = net  # GhostNetV3's training branches are folded on a copy; the check still runs against `net`
+    if has_training_branches(net):
+        deployed = copy.deepcopy(net).eval()
+        reparameterize(deployed)
+    ghosts, sliced = _ghost_counts(deployed)
     if o.fold_bn:
-        export_net, fold = call_user_code(f"folding BatchNorm of {name}", lambda: fold_batchnorm(net),
+        export_net, fold = call_user_code(f"folding BatchNorm of {name}", lambda: fold_batchnorm(deployed),
                                           error=ExportError)
         if fold.trace_error:
             warnings_.append(f"torch.fx could not trace the model ({fold.trace_error}); "
@@ -168,7 +173,7 @@ def export_model(model: LoadedModel | nn.Module, *, options: ExportOptions) -> E
                              f"(first: {fold.unfolded[0]})")
         bn_folded = fold.folded
     else:
-        export_net, bn_folded = copy.deepcopy(net).eval(), 0
+        export_net, bn_folded = copy.deepcopy(deployed).eval(), 0
 
     x = ref = None
     if o.verify:

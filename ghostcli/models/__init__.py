@@ -1,6 +1,6 @@
 """The zoo. Importing this package registers every family."""
 
-from ghostcli.models import cifar, g_ghost_regnet, ghost_cifar, ghost_resnet, ghostnet, ghostnet_v2  # noqa: F401  (registration side effects)
+from ghostcli.models import cifar, g_ghost_regnet, ghost_cifar, ghost_resnet, ghostnet, ghostnet_v2, ghostnet_v3  # noqa: F401  (registration side effects)
 from ghostcli.models.registry import (
                                       ModelSpec,
                                       build_model,
