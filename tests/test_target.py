@@ -229,6 +229,19 @@ def test_engine_latency_budget_and_its_unreachable_error():
                             input_size=(3, 32, 32), timing=fake)
 
 
+def test_a_macs_budget_mixes_ratios_and_the_recipe_rebuilds_them(tmp_path):
+    model = build_model("resnet20").eval()
+    fake = FakeTiming(lambda name, s: 0.5 if s == 4 and name.startswith("layer3.") else 0.9 - 0.05 * s)
+    gm, report, tr = ghostify_for_target(model, target=TargetOptions("cpu", macs_budget=20_000_000, verify_runs=5,
+                                                                     ratios=(2, 4), mode="conv"),
+                                         input_size=(3, 32, 32), timing=fake)
+    ratios = {d["ratio"] for d in tr.decisions}
+    assert report.macs_after <= 20_000_000 and 4 in ratios and report.options["layer_ratios"]
+    assert all(isinstance(gm.get_submodule(n), GhostModule) and gm.get_submodule(n).ratio == r
+               for n, r in report.options["layer_ratios"].items())
+    _assert_rebuilds(gm, report, tmp_path)
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 
@@ -294,7 +307,20 @@ class FakeStageTiming(FakeTiming):
         return {n: (self.stage_ms if n.startswith(stages) else v) for n, v in rows.items()}
 
 
-def test_auto_mode_takes_a_g_ghost_stage_where_it_measures_fastest():
+def _assert_rebuilds(model, report, folder):
+    """The artifact's recipe rebuilds the same network: same modules, bit-identical outputs."""
+    from conftest import randomize_bn
+
+    randomize_bn(model)
+    recipe = Recipe(source="zoo:resnet20", options={}, ghostify=report.options, input_size=[3, 32, 32])
+    rebuilt = resolve_model(str(save_artifact(model, folder / "a.safetensors", recipe, force=True))).model
+    assert [n for n, _ in rebuilt.named_modules()] == [n for n, _ in model.named_modules()]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+
+
+def test_auto_mode_takes_a_g_ghost_stage_where_it_measures_fastest(tmp_path):
     from ghostcli.layers import GGhostStage
 
     model = build_model("resnet20").eval()
@@ -306,6 +332,7 @@ def test_auto_mode_takes_a_g_ghost_stage_where_it_measures_fastest():
     assert report.options["stages"] == ["layer1", "layer2", "layer3"] and report.replaced == 0
     assert all(isinstance(getattr(gm, n), GGhostStage) for n in ("layer1", "layer2", "layer3"))
     assert all(d["reason"].startswith("in G-Ghost stage") for d in tr.decisions)
+    _assert_rebuilds(gm, report, tmp_path)
     # G-Ghost convs cost 5 ms each: C-Ghost where it pays (layer2, layer3), layer1 dense
     slow = FakeStageTiming(_ghost_layer1_slow, stage_ms=5.0)
     gm, report, tr = ghostify_for_target(model, target=TargetOptions("cpu", verify_runs=5, ratios=(2,)),
