@@ -1,0 +1,338 @@
+"""``calibrate_model``: fit a ghostified model to its original on unlabelled images, in stages, and report each.
+
+1. **Closed-form initialisation** (per Ghost module, in forward order): the target is the original model's
+   output at the same place (its conv -> BN, on the same images); the module's inputs are taken from the
+   ghostified model as calibrated so far (``inputs="ghost"``: each layer also corrects the error of the layers
+   before it, so errors do not pile up) or from the original (``inputs="original"``: every layer on its own).
+   Where the module's readers can be permuted (:mod:`ghostcli.calibrate.readers`) it chooses which original
+   channels the primary conv computes and the pairing of cheap to primary channels
+   (:mod:`ghostcli.calibrate.closed_form`), and permutes the readers' weights so every tensor keeps its meaning;
+   elsewhere it keeps the layer's own pairing. The cheap depthwise filters come from a ridge least-squares fit.
+2. **Block-wise reconstruction** (cf. BRECQ, Li et al., ICLR 2021): each Ghost module (and each G-Ghost stage,
+   against the original stage) is trained with Adam to reproduce the original's output on the same inputs. Only
+   one unit's inputs are held at a time.
+3. **Distillation** (``distill_epochs`` > 0): the whole model is trained on soft targets of the original (KL at
+   ``distill_temperature``) over every image of the source's training split; labels are never read.
+
+Every stage is measured: per unit the relative error ``||ghost - original|| / ||original||`` of its output against
+the original model's output at the same place, on the calibration images (before, after initialisation, after
+block-wise) and on held-out images (after calibration, after distillation), the ghostified model running on its
+own (errors of earlier layers included); per model the top-1 agreement with the original on the held-out images.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ghostcli.calibrate.fit import (
+    Cache,
+    Pairs,
+    capture,
+    closed_form,
+    recenter_batchnorms,
+    reconstruct,
+    relative_error,
+    snapshot,
+)
+from ghostcli.calibrate.images import CalibrationImages, batches, load_images
+from ghostcli.calibrate.readers import ReaderGraph
+from ghostcli.calibrate.units import Unit, find_units
+from ghostcli.errors import UsageError
+from ghostcli.progress import Progress, no_progress
+
+INPUTS = ("ghost", "original")
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """How :func:`calibrate_model` calibrates (field names are the ``ghostify`` command's options where it has
+    them: ``calib_data`` is ``--calib-data``)."""
+
+    calib_data: str = "digits"  # digits | fashion-mnist | idx:PATH | synthetic | DIR (labels are never read)
+    calib_images: int = 256  # images the fits use
+    held_out_images: int = 512  # images errors and agreement are measured on (the source's val split when it has one)
+    batch_size: int = 64
+    inputs: str = "ghost"  # where each unit's inputs come from: "ghost" (the model being calibrated) or "original"
+    select_channels: bool = True  # choose primary channels and pairing where the readers can be permuted
+    ridge: float = 1e-4  # ridge of the cheap filters' least squares, relative to the parent map's energy
+    search_seconds: float = 2.0  # per layer, for swaps after the greedy channel choice
+    block_steps: int | None = None  # Adam steps per unit; None: 4 passes over the calibration images, 100 to 400
+    block_lr: float = 1e-3
+    block_batch_size: int = 32
+    distill_epochs: int = 0
+    distill_lr: float = 1e-4
+    distill_temperature: float = 1.0
+    distill_images: int | None = None  # per epoch; None: the whole training split
+    cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise UsageError on an option out of range (settings named in backquotes)."""
+        if self.calib_images < 1:
+            raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
+        if self.held_out_images < 1:
+            raise UsageError(f"`held_out_images` must be at least 1, got {self.held_out_images}")
+        if self.batch_size < 1 or self.block_batch_size < 1:
+            raise UsageError("`batch_size` and `block_batch_size` must be at least 1")
+        if self.inputs not in INPUTS:
+            raise UsageError(f"`inputs` must be one of {', '.join(INPUTS)}, got {self.inputs!r}")
+        if self.block_steps is not None and self.block_steps < 0:
+            raise UsageError(f"`block_steps` must be >= 0, got {self.block_steps}")
+        if self.distill_epochs < 0:
+            raise UsageError(f"`distill_epochs` must be >= 0, got {self.distill_epochs}")
+        if self.distill_images is not None and self.distill_images < 1:
+            raise UsageError(f"`distill_images` must be at least 1, got {self.distill_images}")
+        for name in ("ridge", "block_lr", "distill_lr", "distill_temperature", "cache_mb"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and (v > 0 or (name == "ridge" and v == 0))):
+                raise UsageError(f"`{name}` must be a positive number, got {v}")
+
+    def steps_for(self, images: int) -> int:
+        """Block-wise steps per unit: ``block_steps``, or 4 passes over ``images`` in batches, within 100..400."""
+        if self.block_steps is not None:
+            return self.block_steps
+        return min(400, max(100, 4 * math.ceil(images / self.block_batch_size)))
+
+
+@dataclass
+class CalibrationRow:
+    """One unit: a Ghost module (``kind`` "ghost") or a G-Ghost stage ("stage"). Errors are
+    ``||ghost - original|| / ||original||`` of the unit's output, the original layer reading the same input."""
+
+    name: str
+    kind: str
+    pairing: str  # "chosen": channels chosen, readers permuted; "fixed": the layer's own pairing; "" for a stage
+    fixed_reason: str  # why the pairing is fixed (a residual add reads it, ...)
+    fit_cost: float | None  # mean relative residual of the cheap channels' least squares (chosen or fixed)
+    fit_cost_fixed: float | None  # the same with the layer's own pairing (for comparison)
+    error_before: float  # calibration inputs, as ghostify made it
+    error_init: float | None  # after the closed-form initialisation (None for a stage)
+    error_block: float | None  # after block-wise reconstruction (None when skipped)
+    error_held_out: float | None  # held-out images, after calibration
+    error_distill: float | None  # held-out images, after distillation (None without)
+    seconds: float  # capture + initialisation + block-wise
+    cache_mb: float  # the unit's cached inputs
+
+
+@dataclass
+class CalibrationReport:
+    """What :func:`calibrate_model` did and measured (JSON-serialisable with ``render.to_jsonable``)."""
+
+    calib_data: str
+    calib_images: int
+    held_out: str  # where the held-out images come from
+    inputs: str
+    block_steps: int
+    distill_epochs: int
+    distill_images: int  # images per distillation epoch (0 without distillation)
+    rows: list[CalibrationRow]
+    agreement_before: float | None  # top-1 agreement with the original on the held-out images, percent
+    agreement_calibrated: float | None
+    agreement_distilled: float | None
+    seconds_data: float
+    seconds_calibrate: float  # closed form + block-wise, all units
+    seconds_distill: float
+    seconds_measure: float  # the held-out passes
+    seconds_total: float
+    peak_rss_mb: float  # the process's peak resident memory at the end
+    peak_cache_mb: float  # the largest unit input cache
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def agreement_final(self) -> float | None:
+        return self.agreement_distilled if self.agreement_distilled is not None else self.agreement_calibrated
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _logits(out: Any) -> torch.Tensor | None:
+    return out if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def _measure(original: nn.Module, ghosted: nn.Module, units: list[Unit], images: torch.Tensor, batch_size: int,
+             reference_top1: torch.Tensor | None) -> tuple[list[float], float | None]:
+    """Held-out pass: each unit's relative error to the original's output at the same place, and the top-1
+    agreement with ``reference_top1`` (percent). Per batch the original runs first (keeping only the units'
+    targets of that batch), then the ghostified model, whose hooks compare at once."""
+    num = [0.0] * len(units)
+    den = [0.0] * len(units)
+    named = dict(original.named_modules())
+    targets: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def keep(i: int) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            targets[i] = out.detach().clone()  # clone: an in-place ReLU may follow
+        return hook
+
+    def compare(i: int, unit: Unit) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            t = unit.target(targets[i])
+            num[i] += float((out - t).double().square().sum())
+            den[i] += float(t.double().square().sum())
+        return hook
+
+    for i, u in enumerate(units):
+        handles.append(named[u.original_output].register_forward_hook(keep(i)))
+        handles.append(u.module.register_forward_hook(compare(i, u)))
+    agree = total = 0
+    try:
+        with torch.no_grad():
+            for k, x in enumerate(batches(images, batch_size)):
+                if units:
+                    original(x)
+                out = _logits(ghosted(x))
+                targets.clear()
+                if out is not None and reference_top1 is not None:
+                    ref = reference_top1[k * batch_size:k * batch_size + len(x)]
+                    agree += int((out.argmax(1) == ref).sum())
+                    total += len(x)
+    finally:
+        for h in handles:
+            h.remove()
+    errors = [(n / d) ** 0.5 if d > 0 else 0.0 for n, d in zip(num, den)]
+    return errors, (100.0 * agree / total if total else None)
+
+
+def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: CalibrateOptions | None = None,
+                    input_size: Sequence[int], progress: Progress = no_progress,
+                    images: CalibrationImages | None = None) -> CalibrationReport:
+    """Fit ``ghosted`` (modified in place) to reproduce ``original`` on unlabelled images; see the module docstring.
+
+    ``input_size`` is (C, H, W) of the images. ``images`` (from :func:`~ghostcli.calibrate.images.load_images`)
+    replaces loading ``options.calib_data``. The architecture is unchanged (channel choices permute weights only),
+    so a saved ghostified artifact rebuilds and loads as before. Both models are left in eval mode.
+    """
+    opts = options or CalibrateOptions()
+    if not isinstance(opts, CalibrateOptions):
+        raise TypeError(f"options must be CalibrateOptions, got {type(opts).__name__}")
+    opts.check()
+    t_start = time.perf_counter()
+    size = tuple(int(v) for v in input_size)
+    if len(size) != 3:
+        raise UsageError(f"input_size must be (C, H, W), got {input_size!r}")
+    c, h, w = size
+    device = _device(ghosted)
+    original.eval()
+    ghosted.eval()
+    data = images or load_images(opts.calib_data, opts.calib_images, opts.held_out_images, (c, h, w), opts.seed)
+    calib = data.calib.to(device)
+    held = data.held_out.to(device)
+    notes = list(data.notes)
+    seconds_data = time.perf_counter() - t_start
+
+    units, unit_notes = find_units(original, ghosted, calib[:1])
+    notes += unit_notes
+    if not units:
+        raise UsageError("nothing to calibrate: the model has no Ghost module or G-Ghost stage that replaced a layer "
+                         "of the original")
+    bs = opts.batch_size
+    t_measure = time.perf_counter()
+    with torch.no_grad():
+        ref_out = [_logits(original(x)) for x in batches(held, bs)]
+    top1 = torch.cat([o.argmax(1) for o in ref_out if o is not None]) if all(o is not None for o in ref_out) else None
+    if top1 is None:
+        notes.append("the model does not return (batch, classes) logits: no top-1 agreement is measured")
+        if opts.distill_epochs:
+            raise UsageError("`distill_epochs` needs a classifier that returns (batch, classes) logits")
+    _, agreement_before = _measure(original, ghosted, [], held, bs, top1)
+    seconds_measure = time.perf_counter() - t_measure
+
+    graph = ReaderGraph(ghosted) if opts.select_channels else None
+    if graph is not None and graph.error:
+        notes.append(f"channel choice is off: {graph.error}")
+    by_name = {u.name: u for u in units}
+    steps = opts.steps_for(len(calib))
+    rows: list[CalibrationRow] = []
+    peak_cache = 0.0
+    t_cal = time.perf_counter()
+    for i, unit in enumerate(units):
+        t0 = time.perf_counter()
+        progress("calibrating", i, len(units), unit.name)
+        named_o = dict(original.named_modules())
+        cache = Pairs(Cache(opts.cache_mb), Cache(opts.cache_mb))
+        if opts.inputs == "original":
+            capture(original, named_o[unit.original_input], calib, bs, cache.x, perm=unit.in_perm)
+        else:
+            capture(ghosted, unit.module, calib, bs, cache.x)
+        capture(original, named_o[unit.original_output], calib, bs, cache.y, output=True)
+        peak_cache = max(peak_cache, cache.mb)
+        if cache.x.halved or cache.y.halved:
+            notes.append(f"{unit.name}: activations held as bfloat16 ({cache.mb:.0f} MB; `cache_mb` {opts.cache_mb:g})")
+        before = relative_error(unit, cache, bs)
+        row = CalibrationRow(unit.name, unit.kind, "", "", None, None, before, None, None, None, None, 0.0, cache.mb)
+        if unit.kind == "ghost":
+            choice, fixed_cost, readers = closed_form(unit, cache, graph, by_name, ridge=opts.ridge, batch_size=bs,
+                                                      search_seconds=opts.search_seconds)
+            kids = max(1, sum(len(cs) for cs in choice.children))
+            row.pairing = "fixed" if readers.reason else "chosen"
+            row.fixed_reason = readers.reason
+            row.fit_cost, row.fit_cost_fixed = choice.cost / kids, fixed_cost / kids
+            row.error_init = relative_error(unit, cache, bs)
+        start = row.error_init if row.error_init is not None else before
+        if steps:
+            saved = snapshot(unit.module)
+
+            def tick(step: int, loss: float, i: int = i, unit: Unit = unit) -> None:
+                progress("calibrating", i, len(units), f"{unit.name}: step {step}/{steps}, loss {loss:.3g}")
+
+            reconstruct(unit, cache, steps=steps, lr=opts.block_lr, batch_size=opts.block_batch_size,
+                        seed=opts.seed + i, report=tick)
+            recenter_batchnorms(unit.module, cache, bs)
+            row.error_block = relative_error(unit, cache, bs)
+            if not row.error_block <= start:  # never leave a unit worse than it was (NaN included)
+                unit.module.load_state_dict(saved)
+                notes.append(f"{unit.name}: block-wise reconstruction raised the error {start:.3g} -> "
+                             f"{row.error_block:.3g}; kept the previous weights")
+                row.error_block = start
+        del cache
+        row.seconds = time.perf_counter() - t0
+        rows.append(row)
+    progress("calibrating", len(units), len(units), "done")
+    seconds_cal = time.perf_counter() - t_cal
+
+    t_m = time.perf_counter()
+    errors, agreement_cal = _measure(original, ghosted, units, held, bs, top1)
+    for row, err in zip(rows, errors):
+        row.error_held_out = err
+    seconds_measure += time.perf_counter() - t_m
+
+    agreement_dis = None
+    distilled = 0
+    seconds_distill = 0.0
+    if opts.distill_epochs:
+        from ghostcli.calibrate.distill import distill
+
+        t_d = time.perf_counter()
+        distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
+                            temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
+                            seed=opts.seed, progress=progress)
+        seconds_distill = time.perf_counter() - t_d
+        t_m = time.perf_counter()
+        errors, agreement_dis = _measure(original, ghosted, units, held, bs, top1)
+        for row, err in zip(rows, errors):
+            row.error_distill = err
+        seconds_measure += time.perf_counter() - t_m
+    ghosted.eval()
+    return CalibrationReport(
+        calib_data=opts.calib_data, calib_images=len(calib), held_out=data.held_out_source, inputs=opts.inputs,
+        block_steps=steps, distill_epochs=opts.distill_epochs, distill_images=distilled, rows=rows,
+        agreement_before=agreement_before, agreement_calibrated=agreement_cal, agreement_distilled=agreement_dis,
+        seconds_data=seconds_data, seconds_calibrate=seconds_cal, seconds_distill=seconds_distill,
+        seconds_measure=seconds_measure, seconds_total=time.perf_counter() - t_start, peak_rss_mb=_rss_mb(),
+        peak_cache_mb=peak_cache, notes=notes)
