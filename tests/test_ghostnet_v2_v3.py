@@ -24,10 +24,14 @@ from ghostcli.layers import (
 )
 from ghostcli.layers.ghost_v3 import ConvBn, fold_branches
 from ghostcli.models import build_model, get_model_spec, list_models
+from ghostcli.resolve import resolve_model
 
 from conftest import randomize_bn
 
 timm = pytest.importorskip("timm")
+
+# tiny forwards: one intra-op thread (two spinning OpenMP threads are many times slower on a busy 2-core box)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # timm 1.0's parameter counts (/work/shared/ghostnet-facts.md), equal by construction.
 V2_PARAMS = {"ghostnetv2_100": 6_156_908, "ghostnetv2_130": 8_960_404, "ghostnetv2_160": 12_392_698}
@@ -55,6 +59,19 @@ def timm_round_trip(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     ours.load_state_dict(ref.state_dict(), strict=True)
     with torch.no_grad():
         return ours, ref(X64), ours(X64)
+
+
+# ------------------------------------------------------------------------------------------------ GhostNet
+
+
+def test_v1_timm_weights_file_loads_through_resolve(tmp_path) -> None:
+    """GhostNet (V1) already has timm's layout: ``ghostnet_100 --weights timm.pth`` gives timm's outputs bit for bit."""
+    torch.manual_seed(0)
+    ref = randomize_bn(timm.create_model("ghostnet_100", pretrained=False)).eval()
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    loaded = resolve_model("ghostnet_100", weights=tmp_path / "timm.pth")
+    with torch.no_grad():
+        assert torch.equal(ref(X64), loaded.model(X64))
 
 
 # ---------------------------------------------------------------------------------------------- GhostNetV2
@@ -192,12 +209,13 @@ def test_export_of_v3_has_the_v2_graph(tmp_path) -> None:
     """``export`` folds the branches first: ghostnetv3_050's ONNX graph has the ops of GhostNetV2 at width 0.5."""
     torch.manual_seed(0)
     v3 = randomize_bn(build_model("ghostnetv3_050")).eval()
-    result = export_model(v3, options=ExportOptions(output=tmp_path / "v3.onnx", input_size=(3, 64, 64)))
+    # batch 2 at 64x64, the shapes of the forwards above (and of the zoo's build test): oneDNN's kernels are reused
+    result = export_model(v3, options=ExportOptions(output=tmp_path / "v3.onnx", input_size=(3, 64, 64), batch_size=2))
     assert result.verification is not None and result.verification.passed  # against the unfolded model
     assert result.bn_left == 0 and result.ghost_modules == 32
     assert has_training_branches(v3)  # the caller's model keeps its branches
     v2 = build_model("ghostnetv2_100", width=0.5).eval()
     v2_counts = export_model(v2, options=ExportOptions(output=tmp_path / "v2.onnx", input_size=(3, 64, 64),
-                                                       verify=False)).op_counts
+                                                       batch_size=2, verify=False)).op_counts
     assert result.op_counts["Conv"] == v2_counts["Conv"] == 137
     assert result.op_counts == v2_counts
