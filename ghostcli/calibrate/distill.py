@@ -43,13 +43,13 @@ def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs:
                 with torch.no_grad():
                     t = teacher(x)
                 loss = kd_kl(student(x), t, temperature)
-                if not math.isfinite(float(loss)):
+                if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError("distillation diverged (loss is not finite): lower `distill_lr`")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss)
+                total += float(loss.detach())
                 if (step + 1) % 10 == 0 or step + 1 == steps:
                     progress(task, step + 1, steps, f"KL {total / (step + 1):.4f}")
     finally:

@@ -35,6 +35,17 @@ never slower than either beyond the noise of that run. --latency-budget / --macs
 greedily, the most time saved per MAC removed first, until the budget holds. The choice is saved in the
 artifact's recipe, so the model rebuilds identically on any machine.
 
+With --calib-data a trained model keeps its accuracy without retraining: after the structural change
+ghostify fits the new layers to the original on unlabelled images (labels are never read). Each Ghost
+module's cheap filters come from a least-squares fit on the original's activations, the primary conv
+computing the original channels that predict the others best where the layer's readers can be permuted
+(their weights are, so every tensor keeps its channel order and meaning and the artifact rebuilds as
+before); then each Ghost module and G-Ghost stage is trained briefly to reproduce the original's output,
+its inputs taken from the ghostified model so that errors do not pile up. --distill-epochs K adds K
+epochs of distillation from the original over all training images of DATA. A table shows each layer's
+relative error before and after every stage, the top-1 agreement with the original on held-out images,
+the time and the peak memory.
+
 Examples:
 
   ghostcli ghostify resnet50 -o out/ghost_resnet50.safetensors
@@ -50,6 +61,8 @@ Examples:
   ghostcli ghostify resnet18 --weights resnet18.pth -o ghost_resnet18.safetensors
 
   ghostcli ghostify resnet56 --input-size 3x32x32 --min-channels 32
+
+  ghostcli ghostify resnet20 --input-size 3x16x16 --calib-data digits --calib-images 64 -o ghost_resnet20_calibrated.safetensors
 """
 
 
@@ -98,6 +111,9 @@ def ghostify_command(
     latency_budget: Annotated[str | None, typer.Option("--latency-budget", metavar="F", help="With --target: convert until the latency on T is at most F of the original's (0.7x, 70%).", rich_help_panel="Hardware-aware")] = None,
     macs_budget: Annotated[str | None, typer.Option("--macs-budget", metavar="N", help="With --target: convert until the MACs are at most N (2.5G), fastest-saving convs first.", rich_help_panel="Hardware-aware")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Also draw each conv's params and MACs before and after, and why a kept conv was kept, into FILE (.png, .svg or a self-contained .html; needs the 'plot' extra: matplotlib).")] = None,
+    calib_data: Annotated[str | None, typer.Option("--calib-data", metavar="DATA", help="Fit the new layers to the original on these images, labels unused: digits, fashion-mnist, idx:PATH (MNIST-format files), synthetic, or a folder of images.", rich_help_panel="Keeping accuracy")] = None,
+    calib_images: Annotated[int | None, typer.Option("--calib-images", metavar="N", help="Images the calibration fits on (default 256).", rich_help_panel="Keeping accuracy")] = None,
+    distill_epochs: Annotated[int | None, typer.Option("--distill-epochs", metavar="K", help="Then distil from the original for K epochs over all training images of DATA (soft targets only; default 0).", rich_help_panel="Keeping accuracy")] = None,
 ) -> None:
     from ghostcli.artifacts import check_artifact_output
     from ghostcli.errors import ConversionError
@@ -111,6 +127,7 @@ def ghostify_command(
         check_plot_output(plot, force)
     size = parse_input_size(input_size) if input_size else None
     target_opts = _target_options(target, threads, latency_budget, macs_budget, mode)
+    calib_opts = _calibrate_options(calib_data, calib_images, distill_epochs)
 
     import dataclasses
 
@@ -146,6 +163,12 @@ def ghostify_command(
     if report.forward_error is not None:
         raise ConversionError(f"{loaded.name} does not run at input size {shown} ({report.forward_error}); "
                               "pass the size it expects with --input-size")
+    calibration = None
+    if calib_opts is not None:
+        from ghostcli.calibrate import calibrate_model
+
+        with render.progress_bar() as bar:
+            calibration = calibrate_model(loaded.model, gmodel, options=calib_opts, input_size=chw, progress=bar)
     saved = None
     if output is not None:
         from ghostcli.artifacts import save_artifact
@@ -153,9 +176,11 @@ def ghostify_command(
         extra = dict(loaded.recipe.extra)
         if measured is not None:
             extra["target"] = measured.recipe_summary()
+        if calibration is not None:
+            extra["calibration"] = _calibration_summary(calibration)
         recipe = dataclasses.replace(loaded.recipe, ghostify=opts.to_dict(), input_size=list(chw), extra=extra)
         saved = save_artifact(gmodel, output, recipe, force=force)
-    for w in report.warnings:
+    for w in report.warnings + (calibration.notes if calibration is not None else []):
         render.warn(w)
     if plot is not None:
         from ghostcli.cli.plot import ghostify_plot_data, write_plot
@@ -165,11 +190,14 @@ def ghostify_command(
     if json_out:
         render.print_json("ghostify", {"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
                            "output": str(saved) if saved else None, **report.to_dict(),
-                           "target": measured.to_dict() if measured is not None else None})
+                           "target": measured.to_dict() if measured is not None else None,
+                           "calibration": calibration})
         return
-    _print_report(loaded.name, report, saved)
+    _print_report(loaded.name, report, saved, calibrated=calibration is not None)
     if measured is not None:
         _print_target(measured)
+    if calibration is not None:
+        _print_calibration(calibration)
 
 
 def _stage_options(model: Any, opts: Any) -> Any:
@@ -225,7 +253,77 @@ def _print_target(tr: Any) -> None:
         render.warn(note)
 
 
-def _print_report(name: str, report: Any, saved: Path | None) -> None:
+def _calibrate_options(calib_data: str | None, calib_images: int | None, distill_epochs: int | None) -> Any:
+    """The CalibrateOptions the flags ask for (None without --calib-data); the data source is checked before any
+    model is built."""
+    from ghostcli.errors import UsageError
+
+    if calib_data is None:
+        given = [f for f, v in (("--calib-images", calib_images), ("--distill-epochs", distill_epochs)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --calib-data")
+        return None
+    from ghostcli.calibrate import CalibrateOptions
+    from ghostcli.data import check_source
+
+    opts = CalibrateOptions(calib_data=calib_data, calib_images=256 if calib_images is None else calib_images,
+                            distill_epochs=distill_epochs or 0)
+    opts.check()
+    check_source(calib_data)
+    return opts
+
+
+def _calibration_summary(cal: Any) -> dict[str, Any]:
+    """What the artifact's recipe records of the calibration (``extra.calibration``)."""
+    return {"data": cal.calib_data, "images": cal.calib_images, "block_steps": cal.block_steps,
+            "distill_epochs": cal.distill_epochs, "held_out": cal.held_out,
+            "agreement_before": cal.agreement_before, "agreement": cal.agreement_final}
+
+
+def _print_calibration(cal: Any) -> None:
+    from rich.markup import escape
+
+    from ghostcli import render
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    distilled = cal.distill_epochs > 0
+    rows = []
+    for r in cal.rows:
+        pairing = r.pairing or "stage"
+        if r.pairing == "fixed":
+            pairing = f"fixed ({escape(r.fixed_reason)})"
+        fit = "-" if r.fit_cost is None else (f"{r.fit_cost:.3f}" if r.pairing == "fixed"
+                                              else f"{r.fit_cost:.3f} (fixed {r.fit_cost_fixed:.3f})")
+        row = [escape(r.name), pairing, fit, f(r.error_before), f(r.error_init), f(r.error_block), f(r.error_held_out)]
+        rows.append(row + [f(r.error_distill)] if distilled else row)
+    columns = ["layer", "channels", "cheap fit", "before", "init", "block-wise", "held-out"] + (
+        ["distilled"] if distilled else [])
+    render.stdout.print(render.table(
+        f"calibration on {cal.calib_images} images of {cal.calib_data}: relative error ||ghost - original|| / "
+        "||original|| of each layer's output (calibration images: before, after the closed-form init, after "
+        f"block-wise reconstruction ({cal.block_steps} steps); {cal.held_out}: after calibration"
+        + (f", after {cal.distill_epochs} distillation epoch(s))" if distilled else ")"),
+        columns, rows, numeric=tuple(range(3, len(columns)))))
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}%"
+
+    agreement = f"{pct(cal.agreement_before)} -> {pct(cal.agreement_calibrated)}"
+    if distilled:
+        agreement += f" -> {pct(cal.agreement_distilled)} (distilled on {cal.distill_images} images per epoch)"
+    render.stdout.print(
+        f"top-1 agreement with the original on {cal.held_out}: {agreement}; cheap fit = mean relative residual of "
+        "the cheap channels' least squares (chosen channels, readers' weights permuted; the layer's own pairing where "
+        "its output order is fixed).", highlight=False)
+    render.stdout.print(
+        f"time: {cal.seconds_total:.1f} s (data {cal.seconds_data:.1f} s, calibration {cal.seconds_calibrate:.1f} s, "
+        f"distillation {cal.seconds_distill:.1f} s, held-out passes {cal.seconds_measure:.1f} s); peak memory: "
+        f"{cal.peak_rss_mb:.0f} MB resident, largest activation cache {cal.peak_cache_mb:.1f} MB.", highlight=False)
+
+
+def _print_report(name: str, report: Any, saved: Path | None, calibrated: bool = False) -> None:
     from rich.markup import escape
 
     from ghostcli import render
@@ -263,7 +361,10 @@ def _print_report(name: str, report: Any, saved: Path | None) -> None:
     render.stdout.print(
         f"ratio s={opts['ratio']}, cheap kernel d={opts['dw_kernel']}; MACs = conv + linear multiply-accumulates "
         f"({report.macs_counter}, BatchNorm excluded); flops = 2 x MACs.", highlight=False)
-    if report.inherited and report.replaced:
+    if report.inherited and report.replaced and calibrated:
+        render.stdout.print(f"inherited {len(report.inherited)} tensors, then calibrated: the table below says how "
+                            "each layer was fitted.", highlight=False)
+    elif report.inherited and report.replaced:
         render.stdout.print(f"inherited {len(report.inherited)} tensors (primary conv filters of the channels they "
                             "still produce, BatchNorm parameters); the cheap depthwise convs are new; every other "
                             "layer keeps its values.", highlight=False)

@@ -1,0 +1,255 @@
+"""Calibration after ghostify (ghostcli.calibrate, ghostify --calib-data) and the idx data sources."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ghostcli.calibrate import CalibrateOptions, calibrate_model, choose_channels, fixed_pairing
+from ghostcli.calibrate.closed_form import FitStats, capacities, fit_all
+from ghostcli.cli.app import app
+from ghostcli.convert import ghostify
+from ghostcli.models.cifar import BasicBlock
+
+from bad_input import run_bad
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# -- constructed layers whose channels are depthwise transforms of others ------------------------------------------
+
+
+def _exact_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, pairs: list[tuple[int, int]], seed: int) -> None:
+    """Make ``conv -> bn`` compute, for each (parent p, child c), ``Y_c = a * dw_c * Y_p + b`` exactly: the
+    parents' filters are 1x1 (in the centre of the k x k kernel), their BN adds no shift (so zero padding of Y_p is
+    the conv's own), and each child's filter is ``dw_c`` (outer) its parent's."""
+    g = torch.Generator().manual_seed(seed)
+    k = conv.kernel_size[0]
+    with torch.no_grad():
+        w = torch.zeros_like(conv.weight)
+        parents = sorted({p for p, _ in pairs})
+        centre = torch.randn(len(parents), conv.in_channels, generator=g)
+        for i, p in enumerate(parents):
+            w[p, :, k // 2, k // 2] = centre[i]
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(bn.num_features, generator=g))
+        scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+        for p in parents:  # no shift: Y_p = scale_p * conv_p(x)
+            bn.bias[p] = bn.running_mean[p] * scale[p]
+        for p, c in pairs:
+            dw = torch.randn(k, k, generator=g)
+            w[c] = w[p, :, k // 2, k // 2][:, None, None] * dw
+        conv.weight.copy_(w)
+
+
+class _Net(nn.Module):
+    """stem -> conv -> BN (the constructed layer, no ReLU) -> conv -> BN -> ReLU -> pool -> fc."""
+
+    def __init__(self, n: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.mid = nn.Conv2d(6, n, 3, padding=1, bias=False)
+        self.mid_bn = nn.BatchNorm2d(n)
+        self.head = nn.Conv2d(n, 5, 3, padding=1, bias=False)
+        self.head_bn = nn.BatchNorm2d(5)
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mid_bn(self.mid(self.stem(x)))
+        x = torch.relu(self.head_bn(self.head(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_closed_form_recovers_depthwise_channels_exactly() -> None:
+    torch.manual_seed(0)
+    net = _Net(8).eval()
+    # channels 5, 0, 6, 3 are depthwise transforms of 2, 7, 1, 4: the layer's own pairing (0-3 -> 4-7) cannot fit
+    _exact_conv_bn(net.mid, net.mid_bn, [(2, 5), (7, 0), (1, 6), (4, 3)], seed=1)
+    g, _ = ghostify(net, include=["mid"], input_size=(3, 12, 12))
+    x = torch.randn(4, 3, 12, 12)
+    cal = calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic", calib_images=32, held_out_images=8,
+                                                           block_steps=0, ridge=1e-6), input_size=(3, 12, 12))
+    (row,) = cal.rows
+    assert row.pairing == "chosen" and row.fit_cost < 1e-4 and row.fit_cost_fixed > 0.1
+    assert row.error_before > 0.3 and row.error_init < 1e-3 and row.error_held_out < 1e-3
+    gm = g.mid
+    assert sorted(gm.primary_conv[0].weight.abs().sum((1, 2, 3)).nonzero().flatten().tolist()) == [0, 1, 2, 3]
+    with torch.no_grad():  # the head reads the permuted channels: the network computes what it did
+        torch.testing.assert_close(g(x), net(x), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(g.head(g.mid_bn(g.mid(g.stem(x)))), net.head(net.mid_bn(net.mid(net.stem(x)))),
+                                   rtol=1e-3, atol=1e-3)
+
+
+def test_channel_choice_finds_a_zero_cost_pairing() -> None:
+    torch.manual_seed(3)
+    src = torch.randn(6, 5, 9, 9)
+    der = torch.nn.functional.conv2d(src, torch.randn(5, 1, 3, 3), padding=1, groups=5) + 0.3
+    y = torch.cat([src, der], 1)[:, torch.randperm(10)]
+    stats = FitStats(10, 3)
+    stats.add(y, y)
+    choice = choose_channels(fit_all(stats, 1e-6), 2)
+    assert choice.cost < 1e-4 and len(choice.primaries) == 5
+    assert sorted(choice.order()) == list(range(10))
+    assert capacities(11, 3) == [2, 2, 2, 1] and capacities(7, 2) == [1, 1, 1, 0]
+    assert fixed_pairing(7, 3) == ([0, 1, 2], [[3, 4], [5, 6], []])
+    cost = torch.rand(11, 11, dtype=torch.float64).fill_diagonal_(float("inf"))
+    odd = choose_channels(cost, 3)  # s = 3 with a cut: the children fit the slots the module keeps
+    assert [len(c) for c in odd.children] == [2, 2, 2, 1] and sorted(odd.order()) == list(range(11))
+    fixed = sum(float(cost[p, c]) for p, cs in zip(*fixed_pairing(11, 3)) for c in cs)
+    assert odd.cost <= fixed
+
+
+class _BlockNet(nn.Module):
+    """stem -> a CIFAR residual block (shared ReLU, identity shortcut) -> pool -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = BasicBlock(8, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.block(self.stem(x)).mean((2, 3)))
+
+
+def test_channel_order_kept_across_a_residual_block() -> None:
+    torch.manual_seed(0)
+    net = _BlockNet().eval()
+    # conv1 (read by conv2): shuffled pairs, found and permuted; conv2 (read by the residual add): the layer's own
+    _exact_conv_bn(net.block.conv1, net.block.bn1, [(6, 1), (3, 0), (2, 7), (5, 4)], seed=2)
+    _exact_conv_bn(net.block.conv2, net.block.bn2, [(0, 4), (1, 5), (2, 6), (3, 7)], seed=3)
+    g, _ = ghostify(net, input_size=(3, 10, 10))
+    cal = calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic", calib_images=32, held_out_images=8,
+                                                           block_steps=0, ridge=1e-6), input_size=(3, 10, 10))
+    rows = {r.name: r for r in cal.rows}
+    assert rows["block.conv1"].pairing == "chosen"
+    assert rows["block.conv2"].pairing == "fixed" and "residual add" in rows["block.conv2"].fixed_reason
+    assert max(r.error_held_out for r in cal.rows) < 1e-3
+    x = torch.randn(3, 3, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(g.block(g.stem(x)), net.block(net.stem(x)), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(g(x), net(x), rtol=1e-3, atol=1e-3)
+
+
+def test_errors_fall_on_digits_and_the_artifact_rebuilds(tmp_path: Path) -> None:
+    import dataclasses
+
+    from ghostcli.artifacts import save_artifact
+    from ghostcli.resolve import load_artifact, resolve_model
+
+    torch.manual_seed(0)
+    loaded = resolve_model("resnet20")
+    net = loaded.model.eval()
+    with torch.no_grad():  # trained-looking BatchNorm parameters
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    g, report = ghostify(net, input_size=(3, 8, 8))
+    opts = CalibrateOptions(calib_data="digits", calib_images=64, held_out_images=64, block_steps=20,
+                            distill_epochs=1, distill_images=64)
+    seen: list[str] = []
+    cal = calibrate_model(net, g, options=opts, input_size=(3, 8, 8),
+                          progress=lambda d, done, total, info="": seen.append(d))
+    assert len(cal.rows) == 18 and "calibrating" in seen and any(s.startswith("distilling") for s in seen)
+    for r in cal.rows:
+        assert r.error_init < r.error_before and r.error_block <= r.error_init and r.error_distill is not None
+    assert {r.pairing for r in cal.rows} == {"chosen", "fixed"}
+    assert cal.agreement_calibrated >= cal.agreement_before and cal.held_out.endswith("val split of digits")
+    assert cal.distill_images == 64 and cal.peak_cache_mb > 0 and cal.seconds_total > 0
+    # only weights changed (the readers' permutations too): the recipe's rebuild loads them and computes the same
+    recipe = dataclasses.replace(loaded.recipe, ghostify=report.options, input_size=[3, 8, 8])
+    rebuilt = load_artifact(save_artifact(g, tmp_path / "g.safetensors", recipe)).model
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), g(x))
+
+
+def test_bad_options_fail_cleanly() -> None:
+    net = _Net().eval()
+    g, _ = ghostify(net, include=["mid"], input_size=(3, 8, 8))
+    from ghostcli.errors import UsageError
+
+    for bad in ({"calib_images": 0}, {"inputs": "both"}, {"block_lr": -1.0}, {"distill_epochs": -1}):
+        with pytest.raises(UsageError, match="`"):
+            calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic", **bad), input_size=(3, 8, 8))
+    with pytest.raises(UsageError, match="nothing to calibrate"):
+        calibrate_model(net, net, options=CalibrateOptions(calib_data="synthetic", calib_images=4),
+                        input_size=(3, 8, 8))
+
+
+# -- the command line -------------------------------------------------------------------------------------------------
+
+
+def test_cli_calibrates_and_saves(runner, tmp_path: Path) -> None:
+    from ghostcli.artifacts import read_recipe
+
+    out = tmp_path / "g.safetensors"
+    res = runner.invoke(app, ["ghostify", "resnet20", "--input-size", "3x8x8", "--calib-data", "digits",
+                              "--calib-images", "16", "--distill-epochs", "1", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    cal = json.loads(res.stdout)["calibration"]
+    assert cal["calib_images"] == 16 and cal["distill_epochs"] == 1 and len(cal["rows"]) == 18
+    assert set(cal["rows"][0]) >= {"name", "pairing", "error_before", "error_init", "error_block", "error_held_out",
+                                   "error_distill"}
+    assert read_recipe(out).extra["calibration"]["images"] == 16  # the table: the --help example (test_doc_examples)
+
+
+def test_cli_bad_calibration_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = ["ghostify", "resnet20", "--input-size", "3x8x8"]
+    run_bad([*base, "--calib-data", str(tmp_path / "nope")], tmp_path, code=1, match="does not exist")
+    run_bad([*base, "--calib-data", "digits", "--calib-images", "0"], tmp_path, code=2, match="--calib-images")
+    run_bad([*base, "--calib-images", "5"], tmp_path, code=2, match="only apply with --calib-data")
+    run_bad([*base, "--calib-data", "idx:" + str(tmp_path / "none")], tmp_path, code=1, match="idx folder")
+    run_bad([*base, "--calib-data", "digits", "--distill-epochs", "-1", "--json"], tmp_path, code=2,
+            match="--distill-epochs")
+    import ghostcli.data
+
+    monkeypatch.setattr(ghostcli.data, "FASHION_MNIST_DIR", tmp_path / "fashion")
+    run_bad([*base, "--calib-data", "fashion-mnist", "-o", str(tmp_path / "g.safetensors")], tmp_path, code=1,
+            match="apt-get install dataset-fashion-mnist")
+
+
+# -- idx data sources -------------------------------------------------------------------------------------------------
+
+
+def _write_idx(path: Path, data: torch.Tensor, compress: bool) -> None:
+    header = bytes([0, 0, 8, data.dim()]) + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
+    raw = header + data.to(torch.uint8).numpy().tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+
+
+def test_idx_folder(tmp_path: Path) -> None:
+    from ghostcli.data import check_source, load_image_dataset
+    from ghostcli.errors import DataError
+
+    images = torch.randint(0, 256, (7, 28, 28))
+    labels = torch.tensor([0, 1, 2, 1, 0, 2, 1])
+    _write_idx(tmp_path / "train-images-idx3-ubyte", images, compress=True)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", labels, compress=False)
+    check_source(f"idx:{tmp_path}")
+    ds = load_image_dataset(f"idx:{tmp_path}", input_size=(3, 16, 16))
+    x, y = ds[3]
+    assert len(ds) == 7 and ds.classes == ["0", "1", "2"] and x.shape == (3, 16, 16) and y == 1
+    same = load_image_dataset(f"idx:{tmp_path}", input_size=(1, 28, 28), mean=(0.0,), std=(1.0,))
+    torch.testing.assert_close(same[2][0][0], images[2].float() / 255)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte"):
+        load_image_dataset(f"idx:{tmp_path}", split="val", input_size=(1, 28, 28))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03junk")
+    (tmp_path / "bad" / "train-labels-idx1-ubyte").write_bytes(b"")
+    with pytest.raises(DataError, match="not an idx file|holds"):
+        load_image_dataset(f"idx:{tmp_path / 'bad'}", input_size=(1, 28, 28))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no idx files"):
+        check_source(f"idx:{tmp_path / 'empty'}")
