@@ -24,7 +24,7 @@ def test_list(runner) -> None:
     assert result.exit_code == 0
     for name in ("ghostnet_050", "ghostnet_100", "ghostnet_130", "resnet56", "vgg16", "resnet50"):
         assert name in result.output
-    data = json.loads(runner.invoke(app, ["list", "ghostnet", "--json"]).output)
+    data = json.loads(runner.invoke(app, ["list", "ghostnet_", "--json"]).output)
     assert [m["name"] for m in data["zoo"]] == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
     assert data["zoo"][1]["paper"]["macs"] == 141e6
 
@@ -53,7 +53,7 @@ def test_errors_are_one_line(runner) -> None:
     result = runner.invoke(app, ["build", "ghostnet_10"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: unknown model 'ghostnet_10' (did you mean ghostnet_130, ghostnet_100, ghostnet_050?); see 'ghostcli list'"
+        "Error: unknown model 'ghostnet_10' (did you mean ghostnet_130, ghostnet_100, ghostnetv3_160?); see 'ghostcli list'"
     ]
     assert runner.invoke(app, ["build", "resnet56", "--width", "2"]).exit_code == 2
     assert runner.invoke(app, ["build", "ghostnet_100", "--input-size", "3x2x"]).exit_code == 2

@@ -23,6 +23,7 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.usefixtures("one_thread")  # one core per forward: a loaded 2-core machine stalls parallel regions
 @pytest.mark.parametrize("spec", list_models(), ids=lambda s: s.name)
 def test_every_zoo_model_builds_and_runs(spec) -> None:
     model = spec.builder().eval()
@@ -76,7 +77,7 @@ def test_unknown_zoo_name_suggests() -> None:
 
 
 def test_list_filters() -> None:
-    names = [s.name for s in list_models("ghostnet")]
+    names = [s.name for s in list_models("ghostnet_")]
     assert names == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
     assert [s.name for s in list_models("ghostnet_1*")] == ["ghostnet_100", "ghostnet_130"]
     assert name_matches("resnet50", "net5") and name_matches("resnet50", "res*") and not name_matches("vgg16", "res*")
