@@ -268,7 +268,9 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
     vs_paper, noise = _round_ratio(runs[1], runs[2])
     notes: list[str] = []
     chosen = "target"
-    fastest = min(measured, key=lambda m: m.median_ms)
+    allowed = [m for m in measured if target.macs_budget is None or m.name == "target"
+               or (m.macs is not None and m.macs <= target.macs_budget)]  # a fallback must keep the MACs budget
+    fastest = min(allowed, key=lambda m: m.median_ms)
     slack = 1.0 + max(noise, 0.005)
     if fastest.name != "target" and measured[2].median_ms > fastest.median_ms * slack:
         chosen = fastest.name
