@@ -10,6 +10,31 @@ from torch import nn
 
 from ghostcli.artifacts import Recipe
 
+#: Class names of the Ghost modules of other code bases: timm (``timm.models.ghostnet``, ``timm.models.repghost``)
+#: and the official code (huawei-noah ``ghostnet.py``, ``ghostnetv2_torch.py``, GhostNetV3; RepGhost).
+FOREIGN_GHOST_MODULES = frozenset({"GhostModule", "GhostModuleV2", "GhostModuleV3", "RepGhostModule"})
+#: ... and of their Ghost bottlenecks (a model made of them is a Ghost network as well).
+FOREIGN_GHOST_BLOCKS = frozenset({"GhostBottleneck", "GhostBottleneckV2", "GhostBottleneckV3", "RepGhostBottleneck"})
+
+
+def foreign_ghost_class(module: nn.Module, *, blocks: bool = False) -> str | None:
+    """How a Ghost module of another code base is named in reports, or None (ghostcli's own classes too).
+
+    Recognised by class name along the class's bases (a subclass of timm's ``GhostModule`` is one as
+    well), so neither timm nor the official code is imported: a model can only contain their classes
+    once they are loaded. timm's classes read ``timm GhostModuleV2``, others by module and class
+    (``ghostnetv2_torch.GhostModuleV2``). ``blocks`` also recognises the Ghost bottlenecks.
+    """
+    names = FOREIGN_GHOST_MODULES | FOREIGN_GHOST_BLOCKS if blocks else FOREIGN_GHOST_MODULES
+    for cls in type(module).__mro__:
+        if cls.__module__.partition(".")[0] == "ghostcli":
+            return None
+        if cls.__name__ in names:
+            if cls.__module__.partition(".")[0] == "timm":
+                return f"timm {cls.__name__}"
+            return f"{cls.__module__}.{cls.__name__}"
+    return None
+
 
 @dataclass
 class LoadedModel:
@@ -25,10 +50,19 @@ class LoadedModel:
 
     @property
     def is_ghostified(self) -> bool:
-        """True when the model was produced by ghostify (or is a ghost zoo model)."""
+        """True when the model was produced by ghostify, or contains Ghost modules: a ghost zoo model, or a Ghost
+        network of another code base (timm's or the official GhostNet V1/V2/V3, RepGhost: :func:`foreign_ghost_class`)."""
+        return self.recipe.ghostify is not None or bool(self.ghost_classes)
+
+    @property
+    def ghost_classes(self) -> list[str]:
+        """The Ghost module and bottleneck classes the model contains, for messages: ghostcli's by class name
+        (``GhostModuleV2``), other code bases' as :func:`foreign_ghost_class` names them (``timm GhostModule``)."""
         from ghostcli.layers import GhostModule
 
-        return self.recipe.ghostify is not None or any(isinstance(m, GhostModule) for m in self.model.modules())
+        found = {type(m).__name__ if isinstance(m, GhostModule) else foreign_ghost_class(m, blocks=True)
+                 for m in self.model.modules()}
+        return sorted(c for c in found if c is not None)
 
 
 @dataclass

@@ -14,12 +14,13 @@ from ghostcli.analysis.params import module_params
 from ghostcli.convert.activation import absorb_relus
 from ghostcli.convert.report import ConvRow, GhostifyReport, Measurement, StageRow, run_and_count
 from ghostcli.convert.rules import ConvertContext, Converter, ConverterTable, KeepLayer, converter_table
-from ghostcli.convert.select import selection_reason, unmatched_patterns
+from ghostcli.convert.select import enclosing_ghost, selection_reason, unmatched_patterns
 from ghostcli.convert.stage import build_g_ghost_stage, stage_candidates
 from ghostcli.errors import ConversionError, UsageError
 from ghostcli.fx import conv_bn_pairs, is_conv, module_parents, replace_module
 from ghostcli.ghostify_options import GhostifyOptions
 from ghostcli.layers import GGhostStage, GhostModule
+from ghostcli.loaded import foreign_ghost_class
 
 GHOSTIFY_ATTR = "ghostify_options"  # set on a ghostified model: the options that made it
 
@@ -107,7 +108,9 @@ def ghostify(
 
     named = dict(model.named_modules())
     parents = module_parents(model)
-    ghost_prefixes = tuple(n + "." for n, m in named.items() if isinstance(m, GhostModule))
+    # Ghost modules, ghostcli's ("") and other code bases' (timm's ...): the convs inside them stay
+    labels = {n: "" if isinstance(m, GhostModule) else foreign_ghost_class(m) for n, m in named.items() if n}
+    ghosts = {n: label for n, label in labels.items() if label is not None}
     new_stages = tuple(row.name + "." for row, _, _ in built)
     stage_prefixes = tuple(n + "." for n, m in named.items() if isinstance(m, GGhostStage))
     conv_names = [n for n, m in named.items() if n and is_conv(m, extra_types)]
@@ -120,8 +123,9 @@ def ghostify(
         if name.startswith(gone) or name.startswith(new_stages):  # a rebuilt stage is a row of its own
             continue
         layer = named[name]
+        ghost = enclosing_ghost(name, ghosts)
         reason = selection_reason(name, include=opts.include, exclude=opts.exclude, is_stem=name in info.stems,
-                                  keep_stem=opts.keep_stem, in_ghost=name.startswith(ghost_prefixes))
+                                  keep_stem=opts.keep_stem, in_ghost=ghost is not None, ghost_class=ghost)
         if reason is None and name.startswith(stage_prefixes):  # a G-Ghost stage the model already had
             reason = "in a G-Ghost stage"
         converter = None

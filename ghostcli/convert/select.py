@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 def matches(name: str, pattern: str) -> bool:
@@ -17,10 +17,14 @@ def first_match(name: str, patterns: Iterable[str]) -> str | None:
 
 
 def selection_reason(name: str, *, include: tuple[str, ...], exclude: tuple[str, ...], is_stem: bool,
-                     keep_stem: bool, in_ghost: bool) -> str | None:
-    """Why the options keep layer ``name`` (None when it is a candidate for conversion)."""
+                     keep_stem: bool, in_ghost: bool, ghost_class: str | None = None) -> str | None:
+    """Why the options keep layer ``name`` (None when it is a candidate for conversion).
+
+    ``in_ghost``: the layer is inside a Ghost module; ``ghost_class`` names a module of another code base
+    (``timm GhostModule``), whose convs are kept just like those of ghostcli's own.
+    """
     if in_ghost:
-        return "part of a Ghost module"
+        return f"part of a Ghost module ({ghost_class})" if ghost_class else "part of a Ghost module"
     if include and first_match(name, include) is None:
         return "not matched by `include`"
     hit = first_match(name, exclude)
@@ -29,6 +33,11 @@ def selection_reason(name: str, *, include: tuple[str, ...], exclude: tuple[str,
     if keep_stem and is_stem:
         return "stem (reads the input image)"
     return None
+
+
+def enclosing_ghost(name: str, ghosts: Mapping[str, str]) -> str | None:
+    """The label of the Ghost module (``ghosts``: module name -> label, ``""`` for ghostcli's) that holds ``name``."""
+    return next((label for prefix, label in ghosts.items() if name.startswith(prefix + ".")), None)
 
 
 def unmatched_patterns(names: list[str], patterns: Iterable[str]) -> list[str]:
