@@ -129,3 +129,50 @@ def test_recognition_does_not_import_timm() -> None:
             "assert not LoadedModel(m, Recipe(source='torchvision:x'), (3, 8, 8), 'x').is_ghostified; "
             "assert 'timm' not in sys.modules, 'timm imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- profile: GhostNetV2's DFC branch counts in full (pooling and up-sampling), nothing silently zero ---------------
+
+def test_dfc_pooling_and_upsampling_are_counted() -> None:
+    from ghostcli.analysis.macs import count_macs
+    from ghostcli.layers import GhostModuleV2
+
+    gm = GhostModuleV2(16, 32).eval()
+    macs = count_macs(gm, torch.randn(1, 16, 16, 16))
+    assert macs.by_operator["avg_pool2d"] == 16 * 16 * 16  # 2x2 windows, stride 2: each input element once
+    assert macs.by_operator["upsample_nearest2d"] == 32 * 16 * 16  # one per output element
+    assert not {"avg_pool2d", "upsample_nearest2d"} & set(macs.uncounted)
+    assert set(macs.uncounted) <= {"relu_", "sigmoid", "mul"}  # no multiply-add: listed, not hidden
+    assert macs.conv_linear == macs.by_operator["conv"]  # the paper's number leaves pooling out
+
+
+def test_ghostnetv2_lists_no_pooling_or_upsampling_as_uncounted() -> None:
+    from ghostcli.analysis.macs import count_macs
+    from ghostcli.models import build_model
+
+    macs = count_macs(build_model("ghostnetv2_100", num_classes=10).eval(), torch.randn(1, 3, 64, 64))
+    assert set(macs.uncounted) <= {"relu_", "mul", "add", "sigmoid", "hardsigmoid"}, macs.uncounted
+    assert macs.by_operator["avg_pool2d"] > 0 and macs.by_operator["upsample_nearest2d"] > 0
+    assert macs.total == sum(macs.by_operator.values())
+
+
+class _Pools(nn.Module):
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        flat = x.flatten(2)
+        return [nn.functional.avg_pool2d(x, 3, 1, 1),  # 2x8x8 out x 9 = 1152
+                nn.AvgPool2d((2, 4))(x),  # 2x4x2 out x 8 = 128
+                nn.functional.avg_pool1d(flat, 4),  # 2x16 out x 4 = 128
+                nn.functional.adaptive_avg_pool1d(flat, 1),  # 128 in
+                nn.functional.interpolate(x, scale_factor=2, mode="bicubic"),  # 2x16x16 out x 16 = 8192
+                nn.functional.interpolate(flat, scale_factor=2, mode="linear"),  # 2x128 out x 2 = 512
+                nn.functional.interpolate(x, scale_factor=2, mode="nearest-exact")]  # 512
+
+
+def test_pooling_and_upsampling_formulas() -> None:
+    from ghostcli.analysis.macs import count_macs
+
+    macs = count_macs(_Pools(), torch.randn(1, 2, 8, 8))
+    assert macs.by_operator == {"avg_pool2d": 1152 + 128, "avg_pool1d": 128, "adaptive_avg_pool1d": 128,
+                                "upsample_bicubic2d": 8192, "upsample_linear1d": 512,
+                                "_upsample_nearest_exact2d": 512}
+    assert macs.uncounted == {} and macs.conv_linear == 0
