@@ -1,0 +1,59 @@
+"""GhostNetV2/V3 through the deployment paths beside ONNX export (tested in test_ghostnet_v2_v3.py): INT8 quantization
+of GhostNetV2 (DFC attention: pooling, sigmoid, up-sampling) and GhostNetV3's OpenVINO IR without training branches.
+
+Fast by design: 10 classes at 64x64, 8 calibration and 8 evaluation images, one timing run, one thread.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ghostcli.deploy.export import export_model
+from ghostcli.deploy.options import ExportOptions
+from ghostcli.layers import has_training_branches
+from ghostcli.models import build_model
+
+from conftest import randomize_bn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = (3, 64, 64)  # the smallest input at which every DFC branch still pools a 2x2 map
+
+
+def test_quantize_ghostnetv2(tmp_path) -> None:
+    pytest.importorskip("nncf")
+    from ghostcli.deploy import QuantizeOptions, quantize_model
+    from ghostcli.deploy.graph import openvino_op_counts
+    from ghostcli.runtime.openvino import core
+
+    torch.manual_seed(0)
+    model = build_model("ghostnetv2_100", num_classes=10).eval()
+    out = tmp_path / "v2_int8.xml"
+    options = QuantizeOptions(calib_data="digits", subset_size=8, eval_size=8, runs=1, warmup=0, threads=1,
+                              input_size=SIZE, output=out)
+    result = quantize_model(model, options=options)
+    assert result.calib_images == 8 and result.eval_images == 8 and result.labeled
+    assert result.fake_quantize > 0 and result.int8_layers > 0
+    assert 0 <= result.top1_agreement <= 1 and result.accuracy_drop is not None
+    ops = openvino_op_counts(core().read_model(str(out)))
+    # the DFC branch survives quantization: 14 attention gates (pool, sigmoid, up-sampling)
+    assert ops["AvgPool"] == ops["Sigmoid"] == ops["Interpolate"] == 14
+    assert ops["Convolution"] + ops["GroupConvolution"] == 137
+
+
+def test_openvino_ir_of_ghostnetv3_has_no_training_branch(tmp_path) -> None:
+    from ghostcli.runtime.openvino import core
+
+    v3 = randomize_bn(build_model("ghostnetv3_050")).eval()
+    assert has_training_branches(v3)
+    out = tmp_path / "v3.xml"
+    ops = export_model(v3, options=ExportOptions(output=out, format="openvino", input_size=SIZE, verify=False)).op_counts
+    assert ops["Convolution"] + ops["GroupConvolution"] == 137  # GhostNetV2's at width 0.5 (training form: 309)
+    assert "BatchNormInference" not in ops
+    # every Add left is a bias or one of the 16 residual sums; the training form sums its branches in 220 more
+    graph = core().read_model(str(out))
+    sums = [op for op in graph.get_ordered_ops() if op.get_type_name() == "Add"
+            and all(op.input_value(i).get_node().get_type_name() != "Constant" for i in range(2))]
+    assert len(sums) == 16
+    assert has_training_branches(v3)  # folded on a copy
