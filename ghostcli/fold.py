@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ghostcli.fx import conv_bn_pairs, module_parents, replace_module
+from ghostcli.layers.ghost_v3 import has_training_branches, reparameterize
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -31,18 +32,31 @@ class FoldReport:
     unfolded: list[str] = field(default_factory=list)  # BN modules left as they are (names)
     method: str = "fx"              # "fx" or "module-structure" (the registration-order fallback)
     trace_error: str | None = None  # why fx tracing failed, when it did
+    reparameterized: int = 0        # GhostNetV3 modules whose training-time branches were folded first
+
+
+def deploy_form(model: nn.Module) -> nn.Module:
+    """``model`` as it is deployed: a copy with GhostNetV3's training-time branches folded, or ``model`` itself."""
+    if not has_training_branches(model):
+        return model
+    model = copy.deepcopy(model).eval()
+    reparameterize(model)
+    return model
 
 
 def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> tuple[nn.Module, FoldReport]:
     """Return an eval-mode copy of ``model`` with every conv -> BN pair folded into one conv.
 
-    Folded BNs are replaced by ``nn.Identity``; BNs that do not follow a conv are kept
-    and listed in the report. The input model is left untouched unless ``inplace``.
+    GhostNetV3's training-time branches are folded first (:func:`deploy_form`). Folded BNs are
+    replaced by ``nn.Identity``; BNs that do not follow a conv are kept and listed in the report.
+    The input model is left untouched unless ``inplace``.
     """
     was_training = model.training
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     report = FoldReport()
+    if has_training_branches(model):
+        report.reparameterized = reparameterize(model)
     info = conv_bn_pairs(model)
     if info.method != "fx":
         report.method = "module-structure"

@@ -57,3 +57,23 @@ def test_openvino_ir_of_ghostnetv3_has_no_training_branch(tmp_path) -> None:
             and all(op.input_value(i).get_node().get_type_name() != "Constant" for i in range(2))]
     assert len(sums) == 16
     assert has_training_branches(v3)  # folded on a copy
+
+
+def test_quantize_and_openvino_latency_run_the_deployed_v3_network() -> None:
+    """The runtime gets GhostNetV3's folded network, not its training form (quantize, profile, --target)."""
+    from ghostcli.fold import deploy_form, fold_batchnorm
+    from ghostcli.layers.ghost_v3 import has_training_branches
+    from ghostcli.models import build_model
+
+    model = build_model("ghostnetv3_050", num_classes=10).eval()
+    folded, report = fold_batchnorm(model)
+    assert report.reparameterized > 0 and not has_training_branches(folded)
+    assert has_training_branches(model)  # the caller's model is untouched
+    deployed = deploy_form(model)
+    assert deployed is not model and not has_training_branches(deployed)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.allclose(folded(x), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    plain = build_model("ghostnetv2_100", num_classes=10).eval()
+    assert deploy_form(plain) is plain

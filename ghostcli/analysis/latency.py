@@ -27,9 +27,10 @@ def openvino_compile(model: nn.Module, example: torch.Tensor, *, precision: str 
         import openvino  # noqa: F401
     except ImportError:
         raise DeviceError("`device` openvino needs the openvino package (pip install openvino)") from None
+    from ghostcli.fold import deploy_form
     from ghostcli.runtime.openvino import compile_cpu, to_openvino
 
-    return compile_cpu(to_openvino(model, tuple(example.shape)), precision, threads=threads)
+    return compile_cpu(to_openvino(deploy_form(model), tuple(example.shape)), precision, threads=threads)
 
 
 def latency_stats(times_ms: Sequence[float], *, batch_size: int, warmup: int) -> LatencyStats:

@@ -17,9 +17,8 @@ from ghostcli.deploy import graph, onnx_export, openvino_export
 from ghostcli.deploy.options import ExportOptions
 from ghostcli.deploy.verify import VerifyResult, compare_outputs, default_tolerances, merge_results
 from ghostcli.errors import ExportError, UsageError
-from ghostcli.fold import fold_batchnorm
+from ghostcli.fold import deploy_form, fold_batchnorm
 from ghostcli.fsutil import atomic_dir, check_output, sigterm_raises
-from ghostcli.layers import has_training_branches, reparameterize
 from ghostcli.loaded import LoadedModel
 from ghostcli.runtime import onnx as onnx_runtime
 from ghostcli.runtime import openvino as ov_runtime
@@ -157,10 +156,7 @@ def export_model(model: LoadedModel | nn.Module, *, options: ExportOptions) -> E
     run_once(net, torch.randn(shape), name)  # a failing forward is reported naming the layer
 
     warnings_: list[str] = []
-    deployed = net  # GhostNetV3's training branches are folded on a copy; the check still runs against `net`
-    if has_training_branches(net):
-        deployed = copy.deepcopy(net).eval()
-        reparameterize(deployed)
+    deployed = deploy_form(net)  # GhostNetV3's branches folded on a copy; the check still runs against `net`
     ghosts, sliced = _ghost_counts(deployed)
     if o.fold_bn:
         export_net, fold = call_user_code(f"folding BatchNorm of {name}", lambda: fold_batchnorm(deployed),
