@@ -74,7 +74,7 @@ def test_closed_form_recovers_depthwise_channels_exactly() -> None:
     g, _ = ghostify(net, include=["mid"], input_size=(3, 12, 12))
     x = torch.randn(4, 3, 12, 12)
     cal = calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic", calib_images=32, held_out_images=8,
-                                                           block_steps=0, ridge=1e-6), input_size=(3, 12, 12))
+                                                           block_steps=0, network_epochs=0, ridge=1e-6), input_size=(3, 12, 12))
     (row,) = cal.rows
     assert row.pairing == "chosen" and row.fit_cost < 1e-4 and row.fit_cost_fixed > 0.1
     assert row.error_before > 0.3 and row.error_init < 1e-3 and row.error_held_out < 1e-3
@@ -126,7 +126,7 @@ def test_channel_order_kept_across_a_residual_block() -> None:
     _exact_conv_bn(net.block.conv2, net.block.bn2, [(0, 4), (1, 5), (2, 6), (3, 7)], seed=3)
     g, _ = ghostify(net, input_size=(3, 10, 10))
     cal = calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic", calib_images=32, held_out_images=8,
-                                                           block_steps=0, ridge=1e-6), input_size=(3, 10, 10))
+                                                           block_steps=0, network_epochs=0, ridge=1e-6), input_size=(3, 10, 10))
     rows = {r.name: r for r in cal.rows}
     assert rows["block.conv1"].pairing == "chosen"
     assert rows["block.conv2"].pairing == "fixed" and "residual add" in rows["block.conv2"].fixed_reason
@@ -153,13 +153,15 @@ def test_errors_fall_on_digits_and_the_artifact_rebuilds(tmp_path: Path) -> None
                 m.bias.normal_(0, 0.2)
     g, report = ghostify(net, input_size=(3, 8, 8))
     opts = CalibrateOptions(calib_data="digits", calib_images=64, held_out_images=64, block_steps=20,
-                            distill_epochs=1, distill_images=64)
+                            network_epochs=2, distill_epochs=1, distill_images=64)
     seen: list[str] = []
     cal = calibrate_model(net, g, options=opts, input_size=(3, 8, 8),
                           progress=lambda d, done, total, info="": seen.append(d))
-    assert len(cal.rows) == 18 and "calibrating" in seen and any(s.startswith("distilling") for s in seen)
+    assert len(cal.rows) == 18 and {"calibrating", "network-wise", "distilling"} <= set(seen)
     for r in cal.rows:
-        assert r.error_init < r.error_before and r.error_block <= r.error_init and r.error_distill is not None
+        assert r.error_init < r.error_before and r.error_block <= r.error_init
+        assert r.error_network is not None and r.error_distill is not None
+    assert cal.network_epochs == 2 and cal.agreement_network is not None
     assert {r.pairing for r in cal.rows} == {"chosen", "fixed"}
     assert cal.agreement_calibrated >= cal.agreement_before and cal.held_out.endswith("val split of digits")
     assert cal.distill_images == 64 and cal.peak_cache_mb > 0 and cal.seconds_total > 0
@@ -197,7 +199,8 @@ def test_cli_calibrates_and_saves(runner, tmp_path: Path) -> None:
     cal = json.loads(res.stdout)["calibration"]
     assert cal["calib_images"] == 16 and cal["distill_epochs"] == 1 and len(cal["rows"]) == 18
     assert set(cal["rows"][0]) >= {"name", "pairing", "error_before", "error_init", "error_block", "error_held_out",
-                                   "error_distill"}
+                                   "error_network", "error_distill"}
+    assert cal["agreement_network"] is not None and cal["agreement_distilled"] is not None
     assert read_recipe(out).extra["calibration"]["images"] == 16  # the table: the --help example (test_doc_examples)
 
 

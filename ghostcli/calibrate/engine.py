@@ -11,8 +11,11 @@
 2. **Block-wise reconstruction** (cf. BRECQ, Li et al., ICLR 2021): each Ghost module (and each G-Ghost stage,
    against the original stage) is trained with Adam to reproduce the original's output on the same inputs. Only
    one unit's inputs are held at a time.
-3. **Distillation** (``distill_epochs`` > 0): the whole model is trained on soft targets of the original (KL at
-   ``distill_temperature``) over every image of the source's training split; labels are never read.
+3. **Network-wise reconstruction** (``network_epochs``): the whole ghostified model is trained to match the
+   original's outputs (soft targets, KL) on the calibration images, randomly translated: the layers learn to work
+   together where no layer alone can reproduce its original.
+4. **Distillation** (``distill_epochs`` > 0): the same over every image of the source's training split (labels are
+   never read).
 
 Every stage is measured: per unit the relative error ``||ghost - original|| / ||original||`` of its output against
 the original model's output at the same place, on the calibration images (before, after initialisation, after
@@ -22,10 +25,12 @@ own (errors of earlier layers included); per model the top-1 agreement with the 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +72,8 @@ class CalibrateOptions:
     block_steps: int | None = None  # Adam steps per unit; None: 4 passes over the calibration images, 100 to 400
     block_lr: float = 1e-3
     block_batch_size: int = 32
+    network_epochs: int | None = None  # passes over the calibration images; None: about 320 steps, 1 to 40 epochs
+    network_lr: float = 1e-3
     distill_epochs: int = 0
     distill_lr: float = 1e-4
     distill_temperature: float = 1.0
@@ -86,11 +93,13 @@ class CalibrateOptions:
             raise UsageError(f"`inputs` must be one of {', '.join(INPUTS)}, got {self.inputs!r}")
         if self.block_steps is not None and self.block_steps < 0:
             raise UsageError(f"`block_steps` must be >= 0, got {self.block_steps}")
+        if self.network_epochs is not None and self.network_epochs < 0:
+            raise UsageError(f"`network_epochs` must be >= 0, got {self.network_epochs}")
         if self.distill_epochs < 0:
             raise UsageError(f"`distill_epochs` must be >= 0, got {self.distill_epochs}")
         if self.distill_images is not None and self.distill_images < 1:
             raise UsageError(f"`distill_images` must be at least 1, got {self.distill_images}")
-        for name in ("ridge", "block_lr", "distill_lr", "distill_temperature", "cache_mb"):
+        for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb"):
             v = getattr(self, name)
             if not (math.isfinite(v) and (v > 0 or (name == "ridge" and v == 0))):
                 raise UsageError(f"`{name}` must be a positive number, got {v}")
@@ -100,6 +109,12 @@ class CalibrateOptions:
         if self.block_steps is not None:
             return self.block_steps
         return min(400, max(100, 4 * math.ceil(images / self.block_batch_size)))
+
+    def network_epochs_for(self, images: int) -> int:
+        """Network-wise epochs: ``network_epochs``, or about 320 steps of ``batch_size``, 1 to 40 epochs."""
+        if self.network_epochs is not None:
+            return self.network_epochs
+        return min(40, max(1, math.ceil(320 / math.ceil(images / self.batch_size))))
 
 
 @dataclass
@@ -116,7 +131,8 @@ class CalibrationRow:
     error_before: float  # calibration inputs, as ghostify made it
     error_init: float | None  # after the closed-form initialisation (None for a stage)
     error_block: float | None  # after block-wise reconstruction (None when skipped)
-    error_held_out: float | None  # held-out images, after calibration
+    error_held_out: float | None  # held-out images, after block-wise reconstruction
+    error_network: float | None  # held-out images, after network-wise reconstruction (None when skipped)
     error_distill: float | None  # held-out images, after distillation (None without)
     seconds: float  # capture + initialisation + block-wise
     cache_mb: float  # the unit's cached inputs
@@ -131,20 +147,28 @@ class CalibrationReport:
     held_out: str  # where the held-out images come from
     inputs: str
     block_steps: int
+    network_epochs: int
     distill_epochs: int
     distill_images: int  # images per distillation epoch (0 without distillation)
     rows: list[CalibrationRow]
     agreement_before: float | None  # top-1 agreement with the original on the held-out images, percent
-    agreement_calibrated: float | None
+    agreement_block: float | None  # after block-wise reconstruction
+    agreement_network: float | None  # after network-wise reconstruction (None when skipped)
     agreement_distilled: float | None
     seconds_data: float
     seconds_calibrate: float  # closed form + block-wise, all units
+    seconds_network: float
     seconds_distill: float
     seconds_measure: float  # the held-out passes
     seconds_total: float
     peak_rss_mb: float  # the process's peak resident memory at the end
     peak_cache_mb: float  # the largest unit input cache
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def agreement_calibrated(self) -> float | None:
+        """Agreement after calibration (network-wise when it ran, else block-wise), before distillation."""
+        return self.agreement_network if self.agreement_network is not None else self.agreement_block
 
     @property
     def agreement_final(self) -> float | None:
@@ -207,6 +231,33 @@ def _measure(original: nn.Module, ghosted: nn.Module, units: list[Unit], images:
             h.remove()
     errors = [(n / d) ** 0.5 if d > 0 else 0.0 for n, d in zip(num, den)]
     return errors, (100.0 * agree / total if total else None)
+
+
+def _kl(original: nn.Module, ghosted: nn.Module, images: torch.Tensor, batch_size: int, temperature: float) -> float:
+    """Mean ``T^2 * KL`` of the ghostified model's outputs to the original's on ``images``."""
+    from ghostcli.train.distill import kd_kl
+
+    total = 0.0
+    with torch.no_grad():
+        for x in batches(images, batch_size):
+            total += float(kd_kl(ghosted(x), original(x), temperature)) * len(x)
+    return total / max(1, len(images))
+
+
+@contextlib.contextmanager
+def _kept_if_better(original: nn.Module, ghosted: nn.Module, calib: torch.Tensor, opts: CalibrateOptions,
+                    notes: list[str], what: str) -> Iterator[None]:
+    """Undo a whole-model stage that left the outputs on the calibration images further from the original's
+    (Adam moves every weight by about the learning rate even where the gradient is ~0)."""
+    before = _kl(original, ghosted, calib, opts.batch_size, opts.distill_temperature)
+    saved = copy.deepcopy(ghosted.state_dict())
+    yield
+    after = _kl(original, ghosted, calib, opts.batch_size, opts.distill_temperature)
+    if not after <= before:
+        ghosted.load_state_dict(saved)
+        notes.append(f"{what} raised the KL divergence to the original on the calibration images "
+                     f"({before:.3g} -> {after:.3g}); kept the weights from before it")
+    ghosted.eval()
 
 
 def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: CalibrateOptions | None = None,
@@ -275,7 +326,8 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         if cache.x.halved or cache.y.halved:
             notes.append(f"{unit.name}: activations held as bfloat16 ({cache.mb:.0f} MB; `cache_mb` {opts.cache_mb:g})")
         before = relative_error(unit, cache, bs)
-        row = CalibrationRow(unit.name, unit.kind, "", "", None, None, before, None, None, None, None, 0.0, cache.mb)
+        row = CalibrationRow(unit.name, unit.kind, "", "", None, None, before, None, None, None, None, None, 0.0,
+                             cache.mb)
         if unit.kind == "ghost":
             choice, fixed_cost, readers = closed_form(unit, cache, graph, by_name, ridge=opts.ridge, batch_size=bs,
                                                       search_seconds=opts.search_seconds)
@@ -312,16 +364,34 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         row.error_held_out = err
     seconds_measure += time.perf_counter() - t_m
 
+    from ghostcli.calibrate.distill import Translated, distill
+
+    net_epochs = opts.network_epochs_for(len(calib))
+    agreement_net = None
+    seconds_network = 0.0
+    if net_epochs and top1 is not None:
+        t_n = time.perf_counter()
+        with _kept_if_better(original, ghosted, calib, opts, notes, "network-wise reconstruction"):
+            distill(original, ghosted, Translated(calib, opts.seed), epochs=net_epochs, lr=opts.network_lr,
+                    temperature=opts.distill_temperature, batch_size=bs, limit=None, seed=opts.seed,
+                    progress=progress, task="network-wise")
+        seconds_network = time.perf_counter() - t_n
+        t_m = time.perf_counter()
+        errors, agreement_net = _measure(original, ghosted, units, held, bs, top1)
+        for row, err in zip(rows, errors):
+            row.error_network = err
+        seconds_measure += time.perf_counter() - t_m
+    elif net_epochs:
+        net_epochs = 0
     agreement_dis = None
     distilled = 0
     seconds_distill = 0.0
     if opts.distill_epochs:
-        from ghostcli.calibrate.distill import distill
-
         t_d = time.perf_counter()
-        distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
-                            temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
-                            seed=opts.seed, progress=progress)
+        with _kept_if_better(original, ghosted, calib, opts, notes, "distillation"):
+            distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
+                                temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
+                                seed=opts.seed, progress=progress)
         seconds_distill = time.perf_counter() - t_d
         t_m = time.perf_counter()
         errors, agreement_dis = _measure(original, ghosted, units, held, bs, top1)
@@ -331,8 +401,9 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     ghosted.eval()
     return CalibrationReport(
         calib_data=opts.calib_data, calib_images=len(calib), held_out=data.held_out_source, inputs=opts.inputs,
-        block_steps=steps, distill_epochs=opts.distill_epochs, distill_images=distilled, rows=rows,
-        agreement_before=agreement_before, agreement_calibrated=agreement_cal, agreement_distilled=agreement_dis,
-        seconds_data=seconds_data, seconds_calibrate=seconds_cal, seconds_distill=seconds_distill,
+        block_steps=steps, network_epochs=net_epochs, distill_epochs=opts.distill_epochs, distill_images=distilled,
+        rows=rows, agreement_before=agreement_before, agreement_block=agreement_cal, agreement_network=agreement_net,
+        agreement_distilled=agreement_dis, seconds_data=seconds_data, seconds_calibrate=seconds_cal,
+        seconds_network=seconds_network, seconds_distill=seconds_distill,
         seconds_measure=seconds_measure, seconds_total=time.perf_counter() - t_start, peak_rss_mb=_rss_mb(),
         peak_cache_mb=peak_cache, notes=notes)

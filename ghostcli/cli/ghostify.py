@@ -41,8 +41,9 @@ module's cheap filters come from a least-squares fit on the original's activatio
 computing the original channels that predict the others best where the layer's readers can be permuted
 (their weights are, so every tensor keeps its channel order and meaning and the artifact rebuilds as
 before); then each Ghost module and G-Ghost stage is trained briefly to reproduce the original's output,
-its inputs taken from the ghostified model so that errors do not pile up. --distill-epochs K adds K
-epochs of distillation from the original over all training images of DATA. A table shows each layer's
+its inputs taken from the ghostified model so that errors do not pile up, and the whole model is trained
+on the calibration images to match the original's outputs. --distill-epochs K adds K epochs of
+distillation from the original over all training images of DATA. A table shows each layer's
 relative error before and after every stage, the top-1 agreement with the original on held-out images,
 the time and the peak memory.
 
@@ -276,7 +277,7 @@ def _calibrate_options(calib_data: str | None, calib_images: int | None, distill
 def _calibration_summary(cal: Any) -> dict[str, Any]:
     """What the artifact's recipe records of the calibration (``extra.calibration``)."""
     return {"data": cal.calib_data, "images": cal.calib_images, "block_steps": cal.block_steps,
-            "distill_epochs": cal.distill_epochs, "held_out": cal.held_out,
+            "network_epochs": cal.network_epochs, "distill_epochs": cal.distill_epochs, "held_out": cal.held_out,
             "agreement_before": cal.agreement_before, "agreement": cal.agreement_final}
 
 
@@ -288,6 +289,7 @@ def _print_calibration(cal: Any) -> None:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    networked = cal.network_epochs > 0
     distilled = cal.distill_epochs > 0
     rows = []
     for r in cal.rows:
@@ -297,20 +299,27 @@ def _print_calibration(cal: Any) -> None:
         fit = "-" if r.fit_cost is None else (f"{r.fit_cost:.3f}" if r.pairing == "fixed"
                                               else f"{r.fit_cost:.3f} (fixed {r.fit_cost_fixed:.3f})")
         row = [escape(r.name), pairing, fit, f(r.error_before), f(r.error_init), f(r.error_block), f(r.error_held_out)]
-        rows.append(row + [f(r.error_distill)] if distilled else row)
+        row += [f(r.error_network)] if networked else []
+        rows.append(row + ([f(r.error_distill)] if distilled else []))
     columns = ["layer", "channels", "cheap fit", "before", "init", "block-wise", "held-out"] + (
-        ["distilled"] if distilled else [])
+        ["network-wise"] if networked else []) + (["distilled"] if distilled else [])
+    stages = [f"after block-wise reconstruction ({cal.block_steps} steps per layer)"]
+    if networked:
+        stages.append(f"after network-wise reconstruction ({cal.network_epochs} epochs over the calibration images)")
+    if distilled:
+        stages.append(f"after {cal.distill_epochs} distillation epoch(s)")
     render.stdout.print(render.table(
         f"calibration on {cal.calib_images} images of {cal.calib_data}: relative error ||ghost - original|| / "
-        "||original|| of each layer's output (calibration images: before, after the closed-form init, after "
-        f"block-wise reconstruction ({cal.block_steps} steps); {cal.held_out}: after calibration"
-        + (f", after {cal.distill_epochs} distillation epoch(s))" if distilled else ")"),
+        "||original|| of each layer's output, the ghostified model running on its own. Calibration images: before, "
+        f"after the closed-form init, after block-wise reconstruction; {cal.held_out}: " + ", ".join(stages),
         columns, rows, numeric=tuple(range(3, len(columns)))))
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}%"
 
-    agreement = f"{pct(cal.agreement_before)} -> {pct(cal.agreement_calibrated)}"
+    agreement = f"{pct(cal.agreement_before)} -> {pct(cal.agreement_block)} (block-wise)"
+    if networked:
+        agreement += f" -> {pct(cal.agreement_network)} (network-wise)"
     if distilled:
         agreement += f" -> {pct(cal.agreement_distilled)} (distilled on {cal.distill_images} images per epoch)"
     render.stdout.print(
@@ -318,8 +327,9 @@ def _print_calibration(cal: Any) -> None:
         "the cheap channels' least squares (chosen channels, readers' weights permuted; the layer's own pairing where "
         "its output order is fixed).", highlight=False)
     render.stdout.print(
-        f"time: {cal.seconds_total:.1f} s (data {cal.seconds_data:.1f} s, calibration {cal.seconds_calibrate:.1f} s, "
-        f"distillation {cal.seconds_distill:.1f} s, held-out passes {cal.seconds_measure:.1f} s); peak memory: "
+        f"time: {cal.seconds_total:.1f} s (data {cal.seconds_data:.1f} s, init + block-wise {cal.seconds_calibrate:.1f} s, "
+        f"network-wise {cal.seconds_network:.1f} s, distillation {cal.seconds_distill:.1f} s, held-out passes "
+        f"{cal.seconds_measure:.1f} s); peak memory: "
         f"{cal.peak_rss_mb:.0f} MB resident, largest activation cache {cal.peak_cache_mb:.1f} MB.", highlight=False)
 
 
