@@ -7,9 +7,11 @@ dataset-fashion-mnist`) at 3x28x28:
    `--cache DIR`, default ~/.cache/ghostcli/bench_calibrate);
 2. evaluates the original on the 10,000 test images;
 3. ghostifies it (every conv but the stem, s=2, d=3) and evaluates it without calibration;
-4. calibrates the ghostified model with `--calib-images` (default 1,024) training images, labels unused:
-   closed-form initialisation + block-wise reconstruction; prints the time, the peak memory (RSS growth
-   and the largest activation cache) and the test accuracy;
+4. calibrates the ghostified model with `--calib-images` (default 1,024) training images, labels unused, as
+   `ghostify --calib-data fashion-mnist --calib-images 1024` does (closed-form initialisation, block-wise and
+   network-wise reconstruction); prints the time, the peak memory (the process's peak RSS during the step, and
+   the largest activation cache) and the test accuracy (with `--compare` also each stage alone, the layer's
+   own pairing everywhere, inputs from the original, flips);
 5. adds `--distill-epochs` (default 1) of end-to-end distillation over the 60,000 training images (no labels);
 6. times the alternative it avoids: a channel gather after each Ghost module (what a fixed permutation module
    would cost at runtime).
@@ -20,7 +22,7 @@ distillation >= original - 0.5 pt. Without Fashion-MNIST it falls back to scikit
 Usage:
   python benchmarks/bench_calibrate.py                    # train (first run only), then calibrate
   python benchmarks/bench_calibrate.py --train-only       # just make the cached trained model
-  python benchmarks/bench_calibrate.py --inputs original  # inputs of each layer from the original model
+  python benchmarks/bench_calibrate.py --compare          # also each stage alone and the alternatives
 """
 
 from __future__ import annotations
@@ -186,16 +188,18 @@ def run(args: argparse.Namespace, data: str, path: Path) -> int:
     print(f"a channel gather after each Ghost module (the permutation module this design avoids): "
           f"{_gather_cost(ghost)}")
 
-    variants = [("calibrated", {}), ("+ distilled", {"distill_epochs": args.distill_epochs})]
-    if args.compare:
-        variants = [("init only", {"block_steps": 0}), ("fixed pairing", {"select_channels": False}),
-                    ("inputs from the original", {"inputs": "original"}), *variants]
-    print(f"{'stage':<26} {'test top-1':>10} {'vs original':>11} {'agreement':>9} {'time':>8} {'peak RSS':>9}")
+    variants: list[tuple[str, dict[str, object]]] = [("calibrated", {}),
+                                                      ("+ distilled", {"distill_epochs": args.distill_epochs})]
+    if args.compare:  # the first four stop before network-wise reconstruction, to show what each earlier part does
+        variants = [("closed form only", {"block_steps": 0, "network_epochs": 0}),
+                    ("+ block-wise", {"network_epochs": 0}),
+                    ("  fixed pairing everywhere", {"network_epochs": 0, "select_channels": False}),
+                    ("  inputs from the original", {"network_epochs": 0, "inputs": "original"}),
+                    variants[0], ("  network-wise with flips", {"network_flip": True}), variants[1]]
+    print(f"{'calibration':<26} {'test top-1':>10} {'vs original':>11} {'agreement':>9} {'time':>8} {'peak RSS':>9}")
     for label, extra in variants:
-        if label != "+ distilled" and extra.get("distill_epochs"):
-            continue
-        opts = CalibrateOptions(calib_data=data, calib_images=args.calib_images, inputs=args.inputs,
-                                **extra)  # type: ignore[arg-type]
+        opts = CalibrateOptions(**{"calib_data": data, "calib_images": args.calib_images,  # type: ignore[arg-type]
+                                   "inputs": args.inputs, **extra})
         g, _ = ghostify(original, input_size=SIZE)
         _reset_peak()
         t0 = time.perf_counter()

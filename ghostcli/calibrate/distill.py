@@ -4,6 +4,8 @@ the calibration images, and distillation over a whole training split."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,11 +16,13 @@ from ghostcli.train.distill import kd_kl
 
 
 class Translated(Dataset):
-    """Images randomly translated by up to 1/8 of their size (pad with the image's minimum, crop), label 0: the
-    calibration images for network-wise reconstruction, augmented so that a few hundred steps do not memorise them."""
+    """Images randomly translated by up to 1/8 of their size (pad with the image's minimum, crop) and, with ``flip``,
+    mirrored half of the time; label 0: the calibration images for network-wise reconstruction, augmented so that a
+    few hundred steps do not memorise them."""
 
-    def __init__(self, images: torch.Tensor, seed: int = 0) -> None:
+    def __init__(self, images: torch.Tensor, seed: int = 0, flip: bool = False) -> None:
         self.images = images
+        self.flip = flip
         self.pad = max(1, images.shape[-1] // 8)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -29,17 +33,57 @@ class Translated(Dataset):
         x = self.images[i]
         p = self.pad
         padded = torch.nn.functional.pad(x, (p, p, p, p), value=float(x.min()))
-        dy, dx = (int(v) for v in torch.randint(0, 2 * p + 1, (2,), generator=self.generator))
-        return padded[:, dy:dy + x.shape[1], dx:dx + x.shape[2]], 0
+        dy, dx, f = (int(v) for v in torch.randint(0, 2 * p + 1, (3,), generator=self.generator))
+        x = padded[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
+        return (x.flip(-1) if self.flip and f % 2 else x), 0
+
+
+#: (teacher module, student module, target transform): the student module's output must match the transformed
+#: output of the teacher module (a Ghost module and the original BN whose output it reproduces, in its channel order)
+FeaturePair = tuple[nn.Module, nn.Module, Callable[[torch.Tensor], torch.Tensor]]
+
+
+class _Features:
+    """Outputs of paired teacher / student modules during one step, and their mean relative squared error."""
+
+    def __init__(self, pairs: Sequence[FeaturePair]) -> None:
+        self.pairs = list(pairs)
+        self.teacher: dict[int, torch.Tensor] = {}
+        self.student: dict[int, torch.Tensor] = {}
+        self.handles: list[Any] = []
+        for i, (t, s, _) in enumerate(self.pairs):
+            self.handles.append(t.register_forward_hook(self._keep(self.teacher, i, detach=True)))
+            self.handles.append(s.register_forward_hook(self._keep(self.student, i, detach=False)))
+
+    @staticmethod
+    def _keep(store: dict[int, torch.Tensor], i: int, detach: bool) -> Callable[..., None]:
+        def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> None:
+            store[i] = out.detach().clone() if detach else out.clone()  # clone: an in-place ReLU may follow
+        return hook
+
+    def loss(self) -> torch.Tensor:
+        terms = []
+        for i, (_, _, transform) in enumerate(self.pairs):
+            t = transform(self.teacher.pop(i))
+            terms.append((self.student.pop(i) - t).square().sum() / t.square().sum().clamp_min(1e-12))
+        return torch.stack(terms).mean()
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs: int, lr: float, temperature: float,
             batch_size: int, limit: int | None, seed: int, progress: Progress = no_progress,
-            task: str = "distilling") -> int:
+            task: str = "distilling", features: Sequence[FeaturePair] = (), feature_weight: float = 1.0,
+            mixup: float = 0.0) -> int:
     """Train every parameter of ``student`` for ``epochs`` passes over ``dataset`` (``limit`` images per pass when
     given; labels unused) to match ``teacher``'s softened outputs (``T^2 * KL``, Hinton et al. 2015); Adam with a
     cosine-decayed ``lr``. BatchNorms stay in eval mode: their statistics are the calibrated ones, their affine
-    parameters train. Returns the images per epoch."""
+    parameters train. With ``features`` the loss adds ``feature_weight`` x the mean relative squared error of each
+    student module's output to its teacher module's (hints, Romero et al. 2015). With ``mixup`` > 0 each batch is
+    mixed with itself reversed, ``lam ~ Beta(mixup, mixup)`` (teacher and student see the same mixed images: more
+    distinct inputs from few images). Returns the images per epoch."""
     n = len(dataset)  # type: ignore[arg-type]
     per_epoch = min(n, limit) if limit else n
     g = torch.Generator().manual_seed(seed)
@@ -55,15 +99,21 @@ def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs:
     device = next(iter(params)).device if params else torch.device("cpu")
     teacher.eval()
     student.eval()
+    hints = _Features(features) if features else None
     try:
         progress(task, 0, epochs * steps)
         for epoch in range(epochs):
             total = 0.0
             for step, (x, _) in enumerate(loader):
                 x = x.to(device)
+                if mixup > 0:
+                    lam = float(torch.distributions.Beta(mixup, mixup).sample())
+                    x = lam * x + (1 - lam) * x.flip(0)
                 with torch.no_grad():
                     t = teacher(x)
                 loss = kd_kl(student(x), t, temperature)
+                if hints is not None:
+                    loss = loss + feature_weight * hints.loss()
                 if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError("distillation diverged (loss is not finite): lower `distill_lr`")
                 opt.zero_grad(set_to_none=True)
@@ -75,6 +125,8 @@ def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs:
                     progress(task, epoch * steps + step + 1, epochs * steps,
                              f"epoch {epoch + 1}/{epochs}, KL {total / (step + 1):.4f}")
     finally:
+        if hints is not None:
+            hints.remove()
         for p, f in zip(params, flags):
             p.requires_grad_(f)
     student.eval()

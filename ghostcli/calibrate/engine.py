@@ -69,11 +69,14 @@ class CalibrateOptions:
     select_channels: bool = True  # choose primary channels and pairing where the readers can be permuted
     ridge: float = 1e-4  # ridge of the cheap filters' least squares, relative to the parent map's energy
     search_seconds: float = 2.0  # per layer, for swaps after the greedy channel choice
-    block_steps: int | None = None  # Adam steps per unit; None: 4 passes over the calibration images, 100 to 400
+    block_steps: int | None = None  # Adam steps per unit; None: 12 passes over the calibration images, 50 to 500
     block_lr: float = 1e-3
     block_batch_size: int = 32
-    network_epochs: int | None = None  # passes over the calibration images; None: about 320 steps, 1 to 40 epochs
+    network_epochs: int | None = None  # passes over the calibration images; None: about 960 steps, 1 to 60 epochs
     network_lr: float = 1e-3
+    network_features: float = 1.0  # weight of the per-layer output losses beside the KL (0: model outputs only)
+    network_mixup: float = 0.0  # Beta(a, a) mixup of the calibration images in network-wise reconstruction (0: off)
+    network_flip: bool = False  # also mirror the calibration images (left-right) in network-wise reconstruction
     distill_epochs: int = 0
     distill_lr: float = 1e-4
     distill_temperature: float = 1.0
@@ -99,22 +102,24 @@ class CalibrateOptions:
             raise UsageError(f"`distill_epochs` must be >= 0, got {self.distill_epochs}")
         if self.distill_images is not None and self.distill_images < 1:
             raise UsageError(f"`distill_images` must be at least 1, got {self.distill_images}")
+        if not (math.isfinite(self.network_features) and self.network_features >= 0):
+            raise UsageError(f"`network_features` must be >= 0, got {self.network_features}")
         for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb"):
             v = getattr(self, name)
             if not (math.isfinite(v) and (v > 0 or (name == "ridge" and v == 0))):
                 raise UsageError(f"`{name}` must be a positive number, got {v}")
 
     def steps_for(self, images: int) -> int:
-        """Block-wise steps per unit: ``block_steps``, or 4 passes over ``images`` in batches, within 100..400."""
+        """Block-wise steps per unit: ``block_steps``, or 12 passes over ``images`` in batches, within 50..500."""
         if self.block_steps is not None:
             return self.block_steps
-        return min(400, max(100, 4 * math.ceil(images / self.block_batch_size)))
+        return min(500, max(50, 12 * math.ceil(images / self.block_batch_size)))
 
     def network_epochs_for(self, images: int) -> int:
-        """Network-wise epochs: ``network_epochs``, or about 320 steps of ``batch_size``, 1 to 40 epochs."""
+        """Network-wise epochs: ``network_epochs``, or about 960 steps of ``batch_size``, 1 to 60 epochs."""
         if self.network_epochs is not None:
             return self.network_epochs
-        return min(40, max(1, math.ceil(320 / math.ceil(images / self.batch_size))))
+        return min(60, max(1, math.ceil(960 / math.ceil(images / self.batch_size))))
 
 
 @dataclass
@@ -372,9 +377,13 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     if net_epochs and top1 is not None:
         t_n = time.perf_counter()
         with _kept_if_better(original, ghosted, calib, opts, notes, "network-wise reconstruction"):
-            distill(original, ghosted, Translated(calib, opts.seed), epochs=net_epochs, lr=opts.network_lr,
+            named_o = dict(original.named_modules())
+            features = [(named_o[u.original_output], u.module, u.target) for u in units] \
+                if opts.network_features else []
+            distill(original, ghosted, Translated(calib, opts.seed, opts.network_flip), epochs=net_epochs, lr=opts.network_lr,
                     temperature=opts.distill_temperature, batch_size=bs, limit=None, seed=opts.seed,
-                    progress=progress, task="network-wise")
+                    progress=progress, task="network-wise", features=features, feature_weight=opts.network_features,
+                    mixup=opts.network_mixup)
         seconds_network = time.perf_counter() - t_n
         t_m = time.perf_counter()
         errors, agreement_net = _measure(original, ghosted, units, held, bs, top1)
