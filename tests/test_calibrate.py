@@ -173,6 +173,19 @@ def test_errors_fall_on_digits_and_the_artifact_rebuilds(tmp_path: Path) -> None
         torch.testing.assert_close(rebuilt(x), g(x))
 
 
+def test_g_ghost_stage_is_reconstructed_against_the_original_stage() -> None:
+    from ghostcli.resolve import resolve_model
+
+    torch.manual_seed(0)
+    net = resolve_model("resnet20").model.eval()
+    g, _ = ghostify(net, stages=["layer2"], exclude=["*"], input_size=(3, 8, 8))
+    cal = calibrate_model(net, g, options=CalibrateOptions(calib_data="digits", calib_images=16, held_out_images=16,
+                                                           block_steps=15, network_epochs=0), input_size=(3, 8, 8))
+    (row,) = cal.rows
+    assert (row.name, row.kind, row.error_init) == ("layer2", "stage", None)
+    assert row.error_block < row.error_before
+
+
 def test_bad_options_fail_cleanly() -> None:
     net = _Net().eval()
     g, _ = ghostify(net, include=["mid"], input_size=(3, 8, 8))

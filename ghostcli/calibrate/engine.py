@@ -397,10 +397,11 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     seconds_distill = 0.0
     if opts.distill_epochs:
         t_d = time.perf_counter()
-        with _kept_if_better(original, ghosted, calib, opts, notes, "distillation"):
-            distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
-                                temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
-                                seed=opts.seed, progress=progress)
+        # no undo here: network-wise reconstruction fitted the calibration images closely, so distillation over
+        # the whole split may rightly move away from them
+        distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
+                            temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
+                            seed=opts.seed, progress=progress)
         seconds_distill = time.perf_counter() - t_d
         t_m = time.perf_counter()
         errors, agreement_dis = _measure(original, ghosted, units, held, bs, top1)
