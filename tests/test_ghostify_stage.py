@@ -20,6 +20,8 @@ from ghostcli.layers import GGhostStage, GhostModule
 
 from conftest import randomize_bn
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # one core each: the suite runs on 2 shared cores
+
 
 @functools.cache
 def tv(name: str) -> nn.Module:

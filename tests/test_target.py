@@ -25,6 +25,8 @@ from ghostcli.target import (
 from ghostcli.target.decide import charge_unfused
 from ghostcli.target.spec import TARGETS
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # one core each: the suite runs on 2 shared cores
+
 
 def cand(name: str, dense: float, ghost: dict[int, float], macs: int = 100) -> Candidate:
     return Candidate(name, {1: dense, **ghost}, {1: macs, **{s: macs // s for s in ghost}})
