@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import shutil
 import sys
@@ -18,7 +17,9 @@ import torch
 pytest_plugins = ["train_fixtures"]  # one_thread, for the train/evaluate tests
 
 torch.manual_seed(0)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one intra-op thread: on a shared 2-core machine two spinning OpenMP threads per forward made the small
+# models of the suite several times slower (tests that need more threads set them themselves)
+torch.set_num_threads(1)
 
 
 @pytest.fixture
