@@ -63,7 +63,7 @@ Examples:
 
   ghostcli ghostify resnet56 --input-size 3x32x32 --min-channels 32
 
-  ghostcli ghostify resnet20 --input-size 3x16x16 --calib-data digits --calib-images 64 -o ghost_resnet20_calibrated.safetensors
+  ghostcli ghostify resnet20 --input-size 3x8x8 --calib-data digits --calib-images 32 -o ghost_resnet20_calibrated.safetensors
 """
 
 
