@@ -78,7 +78,7 @@ class CalibrateOptions:
     network_mixup: float = 0.0  # Beta(a, a) mixup of the calibration images in network-wise reconstruction (0: off)
     network_flip: bool = False  # also mirror the calibration images (left-right) in network-wise reconstruction
     distill_epochs: int = 0
-    distill_lr: float = 1e-4
+    distill_lr: float = 3e-4
     distill_temperature: float = 1.0
     distill_images: int | None = None  # per epoch; None: the whole training split
     cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
