@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghostcli.layers.ghost import GhostModule, SqueezeExcite
+from ghostcli.layers.ghost import GhostBottleneck, GhostModule
 
 #: the bottleneck modes: ``original`` (GhostNet's module) or ``attn`` (first module with DFC attention)
 V2_MODES = ("original", "attn")
@@ -65,7 +65,7 @@ class GhostModuleV2(GhostModule):
         return super().extra_repr() + ", DFC attention"
 
 
-class GhostBottleneckV2(nn.Module):
+class GhostBottleneckV2(GhostBottleneck):
     """GhostNetV2's bottleneck: the Ghost bottleneck whose first (expanding) module has DFC attention
     in ``attn`` mode; the second (projecting) module stays a plain :class:`GhostModule`.
 
@@ -74,36 +74,9 @@ class GhostBottleneckV2(nn.Module):
 
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int, dw_kernel_size: int = 3, stride: int = 1,
                  se_ratio: float = 0.0, mode: str = "attn") -> None:
-        super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"GhostBottleneckV2 `stride` must be 1 or 2, got {stride}")
         if mode not in V2_MODES:
             raise ValueError(f"GhostBottleneckV2 `mode` must be one of {', '.join(V2_MODES)}, got {mode!r}")
-        pad = (dw_kernel_size - 1) // 2
-        self.stride, self.mode = stride, mode
-        self.ghost1: GhostModule = (GhostModuleV2(in_ch, mid_ch, relu=True) if mode == "attn"
-                                    else GhostModule(in_ch, mid_ch, relu=True))
-        if stride > 1:
-            self.conv_dw = nn.Conv2d(mid_ch, mid_ch, dw_kernel_size, stride, pad, groups=mid_ch, bias=False)
-            self.bn_dw = nn.BatchNorm2d(mid_ch)
-        self.se = SqueezeExcite(mid_ch, se_ratio) if se_ratio and se_ratio > 0 else None
-        self.ghost2 = GhostModule(mid_ch, out_ch, relu=False)
-        if in_ch == out_ch and stride == 1:
-            self.shortcut: nn.Module = nn.Sequential()
-        else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_ch, in_ch, dw_kernel_size, stride, pad, groups=in_ch, bias=False),
-                nn.BatchNorm2d(in_ch),
-                nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False),
-                nn.BatchNorm2d(out_ch),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x
-        x = self.ghost1(x)
-        if self.stride > 1:
-            x = self.bn_dw(self.conv_dw(x))
-        if self.se is not None:
-            x = self.se(x)
-        x = self.ghost2(x)
-        return x + self.shortcut(residual)
+        super().__init__(in_ch, mid_ch, out_ch, dw_kernel_size, stride, se_ratio)
+        self.mode = mode
+        if mode == "attn":  # same place in the module tree, so state-dict keys stay timm's
+            self.ghost1 = GhostModuleV2(in_ch, mid_ch, relu=True)
