@@ -205,7 +205,7 @@ def _stage_options(model: Any, opts: Any) -> Any:
     """--mode stage without --target: every eligible stage that --include / --exclude keep, and no single conv."""
     import dataclasses
 
-    from ghostcli.target.engine import stages_in_play
+    from ghostcli.convert.stage import stages_in_play
 
     stages = stages_in_play(model, opts, "stage")
     return dataclasses.replace(opts, include=(), exclude=("*",), stages=tuple(stages))

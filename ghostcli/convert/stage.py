@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ghostcli.errors import ConversionError, UsageError
+from ghostcli.ghostify_options import GhostifyOptions
 from ghostcli.layers import GGhostStage
 
 DENSE_UNIT = 8  # channels per rounding unit of raw_planes in blocks without a grouped conv
@@ -236,6 +237,21 @@ def stage_candidates(model: nn.Module) -> dict[str, str | None]:
         plan = _plan(module, 0.5)
         out[name] = plan if isinstance(plan, str) else None
     return out
+
+
+def stages_in_play(model: nn.Module, opts: GhostifyOptions, mode: str) -> list[str]:
+    """The eligible stages ghostify's `mode` considers: none for ``conv``; for ``stage`` / ``auto`` those
+    ``include`` / ``exclude`` keep (``stage`` with none is a ConversionError)."""
+    if mode == "conv":
+        return []
+    from ghostcli.convert.select import first_match
+
+    names = [n for n in eligible_stages(model)
+             if (not opts.include or first_match(n, opts.include)) and not first_match(n, opts.exclude)]
+    if mode == "stage" and not names:
+        raise ConversionError("`mode` stage: the model has no stage of 3 or more residual blocks that can be "
+                              "rebuilt as a G-Ghost stage")
+    return names
 
 
 def eligible_stages(model: nn.Module) -> list[str]:

@@ -28,6 +28,7 @@ import numpy as np
 from torch import nn
 
 from ghostcli.convert import GhostifyReport, ghostify
+from ghostcli.convert.stage import stages_in_play
 from ghostcli.errors import ConversionError, UsageError
 from ghostcli.fx import residual_feeders
 from ghostcli.ghostify_options import GhostifyOptions
@@ -141,21 +142,6 @@ def _explain_rows(report: GhostifyReport, plan: Plan) -> None:
     for row in report.rows:
         if row.name in why:
             row.reason = why[row.name] if row.action == "kept" else f"{why[row.name]}; {row.reason}"
-
-
-def stages_in_play(model: nn.Module, opts: GhostifyOptions, mode: str) -> list[str]:
-    """The eligible G-Ghost stages `mode` lets the pass consider (the ones ``include`` / ``exclude`` keep)."""
-    if mode == "conv":
-        return []
-    from ghostcli.convert import eligible_stages
-    from ghostcli.convert.select import first_match
-
-    names = [n for n in eligible_stages(model)
-             if (not opts.include or first_match(n, opts.include)) and not first_match(n, opts.exclude)]
-    if mode == "stage" and not names:
-        raise ConversionError("`mode` stage: the model has no stage of 3 or more residual blocks that can be "
-                              "rebuilt as a G-Ghost stage")
-    return names
 
 
 def _under(rows: dict[str, float], prefix: str) -> float:
@@ -299,4 +285,4 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
     return final_model, final_report, report
 
 
-__all__ = ["MODES", "RATIOS", "Measured", "stages_in_play", "TargetOptions", "TargetReport", "ghostify_for_target"]
+__all__ = ["MODES", "RATIOS", "Measured", "TargetOptions", "TargetReport", "ghostify_for_target"]
