@@ -28,6 +28,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/bench_ghostify.py
 
 clean:
