@@ -232,6 +232,14 @@ def _read_weights(p: Path) -> dict[str, Any]:
     return state
 
 
+def _some_keys(keys: list[str], what: str, shown: int = 3) -> str:
+    """``"2 missing keys (a, b)"``; at most ``shown`` names, then how many more."""
+    if not keys:
+        return f"no {what} keys"
+    more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)} {what} key{'s' if len(keys) > 1 else ''} ({', '.join(keys[:shown])}{more})"
+
+
 def apply_state_dict(model: nn.Module, state: dict[str, Any], origin: str | Path) -> None:
     """Load ``state`` into ``model`` strictly, with one clear error for missing, unexpected or mis-shaped keys.
 
@@ -240,6 +248,9 @@ def apply_state_dict(model: nn.Module, state: dict[str, Any], origin: str | Path
     """
     target = model.state_dict(keep_vars=True)
     state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    adapt = getattr(model, "adapt_state_dict", None)  # a zoo model that reads other published layouts
+    if callable(adapt):
+        state = OrderedDict(adapt(state))
     by_storage = {t.data_ptr(): k for k, t in target.items() if k in state and t.numel()}
     for k, t in target.items():  # tied weights: saved once under one of their names
         if k not in state and t.numel() and t.data_ptr() in by_storage:
@@ -247,9 +258,8 @@ def apply_state_dict(model: nn.Module, state: dict[str, Any], origin: str | Path
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     if missing or unexpected:
-        first = (missing or unexpected)[0]
-        raise ArtifactError(f"{origin} does not match the model: {len(missing)} missing and {len(unexpected)} "
-                            f"unexpected keys (first: {first})")
+        raise ArtifactError(f"{origin} does not match the model: {_some_keys(missing, 'missing')}; "
+                            f"{_some_keys(unexpected, 'unexpected')}")
     for k, v in state.items():
         if tuple(v.shape) != tuple(target[k].shape):
             raise ArtifactError(f"{origin} does not match the model: shape mismatch at {k} "

@@ -50,7 +50,7 @@ CASES = [
     (["ghostify", "resnet20", "--weights", "shape.pt"], 1, "shape mismatch at fc.weight"),
     (["evaluate", "resnet20", "--weights", "shape.pt", "--data", "digits"], 1, "shape mismatch at fc.weight"),
     (["profile", "resnet20", "--weights", "intkeys.pt", "--no-latency"], 1, "key '1' is not a name -> tensor"),
-    (["profile", "resnet20", "--weights", "missing.pt", "--no-latency"], 1, "1 missing and 0 unexpected keys"),
+    (["profile", "resnet20", "--weights", "missing.pt", "--no-latency"], 1, "1 missing key (fc.bias); no unexpected keys"),
     (["profile", "resnet20", "--weights", "list.pt", "--no-latency"], 1, "does not hold a state dict (found list)"),
     (["profile", "resnet20", "--weights", "config.pt", "--no-latency"], 1, "is a JSON file"),
     (["profile", "resnet20", "--weights", "adir", "--no-latency"], 1, "is a directory"),

@@ -14,6 +14,7 @@ from torch import nn
 from ghostcli.analysis.macs import count_macs
 from ghostcli.deploy.export import export_model
 from ghostcli.deploy.options import ExportOptions
+from ghostcli.errors import ArtifactError
 from ghostcli.layers import (
     GhostBottleneckV3,
     GhostModule,
@@ -74,6 +75,41 @@ def test_v1_timm_weights_file_loads_through_resolve(tmp_path) -> None:
         assert torch.equal(ref(X64), loaded.model(X64))
 
 
+@pytest.mark.parametrize("name", [*V2_PARAMS, *V3_PARAMS])
+def test_timm_state_dict_round_trip_is_bit_exact(name: str) -> None:
+    _, ref, ours = timm_round_trip(name)
+    assert ours.shape == (2, 1000)
+    assert torch.equal(ref, ours)
+
+
+def official_v3_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's GhostNetV3 state dict as the official code saves it: ``_conv_bn`` branches name their BN ``bn``,
+    DataParallel's ``module.`` prefix, thop's counters on every module."""
+    out = {"module." + k.replace("_rpr_scale.bn1.", "_rpr_scale.bn.").replace(".bn1.", ".bn.")
+           if "_rpr_" in k else "module." + k: v for k, v in state.items()}
+    out["module.conv_stem.total_ops"] = torch.zeros(1, dtype=torch.float64)
+    out["module.blocks.0.0.ghost1.total_params"] = torch.zeros(1, dtype=torch.float64)
+    return out
+
+
+def test_v3_official_checkpoint_layout_loads_through_resolve(tmp_path) -> None:
+    """``ghostnetv3_050 --weights`` reads the official code's checkpoints (``{"state_dict": ...}``, ``bn`` for
+    ``bn1``, ``module.``, thop counters) into timm's layout, bit-exact; a wrong file lists the keys it lacks."""
+    torch.manual_seed(0)
+    ref = randomize_bn(timm.create_model("ghostnetv3_050", pretrained=False)).eval()
+    official = official_v3_layout(ref.state_dict())
+    assert any("_rpr_conv.0.bn.weight" in k for k in official) and any("_rpr_scale.bn.weight" in k for k in official)
+    torch.save({"state_dict": official, "epoch": 3}, tmp_path / "ghostnetv3-0.5.pth.tar")
+    loaded = resolve_model("ghostnetv3_050", weights=tmp_path / "ghostnetv3-0.5.pth.tar")
+    with torch.no_grad():
+        assert torch.equal(ref(X64), loaded.model(X64))
+    # a V2 checkpoint is not a V3 one: the error names the first keys on each side and how many more
+    torch.save(build_model("ghostnetv2_100", width=0.5).state_dict(), tmp_path / "v2.pth")
+    with pytest.raises(ArtifactError, match=r"does not match the model: \d+ missing keys \(blocks\.0\.0\.ghost1\.[^)]*, "
+                                            r"\.\.\. \d+ more\); \d+ unexpected keys \(blocks\.0\.0\.ghost1\.primary_conv"):
+        resolve_model("ghostnetv3_050", weights=tmp_path / "v2.pth")
+
+
 # ---------------------------------------------------------------------------------------------- GhostNetV2
 
 
@@ -104,10 +140,6 @@ def test_v2_structure() -> None:
     assert dfc[2].groups == dfc[2].in_channels == dfc[4].groups
 
 
-def test_v2_timm_state_dict_round_trip_is_bit_exact() -> None:
-    _, ref, ours = timm_round_trip("ghostnetv2_100")
-    assert ours.shape == (2, 1000)
-    assert torch.equal(ref, ours)
 
 
 def test_v2_macs_at_224() -> None:
@@ -203,6 +235,17 @@ def test_fold_branches_is_exact_for_every_branch_kind() -> None:
         assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="at least one conv branch"):
         fold_branches([])
+
+
+@pytest.mark.parametrize("name", list(V3_PARAMS))
+def test_every_v3_deploys_to_the_conv_count_of_its_v2(name: str) -> None:
+    """After folding, each width has its GhostNetV2's 137 convs (one ONNX Conv each: the export test below)."""
+    with torch.device("meta"):
+        v3 = build_model(name)
+        reparameterize(v3)
+        v2 = build_model("ghostnetv2_100", width=v3.width)
+    convs = [sum(isinstance(m, nn.Conv2d) for m in net.modules()) for net in (v3, v2)]
+    assert convs == [137, 137]
 
 
 def test_export_of_v3_has_the_v2_graph(tmp_path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -37,8 +39,29 @@ class ConvBnAct(nn.Module):
         return self.act1(self.bn1(self.conv(x)))
 
 
+#: what the official GhostNetV3 code calls the BN of a training-time branch (``_conv_bn``: ``conv`` + ``bn``);
+#: timm and ghostcli call it ``bn1``
+_OFFICIAL_BRANCH_BN = re.compile(r"(_rpr_(?:conv\.\d+|scale))\.bn\.")
+#: counters thop's ``profile`` leaves in a state dict (some published checkpoints carry them)
+_PROFILER_COUNTERS = ("total_ops", "total_params")
+
+
+def adapt_ghostnet_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A GhostNet V1/V2/V3 checkpoint in the official (Huawei) layout -> ghostcli's, which is timm's.
+
+    V1 and V2 share the names already; GhostNetV3's branches are ``..._rpr_conv.N.bn.*`` /
+    ``..._rpr_scale.bn.*`` there and ``.bn1.*`` here; thop's ``total_ops`` / ``total_params`` counters
+    are dropped. A state dict already in ghostcli's layout comes back unchanged.
+    """
+    return {_OFFICIAL_BRANCH_BN.sub(r"\1.bn1.", k): v for k, v in state.items()
+            if k.rsplit(".", 1)[-1] not in _PROFILER_COUNTERS}
+
+
 class GhostNet(nn.Module):
     """GhostNet: stem, 16 Ghost bottlenecks, 1x1 conv, pool, 1280-channel head, classifier."""
+
+    #: ``--weights`` files are passed through this first (the official checkpoints' layout)
+    adapt_state_dict = staticmethod(adapt_ghostnet_state_dict)
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, in_chans: int = 3,
                  dropout: float = 0.2, head_channels: int = 1280) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ghostcli.layers import GhostBottleneckV2, make_divisible
-from ghostcli.models.ghostnet import GHOSTNET_CFG, ConvBnAct
+from ghostcli.models.ghostnet import GHOSTNET_CFG, ConvBnAct, adapt_ghostnet_state_dict
 from ghostcli.models.registry import register_model
 
 #: bottlenecks before this index keep GhostNet's plain module (as in the official code and timm)
@@ -27,6 +27,9 @@ class GhostNetV2(nn.Module):
 
     Subclasses change the bottleneck through :meth:`make_block`; everything else is shared.
     """
+
+    #: ``--weights`` files are passed through this first (the official checkpoints' layout)
+    adapt_state_dict = staticmethod(adapt_ghostnet_state_dict)
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, in_chans: int = 3,
                  dropout: float = 0.2, head_channels: int = 1280) -> None:
