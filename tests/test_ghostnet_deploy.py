@@ -77,3 +77,33 @@ def test_quantize_and_openvino_latency_run_the_deployed_v3_network() -> None:
         assert torch.allclose(folded(x), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
     plain = build_model("ghostnetv2_100", num_classes=10).eval()
     assert deploy_form(plain) is plain
+
+
+def test_training_updates_every_v3_branch_and_the_saved_model_folds(tmp_path) -> None:
+    """``train ghostnetv3_050``: the re-parameterisable branches are what trains (each of them moves), the
+    artifact keeps the training form, and its deployed form answers the same within float rounding."""
+    from ghostcli.fold import deploy_form
+    from ghostcli.layers.ghost_v3 import has_training_branches
+    from ghostcli.resolve import load_artifact, resolve_model
+    from ghostcli.train import TrainConfig, train_model
+
+    from train_fixtures import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", per_class=8, size=64)
+    start = resolve_model("ghostnetv3_050", options={"num_classes": 2}).model
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    cfg = TrainConfig(data=str(data), output=str(tmp_path / "v3.safetensors"), epochs=1, batch_size=8,
+                      input_size=SIZE, device="cpu", lr=0.05, augment=False)
+    train_model(cfg, lambda: resolve_model("ghostnetv3_050", options={"num_classes": 2}))
+    trained = load_artifact(tmp_path / "v3.safetensors").model.eval()
+    assert has_training_branches(trained)
+    after = trained.state_dict()
+    branches = [k for k in before if "_rpr_" in k and k.endswith("weight")]
+    assert len(branches) > 100
+    assert all(not torch.equal(before[k], after[k]) for k in branches)  # every branch received gradients
+    x = torch.randn(2, *SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = trained(x)
+        got = deploy_form(trained)(x)
+    assert not has_training_branches(deploy_form(trained))
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
