@@ -226,3 +226,29 @@ def test_installed_entry_point_reads_no_other_frontend(ghostcli_exe: str, tmp_pa
                           timeout=120, check=False)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "not a readable OpenVINO IR" in proc.stderr
+
+
+def test_pooling_and_resizing_count_as_in_pytorch() -> None:
+    """AvgPool (GhostNetV2's DFC branch), adaptive pooling and nearest / bilinear / bicubic Interpolate count the
+    same MACs on the OpenVINO graph as fvcore (with ghostcli's extra handles) counts in PyTorch."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from ghostcli.analysis.graph_counts import count_graph
+    from ghostcli.runtime.openvino import to_openvino
+
+    class Pools(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = F.avg_pool2d(x, kernel_size=2, stride=2)  # 3x4x6 out x 4 = 288
+            b = F.interpolate(a, size=x.shape[-2:], mode="nearest")  # 3x8x12 x 1 = 288
+            c = F.interpolate(a, scale_factor=2.0, mode="bilinear", align_corners=False)  # 288 x 4
+            d = F.interpolate(a, scale_factor=(1.0, 2.0), mode="bicubic", align_corners=False)  # 3x4x12 x 16
+            return b + c + F.adaptive_avg_pool2d(x, 1), d  # adaptive pooling: 1 per input, 288
+
+    x = torch.randn(1, 3, 8, 12)
+    fv = count_macs(Pools(), x)
+    graph = count_graph(to_openvino(Pools(), (1, 3, 8, 12)), (3, 8, 12))
+    assert fv.by_operator["avg_pool2d"] == graph.by_operator["AvgPool"] == 288
+    assert graph.by_operator["Interpolate"] == 288 + 288 * 4 + 144 * 16
+    assert not graph.uncounted.get("AvgPool") and not graph.uncounted.get("Interpolate")
+    assert graph.macs == fv.total, (graph.by_operator, fv.by_operator)

@@ -23,8 +23,10 @@ stored (int8: 1 byte, f16: 2).
 MACs follow fvcore's convention (1 MAC = 1 multiply-add): Convolution and GroupConvolution
 (output elements x input channels per group x kernel size), their transposed forms, MatMul
 (output elements x the contracted dimension), BatchNormInference (2 per element), global/adaptive
-average pooling (AdaptiveAvgPool, ReduceMean: 1 per input element) and Interpolate (1 per output
-element, 4 when linear). A graph's BatchNorm was folded into the convs at export, so its total is
+average pooling (AdaptiveAvgPool, ReduceMean: 1 per input element), average pooling (AvgPool: the
+kernel's size per output element) and Interpolate (per output element the taps of each spatial axis
+multiplied: nearest 1, linear 2, cubic 4, so bilinear 4 and bicubic 16), as ``analysis/macs.py`` counts
+them in PyTorch. A graph's BatchNorm was folded into the convs at export, so its total is
 fvcore's total without BatchNorm (ResNet-50: 0.5% below fvcore's, ResNet-20: 0.9% below); the
 conv + matmul part equals fvcore's conv + linear. Activations are the elements convolutions and
 matmuls output (fvcore's definition).
@@ -157,9 +159,12 @@ def _macs(op: Any) -> int | None:
         return 2 * _prod(op.get_input_shape(0))
     if t in ("AdaptiveAvgPool", "ReduceMean"):
         return _prod(op.get_input_shape(0))
+    if t == "AvgPool":
+        return _prod(out) * _prod(op.get_attributes().get("kernel", []))
     if t == "Interpolate":
         mode = str(op.get_attributes().get("mode", "nearest"))
-        return _prod(out) * (4 if "linear" in mode else 1)
+        taps = 4 if "cubic" in mode else 2 if "linear" in mode else 1
+        return _prod(out) * taps ** max(len(out) - 2, 0)  # per spatial axis, as PyTorch's kernels compute
     return None
 
 
