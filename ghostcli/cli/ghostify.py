@@ -47,6 +47,16 @@ distillation from the original over all training images of DATA. A table shows e
 relative error before and after every stage, the top-1 agreement with the original on held-out images,
 the time and the peak memory.
 
+With --calib-data and a budget (and no --target) ghostify chooses which convs to convert by measured
+redundancy: on the calibration images it fits each candidate conv's Ghost form in closed form and ranks
+the convs by the fit's relative error (0: the cheap channels are exactly depthwise transforms of the
+primary ones), then converts the most redundant first. --macs-budget 2.5G (or 0.75x of the original's
+MACs) converts until the predicted MACs hold, and calibrates once. --max-agreement-drop 2% finds by
+bisection the most convs whose calibrated model keeps the top-1 agreement with the original on the
+held-out images at 98% or more: about log2(N + 1) calibrations for N candidate convs, every one measured.
+The chosen convs go into the artifact's recipe by name, so it rebuilds exactly; a table shows the ranking
+and the agreement-vs-MACs points tried.
+
 Examples:
 
   ghostcli ghostify resnet50 -o out/ghost_resnet50.safetensors
@@ -64,6 +74,10 @@ Examples:
   ghostcli ghostify resnet56 --input-size 3x32x32 --min-channels 32
 
   ghostcli ghostify resnet20 --input-size 3x8x8 --calib-data digits --calib-images 32 -o ghost_resnet20_calibrated.safetensors
+
+  ghostcli ghostify resnet20 --input-size 3x8x8 --calib-data digits --calib-images 32 --macs-budget 0.75x
+
+  ghostcli ghostify resnet20 --input-size 3x8x8 --calib-data digits --calib-images 32 --include layer3 --max-agreement-drop 5%
 """
 
 
@@ -110,11 +124,12 @@ def ghostify_command(
     target: Annotated[str | None, typer.Option("--target", "-t", metavar="T", help="Convert only what is faster on T, measured here: openvino-f32, openvino-bf16, openvino-int8, cpu, cpu-channels-last, cuda.", rich_help_panel="Hardware-aware")] = None,
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help="CPU threads the --target timings use (default: the runtime's).", rich_help_panel="Hardware-aware")] = None,
     latency_budget: Annotated[str | None, typer.Option("--latency-budget", metavar="F", help="With --target: convert until the latency on T is at most F of the original's (0.7x, 70%).", rich_help_panel="Hardware-aware")] = None,
-    macs_budget: Annotated[str | None, typer.Option("--macs-budget", metavar="N", help="With --target: convert until the MACs are at most N (2.5G), fastest-saving convs first.", rich_help_panel="Hardware-aware")] = None,
+    macs_budget: Annotated[str | None, typer.Option("--macs-budget", metavar="N", help="With --target: convert until the MACs are at most N (2.5G), fastest-saving convs first. With --calib-data instead: the most redundant convs first (2.5G, or 0.75x of the original's).", rich_help_panel="Hardware-aware")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Also draw each conv's params and MACs before and after, and why a kept conv was kept, into FILE (.png, .svg or a self-contained .html; needs the 'plot' extra: matplotlib).")] = None,
     calib_data: Annotated[str | None, typer.Option("--calib-data", metavar="DATA", help="Fit the new layers to the original on these images, labels unused: digits, fashion-mnist, idx:PATH (MNIST-format files), synthetic, or a folder of images.", rich_help_panel="Keeping accuracy")] = None,
     calib_images: Annotated[int | None, typer.Option("--calib-images", metavar="N", help="Images the calibration fits on (default 256).", rich_help_panel="Keeping accuracy")] = None,
     distill_epochs: Annotated[int | None, typer.Option("--distill-epochs", metavar="K", help="Then distil from the original for K epochs over all training images of DATA (soft targets only; default 0).", rich_help_panel="Keeping accuracy")] = None,
+    max_agreement_drop: Annotated[str | None, typer.Option("--max-agreement-drop", metavar="P", help="With --calib-data: convert the most redundant convs while the calibrated model's top-1 agreement with the original on held-out images stays within P of 100% (2%), measured by bisection.", rich_help_panel="Keeping accuracy")] = None,
 ) -> None:
     from ghostcli.artifacts import check_artifact_output
     from ghostcli.errors import ConversionError
@@ -127,7 +142,9 @@ def ghostify_command(
 
         check_plot_output(plot, force)
     size = parse_input_size(input_size) if input_size else None
-    target_opts = _target_options(target, threads, latency_budget, macs_budget, mode)
+    select_opts = _select_options(target, calib_data, macs_budget, max_agreement_drop, mode)
+    target_opts = _target_options(target, threads, latency_budget, None if select_opts else macs_budget, mode,
+                                  calibrating=calib_data is not None)
     calib_opts = _calibrate_options(calib_data, calib_images, distill_epochs)
 
     import dataclasses
@@ -150,7 +167,15 @@ def ghostify_command(
     render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {shown}"
                 + (f", target {target_opts.target}" if target_opts else ""))
     measured = None
-    if target_opts is None:
+    selection = None
+    if select_opts is not None:
+        from ghostcli.calibrate.select import select_layers
+
+        with render.progress_bar() as bar:
+            selection = select_layers(loaded.model, opts, select=select_opts, calibration=calib_opts, input_size=chw,
+                                      progress=bar)
+        gmodel, report, opts = selection.model, selection.report, selection.options
+    elif target_opts is None:
         if mode == "stage":
             opts = _stage_options(loaded.model, opts)
         gmodel, report = ghostify(loaded.model, opts, input_size=chw, allow_empty=allow_empty)
@@ -164,8 +189,8 @@ def ghostify_command(
     if report.forward_error is not None:
         raise ConversionError(f"{loaded.name} does not run at input size {shown} ({report.forward_error}); "
                               "pass the size it expects with --input-size")
-    calibration = None
-    if calib_opts is not None:
+    calibration = selection.calibration if selection is not None else None
+    if calib_opts is not None and selection is None:
         from ghostcli.calibrate import calibrate_model
 
         with render.progress_bar() as bar:
@@ -179,9 +204,12 @@ def ghostify_command(
             extra["target"] = measured.recipe_summary()
         if calibration is not None:
             extra["calibration"] = _calibration_summary(calibration)
+        if selection is not None:
+            extra["selection"] = _selection_summary(selection.selection)
         recipe = dataclasses.replace(loaded.recipe, ghostify=opts.to_dict(), input_size=list(chw), extra=extra)
         saved = save_artifact(gmodel, output, recipe, force=force)
-    for w in report.warnings + (calibration.notes if calibration is not None else []):
+    for w in report.warnings + (calibration.notes if calibration is not None else []) + (
+            selection.selection.notes if selection is not None else []):
         render.warn(w)
     if plot is not None:
         from ghostcli.cli.plot import ghostify_plot_data, write_plot
@@ -192,13 +220,16 @@ def ghostify_command(
         render.print_json("ghostify", {"model": loaded.name, "source": loaded.recipe.source, "weights": loaded.weights,
                            "output": str(saved) if saved else None, **report.to_dict(),
                            "target": measured.to_dict() if measured is not None else None,
-                           "calibration": calibration})
+                           "calibration": calibration,
+                           "selection": selection.selection if selection is not None else None})
         return
     _print_report(loaded.name, report, saved, calibrated=calibration is not None)
     if measured is not None:
         _print_target(measured)
     if calibration is not None:
         _print_calibration(calibration)
+    if selection is not None:
+        _print_selection(selection.selection)
 
 
 def _stage_options(model: Any, opts: Any) -> Any:
@@ -211,8 +242,44 @@ def _stage_options(model: Any, opts: Any) -> Any:
     return dataclasses.replace(opts, include=(), exclude=("*",), stages=tuple(stages))
 
 
+def _select_options(target: str | None, calib_data: str | None, macs_budget: str | None,
+                    max_agreement_drop: str | None, mode: str | None) -> Any:
+    """The SelectOptions of layer selection by measured redundancy (--calib-data with --macs-budget or
+    --max-agreement-drop, no --target; None otherwise); checked before any model is built."""
+    from ghostcli.errors import UsageError
+    from ghostcli.units import parse_factor, parse_percent, parse_quantity
+
+    if max_agreement_drop is not None:
+        if calib_data is None:
+            raise UsageError("--max-agreement-drop measures the calibrated model's agreement with the original: it "
+                             "needs --calib-data")
+        if target is not None:
+            raise UsageError("--max-agreement-drop selects convs by measured redundancy, not with --target (there: "
+                             "--latency-budget or --macs-budget)")
+        if macs_budget is not None:
+            raise UsageError("give --macs-budget or --max-agreement-drop, not both")
+    if target is not None or calib_data is None or (macs_budget is None and max_agreement_drop is None):
+        return None
+    if mode is not None and mode != "conv":
+        raise UsageError(f"--calib-data with {'--macs-budget' if macs_budget else '--max-agreement-drop'} chooses "
+                         f"single convs: not with --mode {mode}")
+    from ghostcli.calibrate.select import SelectOptions
+
+    if max_agreement_drop is not None:
+        opts = SelectOptions(max_agreement_drop=100.0 * parse_percent(max_agreement_drop))
+    elif macs_budget is not None and macs_budget.strip().lower().endswith(("x", "%")):
+        fraction = parse_factor(macs_budget)
+        if fraction >= 1:
+            raise UsageError(f"--macs-budget as a fraction of the original's MACs must be below 1x, got {macs_budget}")
+        opts = SelectOptions(macs_fraction=fraction)
+    else:
+        opts = SelectOptions(macs_budget=int(parse_quantity(macs_budget or "")))
+    opts.check()
+    return opts
+
+
 def _target_options(target: str | None, threads: int | None, latency_budget: str | None,
-                    macs_budget: str | None, mode: str | None) -> Any:
+                    macs_budget: str | None, mode: str | None, calibrating: bool = False) -> Any:
     """The TargetOptions the flags ask for (None without --target); checked before any model is built."""
     from ghostcli.errors import UsageError
     from ghostcli.units import parse_factor, parse_quantity
@@ -224,6 +291,9 @@ def _target_options(target: str | None, threads: int | None, latency_budget: str
             raise UsageError("--mode auto chooses by measured time: it needs --target")
         given = [f for f, v in (("--threads", threads), ("--latency-budget", latency_budget),
                                ("--macs-budget", macs_budget)) if v is not None]
+        if given == ["--macs-budget"] and not calibrating:
+            raise UsageError("--macs-budget needs --target (convs chosen by measured time) or --calib-data (by "
+                             "measured redundancy)")
         if given:
             raise UsageError(f"{', '.join(given)} only apply with --target")
         return None
@@ -279,6 +349,43 @@ def _calibration_summary(cal: Any) -> dict[str, Any]:
     return {"data": cal.calib_data, "images": cal.calib_images, "block_steps": cal.block_steps,
             "network_epochs": cal.network_epochs, "distill_epochs": cal.distill_epochs, "held_out": cal.held_out,
             "agreement_before": cal.agreement_before, "agreement": cal.agreement_final}
+
+
+def _selection_summary(sel: Any) -> dict[str, Any]:
+    """What the artifact's recipe records of the layer selection (``extra.selection``)."""
+    return {"budget": sel.budget, "converted": sel.chosen, "candidates": len(sel.layers),
+            "macs_before": sel.macs_before, "macs_after": sel.macs_after, "agreement": sel.agreement,
+            "points": [{"layers": p.layers, "macs": p.macs, "agreement": p.agreement} for p in sel.points]}
+
+
+def _print_selection(sel: Any) -> None:
+    from rich.markup import escape
+
+    from ghostcli import render
+    from ghostcli.units import format_macs
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}%"
+
+    rows = [(str(r.rank), escape(r.name), "-" if r.fit_error is None else f"{r.fit_error:.3f}",
+             r.pairing + (f" ({escape(r.fixed_reason)})" if r.fixed_reason else ""), format_macs(r.macs_saved),
+             "ghost" if r.chosen else "kept") for r in sel.layers]
+    render.stdout.print(render.table(
+        f"layer selection on {sel.rank_images} calibration images: fit error = mean relative residual of the cheap "
+        "channels' closed-form fit (0: exactly reconstructible), most redundant first",
+        ["rank", "layer", "fit error", "channels", "MACs saved", "action"], rows, numeric=(0, 2, 4)))
+    points = [(str(p.layers), format_macs(p.macs), f"{p.macs_ratio:.3f}", pct(p.agreement_before), pct(p.agreement),
+               {None: "-", True: "yes", False: "no"}[p.passed], f"{p.seconds:.1f} s")
+              for p in sorted(sel.points, key=lambda p: p.layers)]
+    render.stdout.print(render.table(
+        f"agreement vs MACs: top-1 agreement with the original on {sel.held_out}, the first N ranked convs "
+        "converted, before and after calibration", ["convs", "MACs", "x original", "uncalibrated", "calibrated",
+                                                    "within budget", "time"], points, numeric=(0, 1, 2, 3, 4, 6)))
+    render.stdout.print(
+        f"budget {sel.budget}: {sel.chosen} of {len(sel.layers)} convs converted, {format_macs(sel.macs_before)} -> "
+        f"{format_macs(sel.macs_after)} ({sel.macs_after / sel.macs_before:.3f}x), agreement {pct(sel.agreement)}; "
+        f"ranking {sel.seconds_rank:.1f} s, {len(sel.points)} calibration(s), {sel.seconds_total:.1f} s in all.",
+        highlight=False)
 
 
 def _print_calibration(cal: Any) -> None:
