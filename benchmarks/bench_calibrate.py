@@ -89,8 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", action="store_true",
                     help="also: closed form only, fixed pairing everywhere, inputs from the original")
     ap.add_argument("--verbose", action="store_true", help="per-layer errors")
+    ap.add_argument("--resnet50", action="store_true",
+                    help="instead: time and memory of calibrating torchvision's ResNet-50 (random weights) at 224 on "
+                         "--calib-images (default here 256) synthetic images")
+    ap.add_argument("--held-out-images", type=int, default=None,
+                    help="images agreement and errors are measured on (default: the library's 512; 64 with --resnet50)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.resnet50:
+        return run_resnet50(args)
 
     from ghostcli.data import fashion_mnist_missing
 
@@ -171,6 +178,49 @@ def _gather_cost(model: torch.nn.Module, rounds: int = 30) -> str:
         out.append(f"batch {batch}: {med[False] * 1e3:.2f} ms -> {med[True] * 1e3:.2f} ms with gathers "
                    f"({med[True] / med[False]:.3f}x)")
     return "; ".join(out)
+
+
+def run_resnet50(args: argparse.Namespace) -> int:
+    """ResNet-50 at 3x224x224, random weights (time and memory do not depend on them): ghostify, then calibrate on
+    synthetic images with a progress line every 30 s on stderr; prints each stage's time and the peak memory."""
+    import torchvision
+
+    from ghostcli.calibrate import CalibrateOptions, calibrate_model
+    from ghostcli.convert import ghostify
+
+    size = (3, 224, 224)
+    images = args.calib_images if "--calib-images" in sys.argv else 256
+    held = args.held_out_images or 64
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}; {args.threads} threads; "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
+    torch.manual_seed(0)
+    original = torchvision.models.resnet50().eval()
+    ghost, report = ghostify(original, input_size=size)
+    print(f"ghostify resnet50: {report.replaced} convs replaced, MACs {(report.macs_before or 0) / 1e9:.2f}G -> "
+          f"{(report.macs_after or 0) / 1e9:.2f}G", flush=True)
+    last = [0.0]
+    t0 = time.perf_counter()
+
+    def progress(description: str, done: int, total: int, info: str = "") -> None:
+        now = time.perf_counter()
+        if now - last[0] > 30 or done == total:
+            last[0] = now
+            print(f"  [{now - t0:6.0f} s] {description} {done}/{total} {info}", file=sys.stderr, flush=True)
+
+    opts = CalibrateOptions(calib_data="synthetic", calib_images=images, held_out_images=held)
+    _reset_peak()
+    rss0 = _peak_mb()
+    cal = calibrate_model(original, ghost, options=opts, input_size=size, progress=progress)
+    seconds = time.perf_counter() - t0
+    print(f"calibrate resnet50 on {cal.calib_images} images ({held} held out): {seconds:.0f} s in all (data "
+          f"{cal.seconds_data:.0f} s, closed form + block-wise {cal.seconds_calibrate:.0f} s over {len(cal.rows)} "
+          f"units with {cal.block_steps} steps each, network-wise {cal.seconds_network:.0f} s ({cal.network_epochs} "
+          f"epochs), held-out passes {cal.seconds_measure:.0f} s); peak RSS {_peak_mb():.0f} MB (before "
+          f"{rss0:.0f} MB), largest activation caches at once {cal.peak_cache_mb:.0f} MB; target <= 900 s on 2 cores")
+    for note in cal.notes:
+        print(f"  note: {note}")
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return 0
 
 
 def run(args: argparse.Namespace, data: str, path: Path) -> int:

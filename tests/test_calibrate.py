@@ -186,6 +186,52 @@ def test_g_ghost_stage_is_reconstructed_against_the_original_stage() -> None:
     assert row.error_block < row.error_before
 
 
+def test_prefix_captures_equal_whole_model_runs_and_skip_the_stem() -> None:
+    """Captures from the cached inputs of enclosing stages and blocks give exactly what running the whole model from
+    the images gives, and the stem runs once per stage, not once per unit."""
+    from ghostcli.calibrate.fit import Cache, capture
+    from ghostcli.calibrate.prefix import Prefix, ancestors
+    from ghostcli.calibrate.units import find_units
+    from ghostcli.resolve import resolve_model
+
+    torch.manual_seed(0)
+    net = resolve_model("resnet20").model.eval()
+    g, _ = ghostify(net, input_size=(3, 8, 8))
+    images = torch.randn(10, 3, 8, 8)
+    units, _ = find_units(net, g, images[:1])
+    assert ancestors("layer2.1.conv1") == ["layer2", "layer2.1"]
+    stem_calls = [0]
+    net.conv1.register_forward_pre_hook(lambda m, a: stem_calls.__setitem__(0, stem_calls[0] + 1))
+    prefix = Prefix(net, images, 4, [u.original_output for u in units], 1024.0)
+    assert {"layer1", "layer1.0", "layer3.2"} <= prefix.enclosing
+    stem_calls[0] = 0
+    named = dict(net.named_modules())
+    for u in units:
+        got, want = Cache(1024.0), Cache(1024.0)
+        prefix.capture(u.original_output, got, output=True)
+        held = stem_calls[0]
+        capture(net, named[u.original_output], images, 4, want, output=True)
+        stem_calls[0] = held
+        assert got.data is not None and want.data is not None
+        torch.testing.assert_close(got.data, want.data, rtol=0, atol=0)
+    assert stem_calls[0] == 3 * 3  # each of the 3 stages' inputs, in 3 batches: not 18 units x 3 batches
+
+
+def test_bounded_cache_keeps_the_images_that_fit() -> None:
+    from ghostcli.calibrate.fit import Cache, Pairs
+
+    x = torch.randn(10, 4, 8, 8)  # 1 KB per image in float32, 0.5 KB in bfloat16
+    small = Cache(3 / 1024, drop=True)  # 3 KB: 6 images as bfloat16
+    for i in range(0, 10, 4):
+        small.add(x[i:i + 4], 10)
+    assert small.halved and small.filled == 6 and small.data is not None and small.data.dtype == torch.bfloat16
+    torch.testing.assert_close(small.rows(slice(0, 6)), x[:6], rtol=1e-2, atol=1e-2)
+    roomy = Cache(3 / 1024)  # no drop: every image, as bfloat16
+    roomy.add(x, 10)
+    assert roomy.filled == 10 and roomy.halved
+    assert Pairs(small, roomy).count == 6
+
+
 def test_bad_options_fail_cleanly() -> None:
     net = _Net().eval()
     g, _ = ghostify(net, include=["mid"], input_size=(3, 8, 8))

@@ -40,7 +40,6 @@ from torch import nn
 from ghostcli.calibrate.fit import (
     Cache,
     Pairs,
-    capture,
     closed_form,
     recenter_batchnorms,
     reconstruct,
@@ -48,6 +47,7 @@ from ghostcli.calibrate.fit import (
     snapshot,
 )
 from ghostcli.calibrate.images import CalibrationImages, batches, load_images
+from ghostcli.calibrate.prefix import Prefix
 from ghostcli.calibrate.readers import ReaderGraph
 from ghostcli.calibrate.units import Unit, find_units
 from ghostcli.errors import UsageError
@@ -81,6 +81,7 @@ class CalibrateOptions:
     distill_lr: float = 3e-4
     distill_temperature: float = 1.0
     distill_images: int | None = None  # per epoch; None: the whole training split
+    distill_features: float = 0.0  # weight of the per-layer output losses in distillation (0: model outputs only)
     cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
     seed: int = 0
 
@@ -102,8 +103,10 @@ class CalibrateOptions:
             raise UsageError(f"`distill_epochs` must be >= 0, got {self.distill_epochs}")
         if self.distill_images is not None and self.distill_images < 1:
             raise UsageError(f"`distill_images` must be at least 1, got {self.distill_images}")
-        if not (math.isfinite(self.network_features) and self.network_features >= 0):
-            raise UsageError(f"`network_features` must be >= 0, got {self.network_features}")
+        for name in ("network_features", "distill_features"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise UsageError(f"`{name}` must be >= 0, got {v}")
         for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb"):
             v = getattr(self, name)
             if not (math.isfinite(v) and (v > 0 or (name == "ridge" and v == 0))):
@@ -316,20 +319,26 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     steps = opts.steps_for(len(calib))
     rows: list[CalibrationRow] = []
     peak_cache = 0.0
+    # the inputs of the modules enclosing the unit at hand (a stage, a block) are cached, so that each capture runs
+    # only the innermost of them: about one pass of each model in all instead of one per unit
+    prefix_g = Prefix(ghosted, calib, bs, [u.name for u in units], opts.cache_mb / 2)
+    prefix_o = Prefix(original, calib, bs, [n for u in units for n in (u.original_input, u.original_output)],
+                      opts.cache_mb / 2)
     t_cal = time.perf_counter()
     for i, unit in enumerate(units):
         t0 = time.perf_counter()
         progress("calibrating", i, len(units), unit.name)
-        named_o = dict(original.named_modules())
-        cache = Pairs(Cache(opts.cache_mb), Cache(opts.cache_mb))
+        cache = Pairs(Cache(opts.cache_mb, drop=True), Cache(opts.cache_mb, drop=True))
         if opts.inputs == "original":
-            capture(original, named_o[unit.original_input], calib, bs, cache.x, perm=unit.in_perm)
+            prefix_o.capture(unit.original_input, cache.x, perm=unit.in_perm)
         else:
-            capture(ghosted, unit.module, calib, bs, cache.x)
-        capture(original, named_o[unit.original_output], calib, bs, cache.y, output=True)
-        peak_cache = max(peak_cache, cache.mb)
+            prefix_g.capture(unit.name, cache.x)
+        prefix_o.capture(unit.original_output, cache.y, output=True)
+        peak_cache = max(peak_cache, cache.mb + prefix_o.mb + prefix_g.mb)
         if cache.x.halved or cache.y.halved:
-            notes.append(f"{unit.name}: activations held as bfloat16 ({cache.mb:.0f} MB; `cache_mb` {opts.cache_mb:g})")
+            kept = f", {cache.count} of the {len(calib)} images" if cache.count < len(calib) else ""
+            notes.append(f"{unit.name}: activations held as bfloat16 ({cache.mb:.0f} MB{kept}; "
+                         f"`cache_mb` {opts.cache_mb:g})")
         before = relative_error(unit, cache, bs)
         row = CalibrationRow(unit.name, unit.kind, "", "", None, None, before, None, None, None, None, None, 0.0,
                              cache.mb)
@@ -361,6 +370,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         row.seconds = time.perf_counter() - t0
         rows.append(row)
     progress("calibrating", len(units), len(units), "done")
+    del prefix_g, prefix_o
     seconds_cal = time.perf_counter() - t_cal
 
     t_m = time.perf_counter()
@@ -399,9 +409,13 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         t_d = time.perf_counter()
         # no undo here: network-wise reconstruction fitted the calibration images closely, so distillation over
         # the whole split may rightly move away from them
+        named_o = dict(original.named_modules())
+        features = [(named_o[u.original_output], u.module, u.target) for u in units] \
+            if opts.distill_features else []
         distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
                             temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
-                            seed=opts.seed, progress=progress)
+                            seed=opts.seed, progress=progress, features=features,
+                            feature_weight=opts.distill_features)
         seconds_distill = time.perf_counter() - t_d
         t_m = time.perf_counter()
         errors, agreement_dis = _measure(original, ghosted, units, held, bs, top1)

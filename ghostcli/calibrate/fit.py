@@ -32,10 +32,12 @@ class _Stop(Exception):
 
 class Cache:
     """Tensors for every calibration image (one unit's inputs, or its targets): float32, or bfloat16 when float32
-    would exceed ``limit_mb`` (only one unit's activations are held at a time, never all layers')."""
+    would exceed ``limit_mb`` (only one unit's activations are held at a time, never all layers'). With ``drop``
+    the limit is a bound: when even bfloat16 would exceed it, only the first images that fit are kept."""
 
-    def __init__(self, limit_mb: float) -> None:
+    def __init__(self, limit_mb: float, *, drop: bool = False) -> None:
         self.limit = limit_mb * 2**20
+        self.drop = drop
         self.data: torch.Tensor | None = None
         self.filled = 0
         self.halved = False
@@ -45,9 +47,12 @@ class Cache:
             per = x[0].numel() * 4
             self.halved = per * total > self.limit
             dtype = torch.bfloat16 if self.halved else torch.float32
-            self.data = torch.empty((total, *x.shape[1:]), dtype=dtype, device=x.device)
-        self.data[self.filled:self.filled + len(x)] = x.detach()
-        self.filled += len(x)
+            keep = total if not (self.drop and self.halved) else min(total, int(self.limit // (per // 2)))
+            self.data = torch.empty((keep, *x.shape[1:]), dtype=dtype, device=x.device)
+        take = min(len(x), len(self.data) - self.filled)
+        if take > 0:
+            self.data[self.filled:self.filled + take] = x[:take].detach()
+            self.filled += take
 
     @property
     def mb(self) -> float:
@@ -67,7 +72,7 @@ class Pairs:
 
     @property
     def count(self) -> int:
-        return self.x.filled
+        return min(self.x.filled, self.y.filled)
 
     @property
     def mb(self) -> float:
@@ -99,9 +104,12 @@ def capture(model: nn.Module, module: nn.Module, images: torch.Tensor, batch_siz
     try:
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
+                x = images[i:i + batch_size]
                 try:
-                    model(images[i:i + batch_size])
+                    model(x.float() if x.dtype == torch.bfloat16 else x)
                 except _Stop:
+                    if cache.data is not None and cache.filled >= len(cache.data):
+                        break  # the cache holds no more images
                     continue
                 raise RuntimeError("the forward pass did not reach the module being calibrated")
     finally:
