@@ -1,76 +1,83 @@
 """The conversion table: layer type -> converter, an object with a default instance.
 
-A converter is a callable ``fn(module, ctx) -> nn.Module`` that returns the
-replacement for ``module`` or raises :class:`KeepLayer` with the reason the layer
-stays as it is. ``ctx`` (:class:`ConvertContext`) carries the options, the
-BatchNorm that directly follows the layer (which the converter may absorb by
-setting ``ctx.absorbed_bn = True``) and a list in which it records the tensors it
-inherited from the original layer.
+A converter is a callable ``fn(module, ctx) -> nn.Module`` that returns the replacement for
+``module`` or raises :class:`KeepLayer` (:mod:`ghostcli.convert.conv2d` defines both, and the
+plain-conv converter :func:`convert_conv2d`).
 
-:data:`DEFAULT_CONVERTERS` holds ``nn.Conv2d -> convert_conv2d``. ``ghostify`` works on a
-copy per call (``converters=`` adds entries to that copy or replaces the table), so a call
-never changes what another one does; :func:`register_converter` extends the default table
-(what ``ghostcli`` uses to rebuild saved artifacts).
+A table entry is keyed by a class, or by a class's path (``"timm.layers.conv2d_same.Conv2dSame"``:
+its module and qualified name), which matches that class without importing its package; a
+subclass uses its base's entry only when it does not override ``forward``.
+:data:`DEFAULT_CONVERTERS` holds ``nn.Conv2d -> convert_conv2d`` and the shipped converters of
+the convs that pad in ``forward`` (:mod:`ghostcli.convert.same_padding`). ``ghostify`` works on a
+copy per call (``converters=`` adds entries to that copy or replaces the table), so a call never
+changes what another one does; :func:`register_converter` extends the default table (what
+``ghostcli`` uses to rebuild saved artifacts).
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import overload
 
-import torch
 from torch import nn
 
-from ghostcli.layers import GhostModule
+from ghostcli.convert.conv2d import ConvertContext, Converter, KeepLayer, convert_conv2d
+from ghostcli.convert.same_padding import SAME_PADDING_CONVERTERS
 
-_M = TypeVar("_M", bound=nn.Module)
-
-
-class KeepLayer(Exception):
-    """Raised by a converter: keep this layer, for the given reason."""
-
-
-@dataclass
-class ConvertContext:
-    """What a converter knows about the layer it converts."""
-
-    name: str
-    ratio: int
-    dw_kernel: int
-    min_channels: int
-    inherit_weights: bool
-    min_fan_in: int = 0
-    bn: nn.modules.batchnorm._BatchNorm | None = None  # the BatchNorm fed only by this layer, or None
-    bn_name: str | None = None
-    absorbed_bn: bool = False  # set by the converter when the new module took over ``bn``
-    inherited: list[tuple[str, str]] = field(default_factory=list)  # (tensor in new module, its source)
+#: A table key: a layer class, or the path of one (``"package.module.Class"``)
+LayerKey = type[nn.Module] | str
+_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
-#: ``fn(module, ctx) -> replacement``; ``module`` is an instance of the type the converter is registered for.
-Converter = Callable[[Any, ConvertContext], nn.Module]
+def class_path(cls: type) -> str:
+    """``cls``'s module and qualified name, as a table key names it: ``"timm.layers.conv2d_same.Conv2dSame"``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _loaded_class(path: str) -> type | None:
+    """The class ``path`` names when its module is already imported (nothing is imported), else None."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:i]))
+        if module is None:
+            continue
+        obj: object = module
+        for attr in parts[i:]:
+            obj = getattr(obj, attr, None)
+        return obj if isinstance(obj, type) and class_path(obj) == path else None
+    return None
 
 
 class ConverterTable:
-    """Layer type -> converter. Subclasses of a registered type use its converter only when they
-    do not override ``forward``."""
+    """Layer class (or class path) -> converter. Subclasses of a registered class use its converter only when
+    they do not override ``forward``."""
 
-    def __init__(self, entries: Mapping[type[nn.Module], Converter] | None = None) -> None:
-        self._table: dict[type[nn.Module], Converter] = {}
+    def __init__(self, entries: Mapping[type[nn.Module], Converter] | Mapping[str, Converter]
+                 | Mapping[LayerKey, Converter] | None = None) -> None:
+        self._table: dict[LayerKey, Converter] = {}
         for layer_type, fn in (entries or {}).items():
             self.register(layer_type, fn)
 
     @overload
-    def register(self, layer_type: type[nn.Module], fn: None = None) -> Callable[[Converter], Converter]: ...
+    def register(self, layer_type: LayerKey, fn: None = None) -> Callable[[Converter], Converter]: ...
 
     @overload
-    def register(self, layer_type: type[nn.Module], fn: Converter) -> Converter: ...
+    def register(self, layer_type: LayerKey, fn: Converter) -> Converter: ...
 
-    def register(self, layer_type: type[nn.Module],
+    def register(self, layer_type: LayerKey,
                  fn: Converter | None = None) -> Callable[[Converter], Converter] | Converter:
-        """Set ``fn`` as the converter for ``layer_type`` (replacing any); usable as a decorator."""
-        if not isinstance(layer_type, type) or not issubclass(layer_type, nn.Module):
-            raise TypeError(f"a converter needs an nn.Module subclass, got {layer_type!r}")
+        """Set ``fn`` as the converter for ``layer_type`` (replacing any); usable as a decorator.
+
+        ``layer_type`` is an ``nn.Module`` subclass, or its path ``"package.module.Class"`` (see
+        :func:`class_path`), which matches the class without importing its package.
+        """
+        if isinstance(layer_type, str):
+            if not _PATH.match(layer_type):
+                raise TypeError(f"a converter's class path is 'package.module.Class', got {layer_type!r}")
+        elif not isinstance(layer_type, type) or not issubclass(layer_type, nn.Module):
+            raise TypeError(f"a converter needs an nn.Module subclass or its path, got {layer_type!r}")
 
         def deco(f: Converter) -> Converter:
             if not callable(f):
@@ -80,7 +87,7 @@ class ConverterTable:
 
         return deco(fn) if fn is not None else deco
 
-    def unregister(self, layer_type: type[nn.Module]) -> None:
+    def unregister(self, layer_type: LayerKey) -> None:
         """Remove ``layer_type``'s converter (a KeyError when it has none)."""
         del self._table[layer_type]
 
@@ -89,13 +96,18 @@ class ConverterTable:
         return ConverterTable(self._table)
 
     def types(self) -> tuple[type[nn.Module], ...]:
-        """The layer types that have a converter."""
-        return tuple(self._table)
+        """The layer classes that have a converter: the registered classes, and those the class paths name whose
+        module is already imported (nothing is imported)."""
+        found = [k if isinstance(k, type) else _loaded_class(k) for k in self._table]
+        return tuple(dict.fromkeys(t for t in found if t is not None and issubclass(t, nn.Module)))
+
+    def _entry(self, cls: type) -> Converter | None:
+        return self._table.get(cls) or self._table.get(class_path(cls))
 
     def __contains__(self, layer_type: object) -> bool:
         return layer_type in self._table
 
-    def __iter__(self) -> Iterator[type[nn.Module]]:
+    def __iter__(self) -> Iterator[LayerKey]:
         return iter(self._table)
 
     def __len__(self) -> int:
@@ -104,22 +116,25 @@ class ConverterTable:
     def find(self, module: nn.Module) -> tuple[Converter | None, str]:
         """The converter for ``module`` and, when there is none, the reason why."""
         cls = type(module)
-        if cls in self._table:
-            return self._table[cls], ""
+        fn = self._entry(cls)
+        if fn is not None:
+            return fn, ""
         for base in cls.__mro__[1:]:
-            if base in self._table:
+            fn = self._entry(base)
+            if fn is not None:
                 same = all(getattr(cls, attr, None) is getattr(base, attr, None) for attr in ("forward", "_conv_forward"))
                 if same:
-                    return self._table[base], ""
+                    return fn, ""
                 return None, f"{cls.__name__} overrides {base.__name__}.forward (register a converter for it)"
         if isinstance(module, nn.modules.conv._ConvTransposeNd):
             return None, "transposed conv (not replaced)"
         return None, f"no converter for {cls.__name__}"
 
 
-def converter_table(converters: ConverterTable | Mapping[type[nn.Module], Converter] | None = None) -> ConverterTable:
+def converter_table(converters: ConverterTable | Mapping[type[nn.Module], Converter] | Mapping[str, Converter]
+                    | Mapping[LayerKey, Converter] | None = None) -> ConverterTable:
     """The table one ghostify call works on: a copy of ``converters`` when it is a table, otherwise a copy
-    of :data:`DEFAULT_CONVERTERS` with the ``converters`` entries added."""
+    of :data:`DEFAULT_CONVERTERS` with the ``converters`` entries (classes or class paths) added."""
     if isinstance(converters, ConverterTable):
         return converters.copy()
     table = DEFAULT_CONVERTERS.copy()
@@ -128,128 +143,31 @@ def converter_table(converters: ConverterTable | Mapping[type[nn.Module], Conver
     return table
 
 
-def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
-    with torch.no_grad():
-        dst.copy_(src.to(dtype=dst.dtype, device=dst.device))
-
-
-def _part(seq: nn.Module, index: int, cls: type[_M]) -> _M:
-    part = seq[index] if isinstance(seq, nn.Sequential) else None
-    if not isinstance(part, cls):
-        raise TypeError(f"expected {cls.__name__} at position {index} of a Ghost module, got {type(part).__name__}")
-    return part
-
-
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
-
-
-def convert_conv2d(conv: nn.Conv2d, ctx: ConvertContext) -> nn.Module:
-    """A dense ``nn.Conv2d`` (+ its BatchNorm) -> :class:`GhostModule` with the same geometry.
-
-    With a following BatchNorm the module is primary conv -> BN -> cheap depthwise
-    conv -> BN (no ReLU); its BNs take over the original BN's per-channel
-    parameters (primary BN: the first ``m`` channels, cheap BN: the rest; a BN without
-    affine parameters gives weight 1, bias 0) and a conv bias is folded into the BN's
-    running mean. Without a BN both convs carry a bias. The primary conv inherits the
-    original filters of the ``m`` channels it produces; the cheap (ghost) convs are new.
-    """
-    n, s = conv.out_channels, ctx.ratio
-    if conv.groups != 1:
-        if conv.groups == conv.in_channels and conv.out_channels % conv.in_channels == 0:
-            raise KeepLayer("depthwise conv (already cheap)")
-        raise KeepLayer(f"grouped conv (groups={conv.groups})")
-    if n < s:
-        raise KeepLayer(f"{n} output channels < ratio {s}")
-    if n < ctx.min_channels:
-        raise KeepLayer(f"{n} output channels < `min_channels` {ctx.min_channels}")
-    kh, kw = _pair(conv.kernel_size)
-    fan_in = conv.in_channels * kh * kw
-    if fan_in < ctx.min_fan_in:
-        raise KeepLayer(f"fan-in {fan_in} (k*k*in) < `min_fan_in` {ctx.min_fan_in}")
-    bn = ctx.bn if isinstance(ctx.bn, nn.BatchNorm2d) else None
-    bias = conv.bias
-    padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
-    gm = GhostModule(
-        conv.in_channels, n, (kh, kw), ratio=s, dw_kernel=ctx.dw_kernel, stride=_pair(conv.stride), relu=False,
-        padding=padding, dilation=_pair(conv.dilation), padding_mode=conv.padding_mode,
-        bias=False, norm=bn is not None,
-        bn_eps=bn.eps if bn is not None else 1e-5, bn_momentum=bn.momentum if bn is not None else 0.1,
-    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-    m = gm.init_channels
-    rest = n - m  # original channels now produced by the cheap operation
-    primary = _part(gm.primary_conv, 0, nn.Conv2d)
-    cheap = _part(gm.cheap_operation, 0, nn.Conv2d)
-    if ctx.inherit_weights:
-        _copy(primary.weight, conv.weight[:m])
-        ctx.inherited.append(("primary_conv.0.weight", f"{ctx.name}.weight[:{m}]"))
-    if bn is not None:
-        ctx.absorbed_bn = True
-        if ctx.inherit_weights:
-            _absorb_bn(gm, bn, bias, ctx)
-    elif ctx.inherit_weights:
-        with torch.no_grad():
-            if bias is not None:
-                _copy(_bias(primary), bias[:m])
-                _copy(_bias(cheap)[:rest], bias[m:n])
-                ctx.inherited.append(("primary_conv.0.bias", f"{ctx.name}.bias[:{m}]"))
-                ctx.inherited.append(("cheap_operation.0.bias", f"{ctx.name}.bias[{m}:{n}]"))
-            else:  # the original conv had no bias: start the new biases at zero
-                _bias(primary).zero_()
-                _bias(cheap).zero_()
-    return gm
-
-
-def _bias(conv: nn.Conv2d) -> torch.Tensor:
-    if conv.bias is None:
-        raise TypeError("expected a conv with a bias")
-    return conv.bias
-
-
-def _absorb_bn(gm: GhostModule, bn: nn.BatchNorm2d, conv_bias: torch.Tensor | None, ctx: ConvertContext) -> None:
-    """Split ``bn``'s per-channel tensors over the Ghost module's two BNs; a conv bias goes into the mean."""
-    n, m = gm.out_ch, gm.init_channels
-    if bn.running_mean is None or bn.running_var is None:
-        raise KeepLayer(f"{ctx.bn_name} has no running statistics")
-    mean = bn.running_mean - conv_bias.detach() if conv_bias is not None else bn.running_mean
-    var = bn.running_var
-    pbn = _part(gm.primary_conv, 1, nn.BatchNorm2d)
-    cbn = _part(gm.cheap_operation, 1, nn.BatchNorm2d)
-    for dst, lo, hi, tag in ((pbn, 0, m, "primary_conv.1"), (cbn, m, n, "cheap_operation.1")):
-        k = hi - lo
-        assert dst.running_mean is not None and dst.running_var is not None  # GhostModule's BNs track stats
-        _copy(dst.running_mean[:k], mean[lo:hi])
-        _copy(dst.running_var[:k], var[lo:hi])
-        if bn.num_batches_tracked is not None and dst.num_batches_tracked is not None:
-            _copy(dst.num_batches_tracked, bn.num_batches_tracked)
-        sources = ["running_var"]
-        if bn.affine:  # otherwise the new BN keeps weight 1, bias 0: the same function
-            _copy(dst.weight[:k], bn.weight[lo:hi])
-            _copy(dst.bias[:k], bn.bias[lo:hi])
-            sources = ["weight", "bias", "running_var"]
-        for t in sources:
-            ctx.inherited.append((f"{tag}.{t}", f"{ctx.bn_name}.{t}[{lo}:{hi}]"))
-        ctx.inherited.append((f"{tag}.running_mean", f"{ctx.bn_name}.running_mean[{lo}:{hi}]"
-                              + (f" - {ctx.name}.bias" if conv_bias is not None else "")))
-
-
 #: The table ``ghostify`` starts from (a copy per call).
-DEFAULT_CONVERTERS = ConverterTable({nn.Conv2d: convert_conv2d})
+DEFAULT_CONVERTERS = ConverterTable()
+DEFAULT_CONVERTERS.register(nn.Conv2d, convert_conv2d)
+for _path, _fn in SAME_PADDING_CONVERTERS.items():
+    DEFAULT_CONVERTERS.register(_path, _fn)
 
 
 @overload
-def register_converter(layer_type: type[nn.Module], fn: None = None) -> Callable[[Converter], Converter]: ...
+def register_converter(layer_type: LayerKey, fn: None = None) -> Callable[[Converter], Converter]: ...
 
 
 @overload
-def register_converter(layer_type: type[nn.Module], fn: Converter) -> Converter: ...
+def register_converter(layer_type: LayerKey, fn: Converter) -> Converter: ...
 
 
-def register_converter(layer_type: type[nn.Module],
+def register_converter(layer_type: LayerKey,
                        fn: Converter | None = None) -> Callable[[Converter], Converter] | Converter:
-    """Register ``fn`` for ``layer_type`` in :data:`DEFAULT_CONVERTERS` (usable as a decorator).
+    """Register ``fn`` for ``layer_type`` (a class or its path, ``"package.module.Class"``) in
+    :data:`DEFAULT_CONVERTERS` (usable as a decorator).
 
     Every later ``ghostify`` call and artifact rebuild uses it; to convert one model only, pass
     ``converters={layer_type: fn}`` to ``ghostify`` instead.
     """
     return DEFAULT_CONVERTERS.register(layer_type, fn)
+
+
+__all__ = ["DEFAULT_CONVERTERS", "ConvertContext", "Converter", "ConverterTable", "KeepLayer", "LayerKey",
+           "class_path", "convert_conv2d", "converter_table", "register_converter"]
