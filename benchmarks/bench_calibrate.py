@@ -28,6 +28,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -89,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", action="store_true",
                     help="also: closed form only, fixed pairing everywhere, inputs from the original")
     ap.add_argument("--verbose", action="store_true", help="per-layer errors")
+    ap.add_argument("--options", type=json.loads, default={},
+                    help='more CalibrateOptions fields as JSON, for every variant: \'{"network_epochs": 90}\'')
+    ap.add_argument("--only", choices=("calibrated", "distilled"), default=None,
+                    help="run only this variant (without --compare)")
     ap.add_argument("--resnet50", action="store_true",
                     help="instead: time and memory of calibrating torchvision's ResNet-50 (random weights) at 224 on "
                          "--calib-images (default here 256) synthetic images")
@@ -240,16 +245,22 @@ def run(args: argparse.Namespace, data: str, path: Path) -> int:
 
     variants: list[tuple[str, dict[str, object]]] = [("calibrated", {}),
                                                       ("+ distilled", {"distill_epochs": args.distill_epochs})]
+    if args.held_out_images:
+        args.options = {"held_out_images": args.held_out_images, **args.options}
     if args.compare:  # the first four stop before network-wise reconstruction, to show what each earlier part does
         variants = [("closed form only", {"block_steps": 0, "network_epochs": 0}),
                     ("+ block-wise", {"network_epochs": 0}),
                     ("  fixed pairing everywhere", {"network_epochs": 0, "select_channels": False}),
                     ("  inputs from the original", {"network_epochs": 0, "inputs": "original"}),
                     variants[0], ("  network-wise with flips", {"network_flip": True}), variants[1]]
+    elif args.only:
+        variants = [variants[0] if args.only == "calibrated" else variants[1]]
+    if args.options:
+        print(f"options for every variant: {json.dumps(args.options)}")
     print(f"{'calibration':<26} {'test top-1':>10} {'vs original':>11} {'agreement':>9} {'time':>8} {'peak RSS':>9}")
     for label, extra in variants:
         opts = CalibrateOptions(**{"calib_data": data, "calib_images": args.calib_images,  # type: ignore[arg-type]
-                                   "inputs": args.inputs, **extra})
+                                   "inputs": args.inputs, **args.options, **extra})
         g, _ = ghostify(original, input_size=SIZE)
         _reset_peak()
         t0 = time.perf_counter()

@@ -232,6 +232,21 @@ def test_bounded_cache_keeps_the_images_that_fit() -> None:
     assert Pairs(small, roomy).count == 6
 
 
+def test_default_steps_fit_the_compute_budgets() -> None:
+    from ghostcli.calibrate.engine import _macs
+
+    opts = CalibrateOptions()
+    assert opts.steps_for(1024) == 384 and opts.steps_for(64) == 50 and opts.steps_for(100_000) == 500
+    assert opts.steps_for(1024, 1e6) == 384  # a small layer: 12 passes, as without a budget
+    assert opts.steps_for(256, 1e8) == 10 and opts.steps_for(256, 2e7) == 52  # 1e11 / (3 * 2e7 * 32) = 52
+    assert CalibrateOptions(block_steps=7).steps_for(256, 1e12) == 7
+    assert opts.network_epochs_for(1024) == 60 and opts.network_epochs_for(1024, 16e6, 31e6) == 60
+    assert opts.network_epochs_for(256, 2.2e9, 4.1e9) == 3  # ResNet-50: 6e12 / (64 * 10.7e9) = 8.8 steps of 4
+    net = _Net(8).eval()  # stem 6*3*9 + mid 8*6*9 + head 5*8*9 per pixel of 12x12, fc 5*4
+    total, inside = _macs(net, torch.randn(1, 3, 12, 12), [net.mid, net.stem])
+    assert total == (162 + 432 + 360) * 144 + 20 and inside == [432 * 144, 162 * 144]
+
+
 def test_bad_options_fail_cleanly() -> None:
     net = _Net().eval()
     g, _ = ghostify(net, include=["mid"], input_size=(3, 8, 8))

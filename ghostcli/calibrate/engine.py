@@ -69,10 +69,14 @@ class CalibrateOptions:
     select_channels: bool = True  # choose primary channels and pairing where the readers can be permuted
     ridge: float = 1e-4  # ridge of the cheap filters' least squares, relative to the parent map's energy
     search_seconds: float = 2.0  # per layer, for swaps after the greedy channel choice
-    block_steps: int | None = None  # Adam steps per unit; None: 12 passes over the calibration images, 50 to 500
+    block_steps: int | None = None  # Adam steps per unit; None: 12 passes over the calibration images, 50 to 500,
+    #                                 at most what `block_budget` allows (then at least 10)
+    block_budget: float = 1e11  # multiply-adds per unit that the default block_steps may spend (3 x forward per image)
     block_lr: float = 1e-3
     block_batch_size: int = 32
-    network_epochs: int | None = None  # passes over the calibration images; None: about 960 steps, 1 to 60 epochs
+    network_epochs: int | None = None  # passes over the calibration images; None: about 960 steps, 1 to 60 epochs,
+    #                                    at most what `network_budget` allows (then 1 epoch)
+    network_budget: float = 6e12  # multiply-adds the default network_epochs may spend (student 3x + teacher 1x)
     network_lr: float = 1e-3
     network_features: float = 1.0  # weight of the per-layer output losses beside the KL (0: model outputs only)
     network_mixup: float = 0.0  # Beta(a, a) mixup of the calibration images in network-wise reconstruction (0: off)
@@ -107,22 +111,33 @@ class CalibrateOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise UsageError(f"`{name}` must be >= 0, got {v}")
-        for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb"):
+        for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb", "block_budget",
+                     "network_budget"):
             v = getattr(self, name)
             if not (math.isfinite(v) and (v > 0 or (name == "ridge" and v == 0))):
                 raise UsageError(f"`{name}` must be a positive number, got {v}")
 
-    def steps_for(self, images: int) -> int:
-        """Block-wise steps per unit: ``block_steps``, or 12 passes over ``images`` in batches, within 50..500."""
+    def steps_for(self, images: int, macs: float = 0.0) -> int:
+        """Block-wise steps per unit: ``block_steps``, or 12 passes over ``images`` in batches, within 50..500, and
+        for a unit of ``macs`` multiply-adds per image at most ``block_budget / (3 * macs * block_batch_size)`` (at
+        least 10)."""
         if self.block_steps is not None:
             return self.block_steps
-        return min(500, max(50, 12 * math.ceil(images / self.block_batch_size)))
+        steps = min(500, max(50, 12 * math.ceil(images / self.block_batch_size)))
+        if macs > 0:
+            steps = min(steps, max(10, int(self.block_budget / (3 * macs * self.block_batch_size))))
+        return steps
 
-    def network_epochs_for(self, images: int) -> int:
-        """Network-wise epochs: ``network_epochs``, or about 960 steps of ``batch_size``, 1 to 60 epochs."""
+    def network_epochs_for(self, images: int, macs: float = 0.0, teacher_macs: float = 0.0) -> int:
+        """Network-wise epochs: ``network_epochs``, or about 960 steps of ``batch_size``, 1 to 60 epochs, within
+        ``network_budget`` for a student of ``macs`` and a teacher of ``teacher_macs`` multiply-adds per image."""
         if self.network_epochs is not None:
             return self.network_epochs
-        return min(60, max(1, math.ceil(960 / math.ceil(images / self.batch_size))))
+        per_epoch = math.ceil(images / self.batch_size)
+        steps = 960.0
+        if macs > 0:
+            steps = min(steps, self.network_budget / (self.batch_size * (3 * macs + teacher_macs)))
+        return min(60, max(1, math.ceil(steps / per_epoch)))
 
 
 @dataclass
@@ -144,6 +159,7 @@ class CalibrationRow:
     error_distill: float | None  # held-out images, after distillation (None without)
     seconds: float  # capture + initialisation + block-wise
     cache_mb: float  # the unit's cached inputs
+    steps: int = 0  # its block-wise steps
 
 
 @dataclass
@@ -154,7 +170,7 @@ class CalibrationReport:
     calib_images: int
     held_out: str  # where the held-out images come from
     inputs: str
-    block_steps: int
+    block_steps: int  # the most block-wise steps of any unit
     network_epochs: int
     distill_epochs: int
     distill_images: int  # images per distillation epoch (0 without distillation)
@@ -241,6 +257,35 @@ def _measure(original: nn.Module, ghosted: nn.Module, units: list[Unit], images:
     return errors, (100.0 * agree / total if total else None)
 
 
+def _macs(model: nn.Module, example: torch.Tensor, units: Sequence[nn.Module] = ()) -> tuple[float, list[float]]:
+    """Multiply-adds per image of ``model``'s convs and linear layers (one forward pass on ``example``), in all and
+    inside each of ``units``."""
+    per: dict[int, float] = {}
+    handles = []
+
+    def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or not out.numel():
+            return
+        n = out.numel() / max(1, out.shape[0])
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            per[id(mod)] = per.get(id(mod), 0.0) + n * mod.in_channels // mod.groups * k
+        elif isinstance(mod, nn.Linear):
+            per[id(mod)] = per.get(id(mod), 0.0) + n * mod.in_features
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    inside = [sum(per.get(id(m), 0.0) for m in u.modules()) for u in units]
+    return sum(per.values()), inside
+
+
 def _kl(original: nn.Module, ghosted: nn.Module, images: torch.Tensor, batch_size: int, temperature: float) -> float:
     """Mean ``T^2 * KL`` of the ghostified model's outputs to the original's on ``images``."""
     from ghostcli.train.distill import kd_kl
@@ -316,7 +361,9 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     if graph is not None and graph.error:
         notes.append(f"channel choice is off: {graph.error}")
     by_name = {u.name: u for u in units}
-    steps = opts.steps_for(len(calib))
+    macs_g, unit_macs = _macs(ghosted, calib[:1], [u.module for u in units])
+    macs_o, _ = _macs(original, calib[:1])
+    steps = opts.steps_for(len(calib))  # the most any unit takes (reported)
     rows: list[CalibrationRow] = []
     peak_cache = 0.0
     # the inputs of the modules enclosing the unit at hand (a stage, a block) are cached, so that each capture runs
@@ -351,13 +398,14 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             row.fit_cost, row.fit_cost_fixed = choice.cost / kids, fixed_cost / kids
             row.error_init = relative_error(unit, cache, bs)
         start = row.error_init if row.error_init is not None else before
-        if steps:
+        unit_steps = row.steps = opts.steps_for(cache.count, unit_macs[i])
+        if unit_steps:
             saved = snapshot(unit.module)
 
-            def tick(step: int, loss: float, i: int = i, unit: Unit = unit) -> None:
-                progress("calibrating", i, len(units), f"{unit.name}: step {step}/{steps}, loss {loss:.3g}")
+            def tick(step: int, loss: float, i: int = i, unit: Unit = unit, total: int = unit_steps) -> None:
+                progress("calibrating", i, len(units), f"{unit.name}: step {step}/{total}, loss {loss:.3g}")
 
-            reconstruct(unit, cache, steps=steps, lr=opts.block_lr, batch_size=opts.block_batch_size,
+            reconstruct(unit, cache, steps=unit_steps, lr=opts.block_lr, batch_size=opts.block_batch_size,
                         seed=opts.seed + i, report=tick)
             recenter_batchnorms(unit.module, cache, bs)
             row.error_block = relative_error(unit, cache, bs)
@@ -381,7 +429,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
 
     from ghostcli.calibrate.distill import Translated, distill
 
-    net_epochs = opts.network_epochs_for(len(calib))
+    net_epochs = opts.network_epochs_for(len(calib), macs_g, macs_o)
     agreement_net = None
     seconds_network = 0.0
     if net_epochs and top1 is not None:
