@@ -14,6 +14,9 @@
   ``train-labels-idx1-ubyte``, ``t10k-*`` for the val split, each optionally
   ``.gz``), e.g. ``idx:~/mnist``;
 - ``synthetic``: seeded Gaussian noise with label 0 (accuracy is meaningless);
+- ``synthetic-bn`` (calibration only): images optimised from a model so that its BatchNorm statistics match
+  (``ghostcli.calibrate.synthetic``); they are made from the model, so ``load_image_dataset`` refuses the name
+  and ``ghostcli.calibrate.load_images(..., model=...)`` makes them;
 - a directory: torchvision's ImageFolder layout (``class_name/image.jpg``), or a
   flat folder of images (one unnamed class). Files that are not images are
   skipped and counted.
@@ -42,8 +45,11 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_INSTALL = "sudo apt-get install dataset-fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot"]
-#: named data sources (not folders): what ``load_image_dataset`` takes besides a DIR and ``idx:PATH``
-NAMED_SOURCES = ("digits", "fashion-mnist", "synthetic")
+SYNTHETIC_BN = "synthetic-bn"
+#: named data sources (not folders): what ``--calib-data`` takes besides a DIR and ``idx:PATH``
+NAMED_SOURCES = ("digits", "fashion-mnist", "synthetic", SYNTHETIC_BN)
+#: named sources that are real labelled images (what ``train`` and ``evaluate`` take besides a DIR and ``idx:PATH``)
+LABELLED_SOURCES = ("digits", "fashion-mnist")
 IDX_PREFIX = "idx:"
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -286,6 +292,9 @@ def load_image_dataset(
         return DigitsDataset(split, size, augment, mean, std)
     if spec == "synthetic":
         return SyntheticDataset(size, length=length)
+    if spec == SYNTHETIC_BN:
+        raise UsageError("synthetic-bn images are optimised from a model's BatchNorm statistics, not read from a "
+                         "data set: ghostcli.calibrate.load_images(..., model=...) makes them")
     if spec == "fashion-mnist":
         missing = fashion_mnist_missing()
         if missing:
@@ -304,15 +313,27 @@ def _idx_path(spec: str) -> Path:
 
 
 def is_named_source(spec: str) -> bool:
-    """True for a data source that is not a folder path: ``digits``, ``fashion-mnist``, ``synthetic``, ``idx:PATH``."""
+    """True for a data source that is not a folder path: ``digits``, ``fashion-mnist``, ``synthetic``,
+    ``synthetic-bn``, ``idx:PATH``."""
     return spec in NAMED_SOURCES or spec.startswith(IDX_PREFIX)
+
+
+def has_val_split(spec: str) -> bool:
+    """True for a named source with its own val split: ``digits``, ``fashion-mnist``, and ``idx:PATH`` whose
+    folder holds the ``t10k-*`` image and label files (checked by name; nothing is read)."""
+    if spec in LABELLED_SOURCES:
+        return True
+    if spec.startswith(IDX_PREFIX):
+        folder = Path(spec[len(IDX_PREFIX):]).expanduser()
+        return folder.is_dir() and all(_idx_file(folder, f) for f in _IDX_FILES["val"])
+    return False
 
 
 def check_source(spec: str) -> None:
     """Fail fast, with one line, on a data source that cannot be read: a missing folder, a file where a folder
     should be, ``fashion-mnist`` not installed (the message gives the install command), ``idx:`` without a PATH
     or without its idx files. Nothing is loaded."""
-    if spec in ("digits", "synthetic"):
+    if spec in ("digits", "synthetic", SYNTHETIC_BN):
         return
     if spec == "fashion-mnist":
         missing = fashion_mnist_missing()

@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 
 HELP = """Train MODEL on image data, optionally distilling from a teacher, and save it as an artifact.
 
-Typical use: recover the accuracy a network lost when ghostify replaced its convolutions, with the original network as the teacher. --data is a folder in torchvision ImageFolder layout (DIR/<class>/<image>; DIR/train + DIR/val are split automatically) or the built-in 'digits' set (scikit-learn's 8x8 handwritten digits, upsampled, fixed 80/20 split). A checkpoint (model, optimizer, scheduler, scaler, epoch, RNG) is written atomically after every epoch and on Ctrl-C; --resume continues exactly where it stopped.
+Typical use: recover the accuracy a network lost when ghostify replaced its convolutions, with the original network as the teacher. --data is a folder in torchvision ImageFolder layout (DIR/<class>/<image>; DIR/train + DIR/val are split automatically), the built-in 'digits' set (scikit-learn's 8x8 handwritten digits, upsampled, fixed 80/20 split), 'fashion-mnist' or idx:PATH (MNIST-format files, their t10k files as the val split).
+
+No labels: with --teacher and --kd-alpha 1 (soft targets only) --data may be a folder of unlabelled images (no class subfolders). A fixed 10% of it is held out and the report gives top-1 agreement with the teacher there instead of accuracy (or on --val-data; a labelled --val-data also gives top-1). A checkpoint (model, optimizer, scheduler, scaler, epoch, RNG) is written atomically after every epoch and on Ctrl-C; --resume continues exactly where it stopped.
 
 Several processes: torchrun --nproc_per_node N -m ghostcli train ... runs DistributedDataParallel (gloo on CPU, nccl on CUDA). --batch-size is the global batch, split across the processes; BatchNorm statistics are synchronized, so the result matches one process up to floating-point noise. Rank 0 logs and saves.
 
-Accuracies are top-1/top-5 in percent on the validation data.
+Accuracies are top-1/top-5 in percent on the validation data; agreement is the share of images whose top-1 class is the teacher's.
 
 Examples:
 
@@ -29,6 +31,8 @@ Examples:
   ghostcli ghostify resnet20 --weights resnet20_digits.safetensors --input-size 3x16x16 -o ghost_resnet20.safetensors
 
   ghostcli train ghost_resnet20.safetensors --data digits --input-size 3x16x16 --teacher resnet20_digits.safetensors -o ghost_kd.safetensors
+
+  ghostcli train ghost_resnet20.safetensors --data images/top --input-size 3x16x16 --teacher resnet20_digits.safetensors --kd-alpha 1 --batch-size 4 -o ghost_unlabelled.safetensors
 
   ghostcli train ghost_r50.safetensors --data ~/imagenette --teacher resnet50 --teacher-weights r50.pth --amp --device cuda -o out.safetensors
 
@@ -40,14 +44,14 @@ Examples:
 
 def train_command(
     model: ModelArg,
-    data: Annotated[str, typer.Option("--data", metavar="DATA", help="Training data: an ImageFolder directory or 'digits'.")],
+    data: Annotated[str, typer.Option("--data", metavar="DATA", help="Training data: an ImageFolder directory, 'digits', 'fashion-mnist', idx:PATH, or a folder of unlabelled images (with --teacher and --kd-alpha 1).")],
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Save the trained model as a .safetensors artifact "
                                         "(required).")
     ] = None,
     val_data: Annotated[
         Optional[str], typer.Option("--val-data", metavar="DATA", help="Validation data (default: the data set's own split, DIR/val, "
-            "or none).")
+            "10% held out of unlabelled images, or none).")
     ] = None,
     weights: WeightsOpt = None,
     teacher: Annotated[
@@ -59,7 +63,7 @@ def train_command(
             "dict).")
     ] = None,
     kd_alpha: Annotated[
-        float, typer.Option("--kd-alpha", metavar="X", help="Weight of the distillation (KL) term; 1 - alpha weighs the label loss.")
+        float, typer.Option("--kd-alpha", metavar="X", help="Weight of the distillation (KL) term; 1 - alpha weighs the label loss (1: soft targets only, labels unused).")
     ] = 0.5,
     kd_temperature: Annotated[
         float, typer.Option("--kd-temperature", metavar="T", help="Softmax temperature T of distillation (the KL term is scaled "

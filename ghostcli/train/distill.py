@@ -17,9 +17,16 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * (t * t)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor, *,
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None, *,
                       alpha: float, temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    """``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL`` (alpha = weight of the teacher)."""
+    """``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL`` (alpha = weight of the teacher).
+
+    ``alpha`` 1 is pure distillation: the labels are not read (``target`` may be None, for unlabelled images).
+    """
+    if alpha >= 1:
+        return kd_kl(student_logits, teacher_logits, temperature)
+    if target is None:
+        raise ValueError("distillation with alpha < 1 needs labels")
     label = F.cross_entropy(student_logits.float(), target, label_smoothing=label_smoothing)
     if alpha <= 0:
         return label

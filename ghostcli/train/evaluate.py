@@ -64,12 +64,16 @@ def check_outputs(num_outputs: int, classes: list[str], what: str) -> None:
 @torch.no_grad()
 def run_eval(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, *,
              env: DistEnv | None = None, amp: bool = False, channels_last: bool = False,
-             warmup: bool = False) -> Meter:
+             warmup: bool = False, teacher: nn.Module | None = None, labelled: bool = True) -> Meter:
     """Loss/top-1/top-5 of a PyTorch model over ``loader`` (summed over ranks when distributed).
 
     ``warmup`` runs the first batch once untimed, so that ``seconds`` measures steady-state compute.
+    ``teacher`` also counts top-1 agreement with it (its time is not in ``seconds``); ``labelled`` False:
+    the loader's labels mean nothing, only agreement is counted (loss 0).
     """
     model.eval()
+    if teacher is not None:
+        teacher.eval()
     meter = Meter()
     compute = 0.0
     warm = not warmup
@@ -89,8 +93,15 @@ def run_eval(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
         _sync(device)
         compute += time.perf_counter() - t0
         logits = logits.float()
-        check_targets(logits, y)
-        meter.update(float(F.cross_entropy(logits, y)), logits, y)
+        t_logits = None
+        if teacher is not None:
+            with autocast(device, amp):
+                t_logits = teacher(x).float()
+        if labelled:
+            check_targets(logits, y)
+            meter.update(float(F.cross_entropy(logits, y)), logits, y, t_logits)
+        else:
+            meter.update(0.0, logits, None, t_logits)
     if env is not None and env.enabled:
         meter = Meter.from_list(all_reduce_sum(meter.as_list(), env, device), compute)
     meter.seconds = compute

@@ -30,10 +30,10 @@ from ghostcli.progress import Progress, no_progress
 from ghostcli.runtime.device import resolve_device
 from ghostcli.train import checkpoint as ckpt_mod
 from ghostcli.train import distributed as dist_mod
-from ghostcli.train.data import eval_loader, load_datasets, steps_per_epoch, train_loader
+from ghostcli.train.data import HOLD_OUT_FRACTION, eval_loader, load_datasets, steps_per_epoch, train_loader
 from ghostcli.train.distill import distillation_loss
 from ghostcli.train.evaluate import autocast, check_outputs, run_eval
-from ghostcli.train.metrics import Meter
+from ghostcli.train.metrics import Meter, or_none
 from ghostcli.train.schedule import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, build_optimizer, build_scheduler, check_choice
 
 ModelLoader = Callable[[], LoadedModel]
@@ -81,17 +81,23 @@ class TrainConfig:
 
 @dataclass
 class EpochRecord:
-    """One epoch. Accuracies in percent; train metrics are over the augmented batches, in train mode."""
+    """One epoch. Accuracies in percent; train metrics are over the augmented batches, in train mode.
+
+    Top-1/top-5 and the validation loss are against labels (None for unlabelled images); the agreements are the
+    share of images whose top-1 class is the teacher's (None without a teacher).
+    """
 
     epoch: int
     lr: float
     train_loss: float
-    train_top1: float
+    train_top1: float | None
     train_images_per_s: float
     seconds: float
     val_loss: float | None = None
     val_top1: float | None = None
     val_top5: float | None = None
+    train_agreement: float | None = None
+    val_agreement: float | None = None
 
 
 @dataclass
@@ -118,7 +124,10 @@ class TrainResult:
     final_val_top5: float | None
     final_val_loss: float | None
     best_val_top1: float | None
-    best_epoch: int | None
+    best_epoch: int | None  # of best_val_top1; with unlabelled validation images, of best_val_agreement
+    final_val_agreement: float | None  # top-1 agreement with the teacher on the validation images (percent)
+    best_val_agreement: float | None
+    labelled: bool  # the training images have labels (False: unlabelled images, pure distillation)
     train_images_per_s: float
     seconds: float
     resumed_from: str | None
@@ -312,14 +321,23 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
     input_size = tuple(int(v) for v in (cfg.input_size or loaded.input_size))
     if len(input_size) != 3:
         raise UsageError(f"input size must be C x H x W, got {input_size}")
-    sets = load_datasets(cfg.data, cfg.val_data, input_size, augment=cfg.augment, seed=cfg.seed)
+    has_teacher = loaders[1] is not None
+    sets = load_datasets(cfg.data, cfg.val_data, input_size, augment=cfg.augment, seed=cfg.seed,
+                         teacher=has_teacher, labels=not (has_teacher and cfg.kd_alpha >= 1))
     n_out = _num_outputs(student, input_size, loaded.name)
-    check_outputs(n_out, sets.classes, f"model {loaded.name}")
-    if n_out > len(sets.classes):
-        note(f"the model has {n_out} outputs for {len(sets.classes)} classes; the extra outputs are trained "
-             "towards zero probability")
+    if sets.labelled:
+        check_outputs(n_out, sets.classes, f"model {loaded.name}")
+        if n_out > len(sets.classes):
+            note(f"the model has {n_out} outputs for {len(sets.classes)} classes; the extra outputs are trained "
+                 "towards zero probability")
     if sets.val is None:
         note("no validation data (give `val_data`, or DIR/train + DIR/val): reporting training metrics only")
+    elif sets.held_out:
+        note(f"{cfg.data} has no labels: {sets.held_out} of its {sets.held_out + len(sets.train)} images (a fixed "
+             f"{HOLD_OUT_FRACTION:.0%}) held out of training to measure top-1 agreement with the teacher (or give "
+             "`val_data`)")
+    elif not sets.val_labelled:
+        note(f"validation data {sets.val_source} has no labels: reporting top-1 agreement with the teacher")
 
     teacher: nn.Module | None = None
     teacher_label: str | None = None
@@ -416,9 +434,10 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
             try:
                 for x, y in loader:
                     x = x.to(device, non_blocking=True)
-                    y = y.to(device, non_blocking=True)
+                    y = y.to(device, non_blocking=True) if sets.labelled else None
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
+                    t_logits = None
                     with autocast(device, cfg.amp):
                         logits = net(x)
                         if teacher is not None:
@@ -428,6 +447,7 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
                                                      temperature=cfg.kd_temperature,
                                                      label_smoothing=cfg.label_smoothing)
                         else:
+                            assert y is not None  # load_datasets refuses unlabelled data without a teacher
                             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                     loss_value = float(loss.detach())  # one device sync per step, reused below
                     if not math.isfinite(loss_value):
@@ -439,11 +459,14 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
                     scaler.update()
                     scheduler.step()
                     step += 1
-                    meter.update(loss_value, logits.detach().float(), y)
-                    n_epoch += int(y.shape[0])
+                    meter.update(loss_value, logits.detach().float(), y,
+                                 None if t_logits is None else t_logits.detach().float())
+                    n_epoch += int(x.shape[0])
                     el = time.perf_counter() - t_epoch
                     ips = n_epoch * env.world_size / el if el > 0 else 0.0
-                    progress(task, step, steps, f"loss {meter.loss:.4f}  acc {meter.acc1:.1f}%  {ips:,.0f} img/s  "
+                    acc = f"acc {meter.acc1:.1f}%  " if sets.labelled else ""
+                    agree = f"agree {meter.agreement:.1f}%  " if teacher is not None else ""
+                    progress(task, step, steps, f"loss {meter.loss:.4f}  {acc}{agree}{ips:,.0f} img/s  "
                                                 f"lr {float(scheduler.get_last_lr()[0]):.3g}")
                     if dist_mod.any_rank(stop.requested, env, device) and step < steps:
                         _interrupt(save, epoch, step, meter, env, device, ck_path, cfg, steps, collective=True)
@@ -457,11 +480,15 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
             train_secs += secs
             total = Meter.from_list(dist_mod.all_reduce_sum(meter.as_list(), env, device))
             record = EpochRecord(epoch=epoch + 1, lr=float(scheduler.get_last_lr()[0]), train_loss=total.loss,
-                                 train_top1=total.acc1, seconds=secs,
-                                 train_images_per_s=n_epoch * env.world_size / secs if secs > 0 else 0.0)
+                                 train_top1=or_none(total.acc1), seconds=secs,
+                                 train_images_per_s=n_epoch * env.world_size / secs if secs > 0 else 0.0,
+                                 train_agreement=or_none(total.agreement))
             if val_loader is not None:
-                vm = run_eval(student, val_loader, device, env=env, amp=cfg.amp, channels_last=cfg.channels_last)
-                record.val_loss, record.val_top1, record.val_top5 = vm.loss, vm.acc1, vm.acc5
+                vm = run_eval(student, val_loader, device, env=env, amp=cfg.amp, channels_last=cfg.channels_last,
+                              teacher=teacher, labelled=sets.val_labelled)
+                if sets.val_labelled:
+                    record.val_loss, record.val_top1, record.val_top5 = vm.loss, vm.acc1, vm.acc5
+                record.val_agreement = or_none(vm.agreement)
             history.append(record)
             save(epoch + 1, 0, Meter())
             on_epoch(record)
@@ -474,6 +501,9 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
     val_size = len(sets.val) if sets.val is not None else 0  # type: ignore[arg-type]
     last = history[-1] if history else None
     best = max((r for r in history if r.val_top1 is not None), key=lambda r: r.val_top1 or 0.0, default=None)
+    best_agree = max((r for r in history if r.val_agreement is not None), key=lambda r: r.val_agreement or 0.0,
+                     default=None)
+    best_epoch = best.epoch if best else (best_agree.epoch if best_agree else None)
     if out_path is not None and env.is_main:
         recipe = Recipe.from_dict(loaded.recipe.to_dict())
         recipe.input_size = list(input_size)
@@ -482,7 +512,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
             "data": cfg.data, "epochs": cfg.epochs, "seed": cfg.seed, "teacher": teacher_label,
             "kd_alpha": cfg.kd_alpha if teacher is not None else None, "global_batch_size": cfg.batch_size,
             "world_size": env.world_size, "val_top1": last.val_top1 if last else None,
-            "classes": sets.classes if len(sets.classes) <= 1000 else None,
+            "val_agreement": last.val_agreement if last else None, "labelled": sets.labelled,
+            "classes": sets.classes if sets.labelled and len(sets.classes) <= 1000 else None,
         }
         save_artifact(final, out_path, recipe, force=True)
     dist_mod.barrier(env)
@@ -494,7 +525,9 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
         val_images=val_size, num_classes=len(sets.classes), input_size=list(input_size),
         final_val_top1=last.val_top1 if last else None, final_val_top5=last.val_top5 if last else None,
         final_val_loss=last.val_loss if last else None,
-        best_val_top1=best.val_top1 if best else None, best_epoch=best.epoch if best else None,
+        best_val_top1=best.val_top1 if best else None, best_epoch=best_epoch,
+        final_val_agreement=last.val_agreement if last else None,
+        best_val_agreement=best_agree.val_agreement if best_agree else None, labelled=sets.labelled,
         train_images_per_s=train_imgs / train_secs if train_secs > 0 else 0.0,
         seconds=time.perf_counter() - t_start, resumed_from=cfg.resume, history=history, notes=notes,
         model=final,
