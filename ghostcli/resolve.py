@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import re
 from collections import OrderedDict
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,31 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SPECIAL_SIZES = {"inception_v3": (3, 299, 299)}
 
 
-def torchvision_names() -> list[str]:
-    """Classification model names torchvision can build."""
+#: torchvision.models submodules whose models resolve by name besides the classification ones (detection holds the
+#: keypoint and instance-segmentation models too); built with ``weights=None, weights_backbone=None``
+TORCHVISION_TASKS = ("segmentation", "detection")
+
+
+@cache
+def _torchvision_tasks() -> dict[str, str]:
+    """name -> task ("classification", "segmentation", "detection") of every model torchvision can build."""
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    tasks = {n: "classification" for n in torchvision.models.list_models(module=torchvision.models)}
+    for task in TORCHVISION_TASKS:
+        tasks.update({n: task for n in torchvision.models.list_models(module=getattr(torchvision.models, task))})
+    return tasks
+
+
+def torchvision_names() -> list[str]:
+    """Model names torchvision can build: classification, semantic segmentation and detection (keypoint and
+    instance segmentation included)."""
+    return sorted(_torchvision_tasks())
+
+
+def torchvision_task(name: str) -> str | None:
+    """What a torchvision model does: "classification", "segmentation", "detection", or None (not a model)."""
+    return _torchvision_tasks().get(name)
 
 
 def _timm_create(name: str, options: dict[str, Any]) -> nn.Module:
@@ -96,11 +117,15 @@ def build_source(source: str, options: dict[str, Any], *, trust_factory: bool = 
         if kind == "torchvision":
             import torchvision
 
-            if name not in torchvision_names():
+            task = torchvision_task(name)
+            if task is None:
                 from ghostcli.models.registry import suggest
 
                 raise ModelNotFoundError(f"unknown torchvision model {name!r}{suggest(name, torchvision_names())}")
-            return torchvision.models.get_model(name, weights=None, **options)
+            no_download: dict[str, Any] = {"weights": None}
+            if task != "classification":  # their backbones default to downloading ImageNet weights
+                no_download["weights_backbone"] = None
+            return torchvision.models.get_model(name, **no_download, **options)
         if kind == "timm":
             return _timm_create(name, options)
         if kind == "factory":
@@ -159,6 +184,13 @@ def default_input_size(source: str, model: nn.Module, options: dict[str, Any]) -
         size = get_model_spec(name).input_size
     elif kind == "torchvision":
         size = _SPECIAL_SIZES.get(name, size)
+        task = torchvision_task(name)
+        if task == "segmentation":
+            size = (3, 520, 520)  # the resize of torchvision's segmentation weights' transforms
+        elif task == "detection":  # the model resizes every image to its transform's min_size
+            side = getattr(getattr(model, "transform", None), "min_size", None)
+            if isinstance(side, (tuple, list)) and side and isinstance(side[0], int):
+                size = (3, side[0], side[0])
     elif kind == "timm":
         cfg = getattr(model, "pretrained_cfg", None) or {}
         if "input_size" in cfg:
