@@ -30,9 +30,8 @@ def digits_result(tmp_path_factory):
 
 
 def test_saved_ir_is_int8(digits_result):
-    from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
-    from ghostcli.deploy.quantize import int8_coverage
-    from ghostcli.runtime.openvino import compile_cpu, core
+    from ghostcli.deploy.graph import openvino_op_counts
+    from ghostcli.runtime.openvino import compile_cpu, core, executed_precisions, int8_coverage
 
     result, out = digits_result
     assert out.exists() and out.with_suffix(".bin").exists()

@@ -441,13 +441,14 @@ def _deployed_runner(s: _Subject, prof: ModelProfile, batch: int, o: ProfileOpti
                      sessions: dict[int, object]) -> Runner:
     """A runner timing the exported model ``s`` at ``batch`` on its runtime; fills ``prof.runtime``."""
     from ghostcli.runtime import deployed as rt
+    from ghostcli.runtime.openvino import executed_precisions, int8_coverage
 
     assert s.deployed is not None
     shape = (batch, *s.input_size)
     data = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     if s.runtime == "openvino":
         compiled, executed = rt.compile_graph(s.deployed.graph, shape, precision=o.ov_precision, threads=o.threads)
-        n8, total = rt.int8_layers(compiled)
+        n8, total = int8_coverage(executed_precisions(compiled))
         prof.runtime = _runtime_info(s, o, precision=executed, threads=rt.openvino_threads(compiled, o.threads),
                                      int8=f"{n8}/{total} conv/FC layers in i8/u8" if n8 else None)
         return openvino_runner(compiled, data)

@@ -6,7 +6,6 @@ Slice and no BatchNormalization) and when studying a quantized model.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -77,31 +76,6 @@ def openvino_slices_after_concat(model_or_path: Any) -> int:
             src = op.input_value(0).get_node()
             count += src.get_type_name() == "Concat"
     return count
-
-
-def rt_str(value: Any) -> str:
-    """An OpenVINO rt_info entry (an ``OVAny``) as text."""
-    if hasattr(value, "astype"):
-        with contextlib.suppress(Exception):  # OVAny raises several types
-            return str(value.astype(str))
-    return str(getattr(value, "value", value))
-
-
-def executed_precisions(compiled_model: Any) -> dict[str, dict[str, int]]:
-    """What the OpenVINO CPU plugin actually runs: ``{layer type: {precision: count}}``.
-
-    Read from the compiled model's runtime graph (``layerType`` / ``runtimePrecision``);
-    an INT8 model whose convolutions show ``f32``/``bf16`` here is not running INT8 kernels.
-    """
-    out: dict[str, Counter[str]] = {}
-    for op in compiled_model.get_runtime_model().get_ordered_ops():
-        rt = op.get_rt_info()
-        layer = rt_str(rt["layerType"]) if "layerType" in rt else op.get_type_name()
-        prec = rt_str(rt["runtimePrecision"]) if "runtimePrecision" in rt else "?"
-        if layer in ("Input", "Output", "Parameter", "Result", "Const"):
-            continue
-        out.setdefault(layer, Counter())[prec.lower()] += 1
-    return {k: dict(v.most_common()) for k, v in sorted(out.items())}
 
 
 def bn_leftovers(counts: dict[str, int]) -> int:

@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
 SYNTHETIC_WARNING = ("calibrating on synthetic noise: activation ranges do not match real images, "
                      "so the INT8 model's accuracy is UNKNOWN; use `calib_data` DIR or digits")
-_COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
-_INT8 = ("i8", "u8")
 
 
 @dataclass
@@ -164,16 +162,6 @@ def _measure_size(ov_model: Any) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def int8_coverage(executed: dict[str, dict[str, int]]) -> tuple[int, int]:
-    """(conv/FC layers executed in i8/u8, all conv/FC layers) from :func:`ghostcli.deploy.graph.executed_precisions`."""
-    n_int8 = total = 0
-    for layer, precs in executed.items():
-        if any(key in layer for key in _COMPUTE_LAYERS):
-            total += sum(precs.values())
-            n_int8 += sum(c for p, c in precs.items() if p in _INT8)
-    return n_int8, total
-
-
 def _stats(name: str, hint: str, executed: str, times_ms: list[float]) -> VariantStats:
     s = timing_stats(times_ms)
     return VariantStats(name=name, precision_hint=hint, executed_precision=executed,
@@ -244,9 +232,9 @@ def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions |
     import torch
 
     from ghostcli.deploy.calibration import load_image_set
-    from ghostcli.deploy.graph import executed_precisions, openvino_op_counts
+    from ghostcli.deploy.graph import openvino_op_counts
     from ghostcli.deploy.openvino_export import save_ir
-    from ghostcli.runtime.openvino import compile_cpu, infer_fn, to_openvino
+    from ghostcli.runtime.openvino import compile_cpu, executed_precisions, infer_fn, int8_coverage, to_openvino
     from ghostcli.runtime.probe import run_once
 
     o = options or QuantizeOptions()

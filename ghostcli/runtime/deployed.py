@@ -25,7 +25,6 @@ from ghostcli.runtime.timing import Runner
 DEPLOYED_SUFFIXES = {".onnx": "onnx", ".xml": "openvino"}
 FORMAT_NAMES = {"onnx": "ONNX model", "openvino": "OpenVINO IR"}
 _NOISE = ("Check '", "Exception from ", "FrontEnd API failed")
-_COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 
 
 def _reason(exc: BaseException) -> str:
@@ -95,20 +94,6 @@ def openvino_threads(compiled: Any, asked: int | None) -> int | None:
     with contextlib.suppress(Exception):
         return int(compiled.get_property("INFERENCE_NUM_THREADS") or 0) or asked
     return asked
-
-
-def int8_layers(compiled: Any) -> tuple[int, int]:
-    """(conv/FC layers the CPU plugin executes in i8/u8, all conv/FC layers), from the runtime graph."""
-    n_int8 = total = 0
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        rt = op.get_rt_info()
-        layer = str(rt["layerType"].astype(str)) if "layerType" in rt else op.get_type_name()
-        if not any(k in layer for k in _COMPUTE_LAYERS):
-            continue
-        total += 1
-        prec = str(rt["runtimePrecision"].astype(str)).lower() if "runtimePrecision" in rt else ""
-        n_int8 += prec in ("i8", "u8")
-    return n_int8, total
 
 
 def onnxruntime_version() -> str | None:

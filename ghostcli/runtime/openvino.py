@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -181,3 +182,42 @@ def profiled_runs(compiled: Any, x: np.ndarray, *, runs: int, warmup: int) -> It
     for _ in range(runs):
         request.infer({0: x})
         yield list(request.profiling_info)
+
+
+#: the CPU plugin's layer types that do the multiply-adds (what INT8 coverage counts)
+COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
+
+
+def rt_str(value: Any) -> str:
+    """An OpenVINO rt_info entry (an ``OVAny``) as text."""
+    if hasattr(value, "astype"):
+        with contextlib.suppress(Exception):  # OVAny raises several types
+            return str(value.astype(str))
+    return str(getattr(value, "value", value))
+
+
+def executed_precisions(compiled_model: Any) -> dict[str, dict[str, int]]:
+    """What the OpenVINO CPU plugin actually runs: ``{layer type: {precision: count}}``.
+
+    Read from the compiled model's runtime graph (``layerType`` / ``runtimePrecision``);
+    an INT8 model whose convolutions show ``f32``/``bf16`` here is not running INT8 kernels.
+    """
+    out: dict[str, Counter[str]] = {}
+    for op in compiled_model.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        layer = rt_str(rt["layerType"]) if "layerType" in rt else op.get_type_name()
+        prec = rt_str(rt["runtimePrecision"]) if "runtimePrecision" in rt else "?"
+        if layer in ("Input", "Output", "Parameter", "Result", "Const"):
+            continue
+        out.setdefault(layer, Counter())[prec.lower()] += 1
+    return {k: dict(v.most_common()) for k, v in sorted(out.items())}
+
+
+def int8_coverage(executed: dict[str, dict[str, int]]) -> tuple[int, int]:
+    """(conv/FC layers executed in i8/u8, all conv/FC layers) from :func:`executed_precisions`."""
+    n_int8 = total = 0
+    for layer, precs in executed.items():
+        if any(key in layer for key in COMPUTE_LAYERS):
+            total += sum(precs.values())
+            n_int8 += sum(c for p, c in precs.items() if p in ("i8", "u8"))
+    return n_int8, total
