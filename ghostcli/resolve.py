@@ -187,10 +187,10 @@ def default_input_size(source: str, model: nn.Module, options: dict[str, Any]) -
         task = torchvision_task(name)
         if task == "segmentation":
             size = (3, 520, 520)  # the resize of torchvision's segmentation weights' transforms
-        elif task == "detection":  # the model resizes every image to its transform's min_size
+        elif task == "detection":  # in eval mode the model resizes every image to its transform's last min_size
             side = getattr(getattr(model, "transform", None), "min_size", None)
-            if isinstance(side, (tuple, list)) and side and isinstance(side[0], int):
-                size = (3, side[0], side[0])
+            if isinstance(side, (tuple, list)) and side and isinstance(side[-1], int):
+                size = (3, side[-1], side[-1])
     elif kind == "timm":
         cfg = getattr(model, "pretrained_cfg", None) or {}
         if "input_size" in cfg:
