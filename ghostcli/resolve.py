@@ -9,7 +9,8 @@ Accepted forms, tried in this order:
 - ``timm:NAME`` (needs the ``timm`` extra);
 - ``torchvision:NAME``;
 - ``pkg.module:factory`` (a callable returning an ``nn.Module``);
-- a zoo name (``ghostnet_100``, ``resnet56`` ...), then a torchvision name (``resnet50``).
+- a zoo name (``ghostnet_100``, ``resnet56`` ...), then a torchvision name: classification (``resnet50``),
+  segmentation (``deeplabv3_resnet50``) or detection (``fasterrcnn_resnet50_fpn``, ``keypointrcnn_resnet50_fpn``).
 
 Nothing is downloaded: pretrained weights come from a local file (``weights=``).
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from ghostcli.artifacts import Recipe, save_artifact
 from ghostcli.cli.app import app
@@ -17,7 +18,14 @@ from ghostcli.convert import GhostifyOptions, GhostifyReport, ghostify
 from ghostcli.errors import ModelNotFoundError
 from ghostcli.layers import GhostModule
 from ghostcli.loaded import LoadedModel
-from ghostcli.resolve import canonical_source, load_artifact, resolve_model, torchvision_names, torchvision_task
+from ghostcli.resolve import (
+    canonical_source,
+    default_input_size,
+    load_artifact,
+    resolve_model,
+    torchvision_names,
+    torchvision_task,
+)
 
 SEGMENTATION = torchvision.models.list_models(module=torchvision.models.segmentation)
 DETECTION = torchvision.models.list_models(module=torchvision.models.detection)
@@ -66,6 +74,10 @@ def test_they_build_with_random_weights_and_their_input_size(no_download: None) 
     with torch.no_grad():
         out = det.model(torch.rand(1, 3, 64, 64))
     assert isinstance(out, list) and {"boxes", "labels", "scores"} <= set(out[0])
+    # Keypoint R-CNN trains at several sizes (min_size 640 ... 800) and evaluates at the last
+    keypoint_like = nn.Module()
+    keypoint_like.transform = GeneralizedRCNNTransform((640, 672, 704, 736, 768, 800), 1333, [0.5] * 3, [0.2] * 3)
+    assert default_input_size("torchvision:keypointrcnn_resnet50_fpn", keypoint_like, {}) == (3, 800, 800)
 
 
 def _dilated(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -124,3 +136,19 @@ def test_cli_ghostify_by_name_then_load(tmp_path: Path, runner, no_download: Non
     with torch.no_grad():
         y = back.model(torch.randn(1, 3, 64, 64))
     assert list(y) == ["out"] and y["out"].shape == (1, 21, 64, 64)
+
+
+def test_a_detector_ghostifies_and_keeps_its_output_structure(no_download: None) -> None:
+    """Faster R-CNN (MobileNetV3 FPN) at a small size: backbone and FPN convs converted, one dict per image.
+
+    (With random weights it detects nothing before and after; detectors whose detection count changes are
+    refused by ghostify's output-shape check: docs/models.md.)"""
+    torch.manual_seed(0)
+    loaded = resolve_model("fasterrcnn_mobilenet_v3_large_320_fpn", options={"min_size": 64, "max_size": 64})
+    assert loaded.input_size == (3, 64, 64)
+    g, rep = ghostify(loaded.model, input_size=(3, 64, 64))
+    names = {r.name for r in rep.rows if r.action == "ghost"}
+    assert {"backbone.fpn.inner_blocks.0.0", "rpn.head.conv.0.0"} <= names and rep.replaced == 53
+    with torch.no_grad():
+        out = g(torch.rand(2, 3, 64, 64))
+    assert len(out) == 2 and all(set(d) == {"boxes", "labels", "scores"} for d in out)
