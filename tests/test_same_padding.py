@@ -209,3 +209,21 @@ def test_ghostcli_imports_none_of_those_packages() -> None:
             "print(sorted(p for p in ('timm', 'efficientnet_pytorch', 'efficientnet_lite_pytorch') if p in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_calibration_fits_padded_ghost_modules() -> None:
+    """ghostify --calib-data works on them: the closed-form fit sees the same padded input as the primary conv."""
+    from ghostcli.calibrate.engine import CalibrateOptions, calibrate_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), Conv2dSame(8, 16, 3, stride=2), nn.ReLU(),
+                          Conv2dSame(16, 16, 2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 10)).eval()
+    g, _ = ghostify(model, input_size=(1, 8, 8), count_macs=False)
+    assert [type(g[i]) for i in (2, 4)] == [PaddedGhostModule, PaddedGhostModule]
+    opts = CalibrateOptions(calib_data="synthetic", calib_images=64, held_out_images=64, block_steps=20,
+                            network_epochs=1)
+    report = calibrate_model(model, g, options=opts, input_size=(1, 8, 8))
+    assert [r.name for r in report.rows] == ["2", "4"]
+    for row in report.rows:
+        assert row.error_init < 0.75 * row.error_before, row
