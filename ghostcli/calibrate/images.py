@@ -7,11 +7,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import Dataset
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
 
-from ghostcli.data import is_named_source, load_image_dataset
+from ghostcli.calibrate.synthetic import SyntheticBNOptions, synthesize_bn_images
+from ghostcli.data import SYNTHETIC_BN, has_val_split, is_named_source, load_image_dataset
+from ghostcli.errors import UsageError
+from ghostcli.progress import Progress, no_progress
 
-_SPLIT_SOURCES = ("digits", "fashion-mnist")  # named sources with their own held-out split
+#: seed offset of the held-out synthetic-bn images (another noise draw than the calibration images')
+HELD_OUT_SEED_OFFSET = 1_000_003
 
 
 @dataclass
@@ -29,22 +34,20 @@ def _stack(ds: Dataset, indices: list[int]) -> torch.Tensor:
     return torch.stack([ds[i][0] for i in indices]) if indices else torch.empty(0)
 
 
-def _has_val(spec: str) -> bool:
-    if spec in _SPLIT_SOURCES:
-        return True
-    if spec.startswith("idx:"):
-        try:
-            load_image_dataset(spec, split="val", input_size=(1, 1, 1))
-        except Exception:  # noqa: BLE001 - no t10k files: held out from the training files instead
-            return False
-        return True
-    return False
-
-
-def load_images(spec: str, count: int, held_out: int, input_size: tuple[int, int, int], seed: int) -> CalibrationImages:
+def load_images(spec: str, count: int, held_out: int, input_size: tuple[int, int, int], seed: int, *,
+                model: nn.Module | None = None, synthetic: SyntheticBNOptions | None = None,
+                progress: Progress = no_progress) -> CalibrationImages:
     """``count`` images of ``spec`` (its train split) in a seeded random order, and up to ``held_out`` others:
     the source's val split when it has one (digits, fashion-mnist, idx: with t10k files), else images of the
-    same source not used for fitting, else (a source with no other image) the fitting images themselves."""
+    same source not used for fitting, else (a source with no other image) the fitting images themselves.
+
+    ``synthetic-bn`` makes the images from ``model`` (the original; required), optimised as ``synthetic`` says
+    (:func:`~ghostcli.calibrate.synthetic.synthesize_bn_images`, reporting to ``progress``): ``count`` from
+    ``seed`` and, from another seed, up to ``held_out`` but at most a quarter of ``count`` held-out ones (each
+    costs as much to make as a calibration image). Distillation walks the calibration images.
+    """
+    if spec == SYNTHETIC_BN:
+        return _synthetic_bn(model, count, held_out, input_size, seed, synthetic, progress)
     notes: list[str] = []
     g = torch.Generator().manual_seed(seed)
     if spec == "synthetic":
@@ -57,7 +60,7 @@ def load_images(spec: str, count: int, held_out: int, input_size: tuple[int, int
         notes.append(f"{spec} has {total} images, fewer than `calib_images` {count}: calibrating on all of them")
         count = total
     calib = _stack(ds, order[:count])
-    if is_named_source(spec) and _has_val(spec):
+    if is_named_source(spec) and has_val_split(spec):
         val = load_image_dataset(spec, split="val", input_size=input_size)
         vorder = torch.randperm(len(val), generator=g).tolist()[:held_out]  # type: ignore[arg-type]
         return CalibrationImages(calib, _stack(val, vorder), f"{len(vorder)} images of the val split of {spec}", ds,
@@ -68,6 +71,22 @@ def load_images(spec: str, count: int, held_out: int, input_size: tuple[int, int
     notes.append(f"{spec} has no image besides the {count} calibration images: errors and agreement are measured "
                  "on them (not held out)")
     return CalibrationImages(calib, calib[:held_out], "the calibration images", ds, notes)
+
+
+def _synthetic_bn(model: nn.Module | None, count: int, held_out: int, input_size: tuple[int, int, int], seed: int,
+                  options: SyntheticBNOptions | None, progress: Progress) -> CalibrationImages:
+    if model is None:
+        raise UsageError("synthetic-bn images are made from the original model's BatchNorm statistics: pass `model`")
+    n_held = max(1, min(held_out, count // 4))
+    calib = synthesize_bn_images(model, count, input_size, seed=seed, options=options, progress=progress,
+                                 task="synthetic-bn: calibration images")
+    held = synthesize_bn_images(model, n_held, input_size, seed=seed + HELD_OUT_SEED_OFFSET, options=options,
+                                progress=progress, task="synthetic-bn: held-out images")
+    source = f"{n_held} other synthetic-bn images (seed {seed + HELD_OUT_SEED_OFFSET})"
+    notes = [f"synthetic-bn: {count} images made from the original's BatchNorm statistics; errors and agreement "
+             f"are measured on {n_held} more from another seed, not on real images"]
+    return CalibrationImages(calib, held, source, TensorDataset(calib, torch.zeros(len(calib), dtype=torch.long)),
+                             notes)
 
 
 def batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
