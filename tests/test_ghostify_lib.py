@@ -11,6 +11,7 @@ from torch import nn
 
 from ghostcli.convert import (
     DEFAULT_CONVERTERS,
+    SAME_PADDING_CONVERTERS,
     ConverterTable,
     GhostifyOptions,
     GhostifyReport,
@@ -211,7 +212,7 @@ def test_a_converter_table_replaces_the_default_one_for_one_call():
     _, rep = ghostify(model, input_size=(3, 8, 8), converters=table, allow_empty=True, keep_stem=False)
     assert [r.reason for r in rep.rows] == ["my table keeps every conv"] * 2
     table.unregister(nn.Conv2d)  # ghostify worked on a copy: changing the table later changes nothing
-    assert len(table) == 0 and list(DEFAULT_CONVERTERS) == [nn.Conv2d]
+    assert len(table) == 0 and set(DEFAULT_CONVERTERS) == {nn.Conv2d, *SAME_PADDING_CONVERTERS}
     _, rep = ghostify(model, input_size=(3, 8, 8), keep_stem=False)
     assert rep.replaced == 2
     with pytest.raises(TypeError, match="nn.Module subclass"):
@@ -424,3 +425,15 @@ def test_ghostify_and_export_folding_use_one_conv_bn_rule(make, method, pairs):
             got = getattr(g, conv)(inp)[:, :m]
         relu_inside = isinstance(getattr(g, conv).primary_conv[2], nn.ReLU)
         torch.testing.assert_close(got, torch.relu(want) if relu_inside else want, rtol=1e-5, atol=1e-5)
+
+
+def test_output_shapes_of_a_detector_leave_out_the_detection_count() -> None:
+    """ghostify's output-shape check: a detector's per-image dicts hold as many rows as it detected, which depends on
+    the weights (a ghostified RetinaNet detects other things), so only the per-detection shape must stay."""
+    from ghostcli.convert.report import _shapes
+
+    before = [{"boxes": torch.zeros(3, 4), "scores": torch.zeros(3)}, {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}]
+    after = [{"boxes": torch.zeros(7, 4), "scores": torch.zeros(7)}, {"boxes": torch.zeros(1, 4), "scores": torch.zeros(1)}]
+    assert _shapes(before) == _shapes(after) == [(4,), (), (4,), ()]
+    assert _shapes({"out": torch.zeros(1, 21, 8, 8)}) == [(1, 21, 8, 8)]  # a segmentation dict keeps every dimension
+    assert _shapes((torch.zeros(2, 3), [torch.zeros(5)])) == [(2, 3), (5,)]

@@ -13,7 +13,7 @@ from torch import nn
 from ghostcli.analysis.params import module_params
 from ghostcli.convert.activation import absorb_relus
 from ghostcli.convert.report import ConvRow, GhostifyReport, Measurement, StageRow, run_and_count
-from ghostcli.convert.rules import ConvertContext, Converter, ConverterTable, KeepLayer, converter_table
+from ghostcli.convert.rules import ConvertContext, Converter, ConverterTable, KeepLayer, LayerKey, converter_table
 from ghostcli.convert.select import enclosing_ghost, selection_reason, unmatched_patterns
 from ghostcli.convert.stage import build_g_ghost_stage, stage_candidates
 from ghostcli.errors import ConversionError, UsageError
@@ -35,7 +35,7 @@ def ghostify(
     model: nn.Module,
     options: GhostifyOptions | None = None,
     *,
-    converters: ConverterTable | Mapping[type[nn.Module], Converter] | None = None,
+    converters: ConverterTable | Mapping[LayerKey, Converter] | None = None,
     ratio: int | None = None,
     dw_kernel: int | None = None,
     include: Iterable[str] | None = None,

@@ -133,13 +133,17 @@ class Measurement:
         return sum(self.macs.get(id(m), 0) for m in module.modules())
 
 
-def _shapes(out: Any) -> list[tuple[int, ...]]:
+def _shapes(out: Any, per_item: bool = False) -> list[tuple[int, ...]]:
+    """The shapes of every tensor in ``out``. A list of dicts is a detector's per-image results, whose first
+    dimension counts what was detected (it depends on the weights), so there it is left out."""
     if isinstance(out, torch.Tensor):
-        return [tuple(out.shape)]
+        shape = tuple(int(v) for v in out.shape)
+        return [shape[1:] if per_item else shape]
     if isinstance(out, dict):
-        return [s for v in out.values() for s in _shapes(v)]
+        return [s for v in out.values() for s in _shapes(v, per_item)]
     if isinstance(out, (list, tuple)):
-        return [s for v in out for s in _shapes(v)]
+        detections = isinstance(out, list) and bool(out) and all(isinstance(v, dict) for v in out)
+        return [s for v in out for s in _shapes(v, per_item or detections)]
     return []
 
 
