@@ -69,3 +69,16 @@ def test_bad_folders(tmp_path: Path) -> None:
     (bad / "x.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot decode"):
         load_image_dataset(str(bad), input_size=(3, 8, 8))[0]
+
+
+def test_which_named_sources_have_a_val_split(tmp_path: Path) -> None:
+    from ghostcli.data import has_val_split, is_named_source
+
+    assert has_val_split("digits") and has_val_split("fashion-mnist")
+    assert not has_val_split("synthetic") and not has_val_split("synthetic-bn") and not has_val_split(str(tmp_path))
+    assert not has_val_split(f"idx:{tmp_path}")  # no t10k files
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    assert not has_val_split(f"idx:{tmp_path}")  # images without labels
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    assert has_val_split(f"idx:{tmp_path}")  # both, by name (read when loaded)
+    assert is_named_source("idx:x") and is_named_source("synthetic-bn") and not is_named_source(str(tmp_path))
