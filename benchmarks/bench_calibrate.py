@@ -215,9 +215,12 @@ def run_resnet50(args: argparse.Namespace) -> int:
     opts = CalibrateOptions(calib_data="synthetic", calib_images=images, held_out_images=held)
     _reset_peak()
     rss0 = _peak_mb()
+    cpu0 = time.process_time()
     cal = calibrate_model(original, ghost, options=opts, input_size=size, progress=progress)
     seconds = time.perf_counter() - t0
-    print(f"calibrate resnet50 on {cal.calib_images} images ({held} held out): {seconds:.0f} s in all (data "
+    cpu = time.process_time() - cpu0
+    print(f"calibrate resnet50 on {cal.calib_images} images ({held} held out): {seconds:.0f} s wall, {cpu:.0f} s of CPU "
+          f"time on {args.threads} threads (data "
           f"{cal.seconds_data:.0f} s, closed form + block-wise {cal.seconds_calibrate:.0f} s over {len(cal.rows)} "
           f"units with {cal.block_steps} steps each, network-wise {cal.seconds_network:.0f} s ({cal.network_epochs} "
           f"epochs), held-out passes {cal.seconds_measure:.0f} s); peak RSS {_peak_mb():.0f} MB (before "
@@ -257,18 +260,21 @@ def run(args: argparse.Namespace, data: str, path: Path) -> int:
         variants = [variants[0] if args.only == "calibrated" else variants[1]]
     if args.options:
         print(f"options for every variant: {json.dumps(args.options)}")
-    print(f"{'calibration':<26} {'test top-1':>10} {'vs original':>11} {'agreement':>9} {'time':>8} {'peak RSS':>9}")
+    print(f"{'calibration':<26} {'test top-1':>10} {'vs original':>11} {'agreement':>9} {'time':>8} {'CPU time':>8} "
+          f"{'peak RSS':>9}")
     for label, extra in variants:
         opts = CalibrateOptions(**{"calib_data": data, "calib_images": args.calib_images,  # type: ignore[arg-type]
                                    "inputs": args.inputs, **args.options, **extra})
         g, _ = ghostify(original, input_size=SIZE)
         _reset_peak()
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         cal = calibrate_model(original, g, options=opts, input_size=SIZE)
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         acc = _top1(g, x_test, y_test)
         agreement = cal.agreement_final
-        print(f"{label:<26} {acc:>9.2f}% {acc - base:>+10.2f} {agreement or 0:>8.1f}% {seconds:>7.0f}s "
+        print(f"{label:<26} {acc:>9.2f}% {acc - base:>+10.2f} {agreement or 0:>8.1f}% {seconds:>7.0f}s {cpu:>7.0f}s "
               f"{_peak_mb():>7.0f}MB", flush=True)
         if args.verbose:
             for r in cal.rows:

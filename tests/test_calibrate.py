@@ -238,7 +238,7 @@ def test_default_steps_fit_the_compute_budgets() -> None:
     opts = CalibrateOptions()
     assert opts.steps_for(1024) == 384 and opts.steps_for(64) == 50 and opts.steps_for(100_000) == 500
     assert opts.steps_for(1024, 1e6) == 384  # a small layer: 12 passes, as without a budget
-    assert opts.steps_for(256, 1e8) == 10 and opts.steps_for(256, 2e7) == 52  # 1e11 / (3 * 2e7 * 32) = 52
+    assert opts.steps_for(256, 1e8) == 10 and opts.steps_for(256, 1e7) == 41  # 4e10 / (3 * 1e7 * 32) = 41
     assert CalibrateOptions(block_steps=7).steps_for(256, 1e12) == 7
     assert opts.network_epochs_for(1024) == 60 and opts.network_epochs_for(1024, 16e6, 31e6) == 60
     assert opts.network_epochs_for(256, 2.2e9, 4.1e9) == 3  # ResNet-50: 6e12 / (64 * 10.7e9) = 8.8 steps of 4

@@ -71,7 +71,7 @@ class CalibrateOptions:
     search_seconds: float = 2.0  # per layer, for swaps after the greedy channel choice
     block_steps: int | None = None  # Adam steps per unit; None: 12 passes over the calibration images, 50 to 500,
     #                                 at most what `block_budget` allows (then at least 10)
-    block_budget: float = 1e11  # multiply-adds per unit that the default block_steps may spend (3 x forward per image)
+    block_budget: float = 4e10  # multiply-adds per unit that the default block_steps may spend (3 x forward per image)
     block_lr: float = 1e-3
     block_batch_size: int = 32
     network_epochs: int | None = None  # passes over the calibration images; None: about 960 steps, 1 to 60 epochs,
@@ -87,12 +87,15 @@ class CalibrateOptions:
     distill_images: int | None = None  # per epoch; None: the whole training split
     distill_features: float = 0.0  # weight of the per-layer output losses in distillation (0: model outputs only)
     cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
+    error_images: int = 256  # the per-unit errors on calibration inputs are measured on the first N of them
     seed: int = 0
 
     def check(self) -> None:
         """Raise UsageError on an option out of range (settings named in backquotes)."""
         if self.calib_images < 1:
             raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
+        if self.error_images < 1:
+            raise UsageError(f"`error_images` must be at least 1, got {self.error_images}")
         if self.held_out_images < 1:
             raise UsageError(f"`held_out_images` must be at least 1, got {self.held_out_images}")
         if self.batch_size < 1 or self.block_batch_size < 1:
@@ -151,7 +154,7 @@ class CalibrationRow:
     fixed_reason: str  # why the pairing is fixed (a residual add reads it, ...)
     fit_cost: float | None  # mean relative residual of the cheap channels' least squares (chosen or fixed)
     fit_cost_fixed: float | None  # the same with the layer's own pairing (for comparison)
-    error_before: float  # calibration inputs, as ghostify made it
+    error_before: float  # calibration inputs (the first `error_images`), as ghostify made it
     error_init: float | None  # after the closed-form initialisation (None for a stage)
     error_block: float | None  # after block-wise reconstruction (None when skipped)
     error_held_out: float | None  # held-out images, after block-wise reconstruction
@@ -386,7 +389,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             kept = f", {cache.count} of the {len(calib)} images" if cache.count < len(calib) else ""
             notes.append(f"{unit.name}: activations held as bfloat16 ({cache.mb:.0f} MB{kept}; "
                          f"`cache_mb` {opts.cache_mb:g})")
-        before = relative_error(unit, cache, bs)
+        before = relative_error(unit, cache, bs, opts.error_images)
         row = CalibrationRow(unit.name, unit.kind, "", "", None, None, before, None, None, None, None, None, 0.0,
                              cache.mb)
         if unit.kind == "ghost":
@@ -396,7 +399,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             row.pairing = "fixed" if readers.reason else "chosen"
             row.fixed_reason = readers.reason
             row.fit_cost, row.fit_cost_fixed = choice.cost / kids, fixed_cost / kids
-            row.error_init = relative_error(unit, cache, bs)
+            row.error_init = relative_error(unit, cache, bs, opts.error_images)
         start = row.error_init if row.error_init is not None else before
         unit_steps = row.steps = opts.steps_for(cache.count, unit_macs[i])
         if unit_steps:
@@ -408,7 +411,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             reconstruct(unit, cache, steps=unit_steps, lr=opts.block_lr, batch_size=opts.block_batch_size,
                         seed=opts.seed + i, report=tick)
             recenter_batchnorms(unit.module, cache, bs)
-            row.error_block = relative_error(unit, cache, bs)
+            row.error_block = relative_error(unit, cache, bs, opts.error_images)
             if not row.error_block <= start:  # never leave a unit worse than it was (NaN included)
                 unit.module.load_state_dict(saved)
                 notes.append(f"{unit.name}: block-wise reconstruction raised the error {start:.3g} -> "

@@ -78,9 +78,11 @@ class Pairs:
     def mb(self) -> float:
         return self.x.mb + self.y.mb
 
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, self.count, batch_size):
-            sl = slice(i, i + batch_size)
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The pairs in order, ``batch_size`` at a time (the first ``limit`` only, when given)."""
+        count = self.count if limit is None else min(self.count, limit)
+        for i in range(0, count, batch_size):
+            sl = slice(i, min(i + batch_size, count))
             yield self.x.rows(sl), self.y.rows(sl)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,11 +118,11 @@ def capture(model: nn.Module, module: nn.Module, images: torch.Tensor, batch_siz
         handle.remove()
 
 
-def relative_error(unit: Unit, pairs: Pairs, batch_size: int) -> float:
-    """``||unit(x) - target|| / ||target||`` over the cached pairs."""
+def relative_error(unit: Unit, pairs: Pairs, batch_size: int, limit: int | None = None) -> float:
+    """``||unit(x) - target|| / ||target||`` over the cached pairs (the first ``limit`` when given)."""
     num = den = 0.0
     with torch.no_grad():
-        for x, y in pairs.batches(batch_size):
+        for x, y in pairs.batches(batch_size, limit):
             t = unit.target(y)
             num += float((unit.module(x) - t).double().square().sum())
             den += float(t.double().square().sum())
