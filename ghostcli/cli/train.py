@@ -127,6 +127,11 @@ def train_command(
 
     if teacher_weights and not teacher:
         raise UsageError("--teacher-weights needs --teacher")
+    from ghostcli.train.data import check_data_path
+
+    for source in (data, val_data):  # a missing folder or uninstalled source is named before any model is built
+        if source is not None:
+            check_data_path(source)
     cfg = TrainConfig(
         data=data, output=str(output), val_data=val_data, kd_alpha=kd_alpha,
         kd_temperature=kd_temperature, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.lower(),

@@ -95,6 +95,7 @@ class DataSets:
 HOLD_OUT_FRACTION = 0.1
 HOLD_OUT_SEED = 0  # fixed: the same images are held out whatever ``seed``, so runs compare on the same images
 NOT_TRAINING_DATA = ("synthetic", "synthetic-bn")
+_SOURCES = "a folder of images, digits, fashion-mnist or idx:PATH"
 
 
 def hold_out_split(n: int) -> tuple[list[int], list[int]]:
@@ -108,11 +109,18 @@ def hold_out_split(n: int) -> tuple[list[int], list[int]]:
 def check_data_path(spec: str) -> None:
     """Fail fast (before any model is built) on data that cannot be trained or evaluated on: a missing folder, a
     file, an unreadable named source (``ghostcli.data.check_source``), or calibration-only noise."""
-    from ghostcli.data import check_source
+    from ghostcli.data import check_source, is_named_source
 
     if spec in NOT_TRAINING_DATA:
         raise DataError(f"{spec} is calibration data (images with no content of their own), not images to train "
-                        "or evaluate on: give a folder, digits, fashion-mnist or idx:PATH")
+                        f"or evaluate on: give {_SOURCES}")
+    if not is_named_source(spec):
+        path = Path(spec)
+        if not path.exists():
+            raise DataError(f"data folder {spec} does not exist (or use digits, fashion-mnist or idx:PATH)")
+        if not path.is_dir():
+            raise DataError(f"{spec} is a file, not a folder of images (DIR/<class>/<image>), digits, fashion-mnist "
+                            "or idx:PATH")
     check_source(spec)
 
 
