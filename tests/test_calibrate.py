@@ -241,7 +241,8 @@ def test_default_steps_fit_the_compute_budgets() -> None:
     assert opts.steps_for(256, 1e8) == 10 and opts.steps_for(256, 1e7) == 41  # 4e10 / (3 * 1e7 * 32) = 41
     assert CalibrateOptions(block_steps=7).steps_for(256, 1e12) == 7
     assert opts.network_epochs_for(1024) == 60 and opts.network_epochs_for(1024, 16e6, 31e6) == 60
-    assert opts.network_epochs_for(256, 2.2e9, 4.1e9) == 3  # ResNet-50: 6e12 / (64 * 10.7e9) = 8.8 steps of 4
+    assert opts.network_epochs_for(256, 2.2e9, 4.1e9) == 2  # ResNet-50: 6e12 / (64 * 10.7e9) = 8.8 steps, 4 a pass
+    assert opts.network_epochs_for(1024, 1e10, 1e10) == 1  # not one whole epoch in the budget: still one
     net = _Net(8).eval()  # stem 6*3*9 + mid 8*6*9 + head 5*8*9 per pixel of 12x12, fc 5*4
     total, inside = _macs(net, torch.randn(1, 3, 12, 12), [net.mid, net.stem])
     assert total == (162 + 432 + 360) * 144 + 20 and inside == [432 * 144, 162 * 144]

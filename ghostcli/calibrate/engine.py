@@ -75,7 +75,7 @@ class CalibrateOptions:
     block_lr: float = 1e-3
     block_batch_size: int = 32
     network_epochs: int | None = None  # passes over the calibration images; None: about 960 steps, 1 to 60 epochs,
-    #                                    at most what `network_budget` allows (then 1 epoch)
+    #                                    and the whole epochs `network_budget` allows (at least 1)
     network_budget: float = 6e12  # multiply-adds the default network_epochs may spend (student 3x + teacher 1x)
     network_lr: float = 1e-3
     network_features: float = 1.0  # weight of the per-layer output losses beside the KL (0: model outputs only)
@@ -137,10 +137,11 @@ class CalibrateOptions:
         if self.network_epochs is not None:
             return self.network_epochs
         per_epoch = math.ceil(images / self.batch_size)
-        steps = 960.0
+        epochs = math.ceil(960 / per_epoch)
         if macs > 0:
-            steps = min(steps, self.network_budget / (self.batch_size * (3 * macs + teacher_macs)))
-        return min(60, max(1, math.ceil(steps / per_epoch)))
+            within = self.network_budget / (self.batch_size * (3 * macs + teacher_macs) * per_epoch)
+            epochs = min(epochs, math.floor(within))
+        return min(60, max(1, epochs))
 
 
 @dataclass
