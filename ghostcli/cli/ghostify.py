@@ -77,7 +77,7 @@ Examples:
 
   ghostcli ghostify resnet20 --input-size 3x8x8 --calib-data digits --calib-images 32 --macs-budget 0.75x
 
-  ghostcli ghostify resnet20 --input-size 3x8x8 --calib-data digits --calib-images 32 --include layer3 --max-agreement-drop 5%
+  ghostcli ghostify resnet20 --input-size 3x8x8 --calib-data digits --calib-images 32 --include layer3.2 --max-agreement-drop 10%
 """
 
 
