@@ -38,6 +38,10 @@ def _layer_ratios(value: Any) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(out))
 
 
+#: what ``GhostifyOptions.module`` names: the CVPR 2020 Ghost module, or GhostNetV2's with DFC attention
+GHOST_MODULES = ("v1", "v2")
+
+
 @dataclass(frozen=True)
 class GhostifyOptions:
     """Structural options of ghostify. The same options on the same architecture give the same module tree.
@@ -56,6 +60,7 @@ class GhostifyOptions:
     layer_ratios: tuple[tuple[str, int], ...] = ()  # (conv name, s): this conv's ratio instead of `ratio`
     stages: tuple[str, ...] = ()  # names of residual stages rebuilt as G-Ghost stages (before the convs)
     cheap_ratio: float = 0.5  # G-Ghost: the fraction of a stage's channels made by the cheap operations
+    module: str = "v1"  # the module a conv becomes: "v1" GhostModule, "v2" GhostModuleV2 (DFC attention)
 
     def __post_init__(self) -> None:
         if not _is_int(self.ratio) or self.ratio < 2:
@@ -75,6 +80,8 @@ class GhostifyOptions:
                 or not 0.0 < self.cheap_ratio < 1.0:
             raise UsageError(f"`cheap_ratio` must be a number between 0 and 1 (exclusive), got {self.cheap_ratio!r}")
         object.__setattr__(self, "cheap_ratio", float(self.cheap_ratio))
+        if self.module not in GHOST_MODULES:
+            raise UsageError(f"`module` must be one of {', '.join(GHOST_MODULES)}, got {self.module!r}")
 
     def ratio_of(self, name: str) -> int:
         """The ratio s of conv ``name``: its entry in ``layer_ratios``, else ``ratio``."""
@@ -93,6 +100,7 @@ class GhostifyOptions:
             "layer_ratios": {n: r for n, r in self.layer_ratios},
             "stages": list(self.stages),
             "cheap_ratio": self.cheap_ratio,
+            "module": self.module,
         }
 
     @classmethod

@@ -24,7 +24,7 @@ def test_json_report_and_saved_artifact_rebuilds(runner, tmp_path):
     assert data["source"] == "zoo:resnet20" and data["output"] == str(out)
     assert data["options"] == {"ratio": 4, "dw_kernel": 3, "include": [], "exclude": ["layer3"], "min_channels": 0,
                                "min_fan_in": 0, "keep_stem": True, "layer_ratios": {}, "stages": [],
-                               "cheap_ratio": 0.5}
+                               "cheap_ratio": 0.5, "module": "v1"}
     assert data["input_size"] == [3, 32, 32] and data["macs_counter"] == "fvcore"
     assert data["replaced"] == 12 and data["kept"] == 7  # stem + 6 convs of layer3
     assert data["macs_before"] == 40_551_040 and data["flops_after"] == 2 * data["macs_after"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ghostcli.convert.padded_ghost import PaddedGhostModule
-from ghostcli.layers import GhostModule
+from ghostcli.layers import GhostModule, GhostModuleV2
 
 _M = TypeVar("_M", bound=nn.Module)
 
@@ -37,6 +37,7 @@ class ConvertContext:
     min_channels: int
     inherit_weights: bool
     min_fan_in: int = 0
+    module: str = "v1"  # GhostifyOptions.module: "v1" GhostModule, "v2" GhostModuleV2
     bn: nn.modules.batchnorm._BatchNorm | None = None  # the BatchNorm fed only by this layer, or None
     bn_name: str | None = None
     absorbed_bn: bool = False  # set by the converter when the new module took over ``bn``
@@ -77,6 +78,11 @@ def convert_conv2d(conv: nn.Conv2d, ctx: ConvertContext, *, padding: tuple[int, 
     affine parameters gives weight 1, bias 0) and a conv bias is folded into the BN's
     running mean. Without a BN both convs carry a bias. The primary conv inherits the
     original filters of the ``m`` channels it produces; the cheap (ghost) convs are new.
+
+    With ``ctx.module == "v2"`` the module is a :class:`GhostModuleV2`. Its DFC branch is new; the last BN
+    of that branch starts with weight 0 and bias :data:`V2_GATE_BIAS`, so the gate is the constant
+    sigmoid(2) = 0.881 (gradients still reach it), and the primary conv's output is scaled by 1 / 0.881:
+    the module's first ``m`` channels equal the original conv's exactly, as in the plain module.
     """
     n, s = conv.out_channels, ctx.ratio
     if conv.groups != 1:
@@ -100,7 +106,10 @@ def convert_conv2d(conv: nn.Conv2d, ctx: ConvertContext, *, padding: tuple[int, 
         bias=False, norm=bn is not None,
         bn_eps=bn.eps if bn is not None else 1e-5, bn_momentum=bn.momentum if bn is not None else 0.1)
     geometry = (conv.in_channels, n, (kh, kw))
-    gm = (GhostModule(*geometry, ratio=s, dw_kernel=ctx.dw_kernel, stride=_pair(conv.stride), relu=False, **kwargs)
+    if ctx.module == "v2" and pad is not None:
+        raise KeepLayer("GhostModuleV2 has no form that pads in forward (`module` v1 converts it)")
+    cls = GhostModuleV2 if ctx.module == "v2" else GhostModule
+    gm = (cls(*geometry, ratio=s, dw_kernel=ctx.dw_kernel, stride=_pair(conv.stride), relu=False, **kwargs)
           if pad is None else
           PaddedGhostModule(*geometry, ratio=s, dw_kernel=ctx.dw_kernel, stride=_pair(conv.stride), relu=False,
                             pad=pad, **kwargs))
@@ -126,7 +135,28 @@ def convert_conv2d(conv: nn.Conv2d, ctx: ConvertContext, *, padding: tuple[int, 
             else:  # the original conv had no bias: start the new biases at zero
                 _bias(primary).zero_()
                 _bias(cheap).zero_()
+    if isinstance(gm, GhostModuleV2) and ctx.inherit_weights:
+        _open_gate(gm)
     return gm
+
+
+#: the DFC gate of a converted GhostModuleV2 starts at sigmoid(V2_GATE_BIAS)
+V2_GATE_BIAS = 2.0
+
+
+def _open_gate(gm: GhostModuleV2) -> None:
+    """Make the DFC gate a constant and undo its scale on the primary channels (see :func:`convert_conv2d`)."""
+    last = _part(gm.short_conv, 5, nn.BatchNorm2d)
+    gate = torch.sigmoid(torch.tensor(V2_GATE_BIAS, dtype=torch.float64)).item()
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(V2_GATE_BIAS)
+        primary = _part(gm.primary_conv, 0, nn.Conv2d)
+        scaled = _part(gm.primary_conv, 1, nn.BatchNorm2d) if isinstance(gm.primary_conv[1], nn.BatchNorm2d) \
+            else primary  # with a BN its affine parameters scale the output; without, the conv's own
+        scaled.weight.div_(gate)
+        if scaled.bias is not None:
+            scaled.bias.div_(gate)
 
 
 def _bias(conv: nn.Conv2d) -> torch.Tensor:

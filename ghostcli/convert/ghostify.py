@@ -46,6 +46,7 @@ def ghostify(
     layer_ratios: Mapping[str, int] | Iterable[tuple[str, int]] | None = None,
     stages: Iterable[str] | None = None,
     cheap_ratio: float | None = None,
+    module: str | None = None,
     input_size: Sequence[int] = (3, 224, 224),
     allow_empty: bool = False,
     inherit_weights: bool = True,
@@ -60,7 +61,9 @@ def ghostify(
     the same geometry; a BatchNorm that only this conv feeds is absorbed into the module's own
     BNs and replaced by ``nn.Identity``. With ``inherit_weights`` the primary conv starts from the
     original filters of its channels and the BNs from the original statistics. ``layer_ratios``
-    gives the convs it names their own ratio instead of ``ratio``.
+    gives the convs it names their own ratio instead of ``ratio``. ``module="v2"`` makes GhostNetV2's
+    :class:`~ghostcli.layers.GhostModuleV2` instead (DFC attention, its gate initialised open: see
+    :func:`~ghostcli.convert.conv2d.convert_conv2d`).
 
     Before the convs, every stage ``stages`` names (module names: see
     :func:`~ghostcli.convert.stage.stage_candidates`) is rebuilt as a G-Ghost stage with
@@ -78,7 +81,7 @@ def ghostify(
         raise TypeError(f"options must be GhostifyOptions, got {type(options).__name__}")
     given: dict[str, Any] = {"ratio": ratio, "dw_kernel": dw_kernel, "include": include, "exclude": exclude,
              "min_channels": min_channels, "keep_stem": keep_stem, "min_fan_in": min_fan_in,
-             "layer_ratios": layer_ratios, "stages": stages, "cheap_ratio": cheap_ratio}
+             "layer_ratios": layer_ratios, "stages": stages, "cheap_ratio": cheap_ratio, "module": module}
     opts = dataclasses.replace(options or GhostifyOptions(), **{k: v for k, v in given.items() if v is not None})
     if not isinstance(model, nn.Module):
         raise UsageError(f"ghostify needs a torch nn.Module, got {type(model).__name__}")
@@ -134,7 +137,7 @@ def ghostify(
             reason = reason or None
         bn_name = info.bn_after.get(name)
         bn = named.get(bn_name) if bn_name else None
-        ctx = ConvertContext(name=name, ratio=opts.ratio_of(name), dw_kernel=opts.dw_kernel,
+        ctx = ConvertContext(name=name, ratio=opts.ratio_of(name), dw_kernel=opts.dw_kernel, module=opts.module,
                              min_channels=opts.min_channels, min_fan_in=opts.min_fan_in, inherit_weights=inherit_weights,
                              bn=bn if isinstance(bn, nn.modules.batchnorm._BatchNorm) else None, bn_name=bn_name)
         new: nn.Module | None = None

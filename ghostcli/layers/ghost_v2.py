@@ -11,17 +11,20 @@ Attribute names are those of the official code and of timm (``short_conv``, ``gh
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghostcli.layers.ghost import GhostBottleneck, GhostModule
+from ghostcli.layers.ghost import GhostBottleneck, GhostModule, _pair
 
 #: the bottleneck modes: ``original`` (GhostNet's module) or ``attn`` (first module with DFC attention)
 V2_MODES = ("original", "attn")
 
 
-def dfc_branch(in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, dfc_kernel: int = 5) -> nn.Sequential:
+def dfc_branch(in_ch: int, out_ch: int, kernel_size: int | tuple[int, int] = 1, stride: int | tuple[int, int] = 1,
+               dfc_kernel: int = 5) -> nn.Sequential:
     """The DFC attention map before its gate: conv(in -> out) + BN, 1 x K depthwise + BN, K x 1 depthwise + BN.
 
     Index order (0..5) is the official ``short_conv``'s.
@@ -29,8 +32,9 @@ def dfc_branch(in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, d
     if dfc_kernel < 1 or dfc_kernel % 2 == 0:
         raise ValueError(f"`dfc_kernel` must be a positive odd integer, got {dfc_kernel!r}")
     pad = dfc_kernel // 2
+    k = _pair(kernel_size)
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False),
+        nn.Conv2d(in_ch, out_ch, k, stride, (k[0] // 2, k[1] // 2), bias=False),
         nn.BatchNorm2d(out_ch),
         nn.Conv2d(out_ch, out_ch, (1, dfc_kernel), 1, (0, pad), groups=out_ch, bias=False),
         nn.BatchNorm2d(out_ch),
@@ -49,17 +53,20 @@ class GhostModuleV2(GhostModule):
 
     ``short_conv`` sees the input average-pooled 2x2 (stride 2), so the attention costs about a
     quarter of a dense branch; ``dfc_kernel`` is the length of its horizontal/vertical convs (5 in
-    the paper). The primary/cheap branches are exactly :class:`GhostModule`'s.
+    the paper). The primary/cheap branches are exactly :class:`GhostModule`'s (keyword options too:
+    ``padding``, ``dilation``, ``norm`` ...). A map smaller than 2x2 is not pooled (the official code
+    fails there).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, ratio: int = 2, dw_kernel: int = 3,
-                 stride: int = 1, relu: bool = True, *, dfc_kernel: int = 5) -> None:
-        super().__init__(in_ch, out_ch, kernel_size, ratio, dw_kernel, stride, relu)
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int | tuple[int, int] = 1, ratio: int = 2,
+                 dw_kernel: int = 3, stride: int | tuple[int, int] = 1, relu: bool = True, *, dfc_kernel: int = 5,
+                 **ghost_options: Any) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, ratio, dw_kernel, stride, relu, **ghost_options)
         self.short_conv = dfc_branch(in_ch, out_ch, kernel_size, stride, dfc_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attention = self.short_conv(F.avg_pool2d(x, kernel_size=2, stride=2))
-        return dfc_gate(attention, super().forward(x))
+        pooled = F.avg_pool2d(x, kernel_size=2, stride=2) if min(x.shape[-2:]) >= 2 else x
+        return dfc_gate(self.short_conv(pooled), super().forward(x))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", DFC attention"
