@@ -248,6 +248,19 @@ def test_default_steps_fit_the_compute_budgets() -> None:
     assert total == (162 + 432 + 360) * 144 + 20 and inside == [432 * 144, 162 * 144]
 
 
+def test_synthetic_bn_images_come_from_the_original() -> None:
+    torch.manual_seed(0)
+    net = _Net(8).eval()
+    g, _ = ghostify(net, include=["mid"], input_size=(3, 8, 8))
+    seen: list[str] = []
+    cal = calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic-bn", calib_images=8, held_out_images=4,
+                                                           block_steps=5, network_epochs=0), input_size=(3, 8, 8),
+                          progress=lambda d, done, total, info="": seen.append(d))
+    assert any(d.startswith("synthetic-bn") for d in seen) and cal.calib_images == 8
+    (row,) = cal.rows
+    assert row.error_init is not None and row.error_init < row.error_before
+
+
 def test_bad_options_fail_cleanly() -> None:
     net = _Net().eval()
     g, _ = ghostify(net, include=["mid"], input_size=(3, 8, 8))

@@ -61,7 +61,7 @@ class CalibrateOptions:
     """How :func:`calibrate_model` calibrates (field names are the ``ghostify`` command's options where it has
     them: ``calib_data`` is ``--calib-data``)."""
 
-    calib_data: str = "digits"  # digits | fashion-mnist | idx:PATH | synthetic | DIR (labels are never read)
+    calib_data: str = "digits"  # digits | fashion-mnist | idx:PATH | synthetic | synthetic-bn | DIR (no labels read)
     calib_images: int = 256  # images the fits use
     held_out_images: int = 512  # images errors and agreement are measured on (the source's val split when it has one)
     batch_size: int = 64
@@ -338,7 +338,8 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     device = _device(ghosted)
     original.eval()
     ghosted.eval()
-    data = images or load_images(opts.calib_data, opts.calib_images, opts.held_out_images, (c, h, w), opts.seed)
+    data = images or load_images(opts.calib_data, opts.calib_images, opts.held_out_images, (c, h, w), opts.seed,
+                                 model=original, progress=progress)
     calib = data.calib.to(device)
     held = data.held_out.to(device)
     notes = list(data.notes)
