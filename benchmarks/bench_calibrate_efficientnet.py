@@ -13,7 +13,7 @@ In one process:
    hubble_deep_field, retina, immunohistochemistry, and the greyscale camera, coins, moon, brick, grass, gravel, page,
    text, cell, clock, microaneurysms as RGB); a separate set of crops is the held-out set the calibration and
    `--max-agreement-drop` measure agreement on;
-4. ranks the candidate convs (every dense conv but the stem, s=2, d=3) by the fit error of their Ghost form
+4. ranks the candidate convs (every dense conv but the stem, s=`--ratio` (2), d=3) by the fit error of their Ghost form
    (`ghostcli.calibrate.select.rank_layers`), then for each MACs budget of `--fractions` converts the most redundant
    convs until it holds and calibrates (`select_layers`, as `ghostify --calib-data DIR --macs-budget 0.75x` does),
    and prints the agreement-vs-MACs curve: top-1 agreement with the original and top-1 accuracy on the 22 evaluated
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-agreement-drop", type=float, default=None, help="also bisect for this drop (percent)")
     ap.add_argument("--block-steps", type=int, default=None, help="block-wise steps per layer (default: calibrate's)")
     ap.add_argument("--network-epochs", type=int, default=None, help="network-wise epochs (default: calibrate's)")
+    ap.add_argument("--ratio", type=int, default=2, help="Ghost ratio s of every converted conv")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from ghostcli.calibrate import CalibrateOptions, CalibrationImages
     from ghostcli.calibrate.select import SelectOptions, rank_layers, select_layers
     from ghostcli.convert import ghostify
+    from ghostcli.ghostify_options import GhostifyOptions
 
     original = load_model()
     x_eval, y_eval, _ = evaluated_photos()
@@ -146,15 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     cal = CalibrateOptions(calib_data="skimage crops", calib_images=len(calib), held_out_images=len(held),
                            block_steps=args.block_steps, network_epochs=args.network_epochs, seed=args.seed)
 
-    paper, paper_report = ghostify(original, input_size=SIZE)
+    gopts = GhostifyOptions(ratio=args.ratio)
+    paper, paper_report = ghostify(original, gopts, input_size=SIZE)
     agree = 100.0 * float((_top1(paper, x_eval) == ref).float().mean())
-    print(f"paper ghostify (every candidate, no calibration): {paper_report.replaced} convs, MACs "
+    print(f"paper ghostify (every candidate at s={args.ratio}, no calibration): {paper_report.replaced} convs, MACs "
           f"{paper_report.macs_before / 1e6:.1f}M -> {paper_report.macs_after / 1e6:.1f}M "
           f"({paper_report.macs_after / paper_report.macs_before:.3f}x), agreement {agree:.1f}%", flush=True)
     del paper
 
     reset_peak()
-    ranking = rank_layers(original, input_size=SIZE, images=calib[:args.rank_images], search_seconds=0.5)
+    ranking = rank_layers(original, gopts, input_size=SIZE, images=calib[:args.rank_images], search_seconds=0.5)
     print(f"ranking: {len(ranking.layers)} candidate convs on {ranking.images} images in {ranking.seconds:.1f} s, "
           f"peak RSS {peak_mb():.0f} MB", flush=True)
     for r in ranking.layers:
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for sel_opts in budgets:
         reset_peak()
         t0 = time.perf_counter()
-        sel = select_layers(original, select=sel_opts, calibration=cal, input_size=SIZE, images=images,
+        sel = select_layers(original, gopts, select=sel_opts, calibration=cal, input_size=SIZE, images=images,
                             ranking=ranking)
         seconds = time.perf_counter() - t0
         s = sel.selection
