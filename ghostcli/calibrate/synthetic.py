@@ -35,14 +35,17 @@ class SyntheticBNOptions:
     ``steps`` Adam steps per batch (cosine-decayed from ``lr``); None: as many as ``STEP_BUDGET_MACS`` per image
     allows, ``MIN_STEPS`` to ``MAX_STEPS`` (:meth:`steps_for`). ``batch_size`` images whose statistics are matched
     together (batches are made as equal as possible); ``tv_weight`` weight of the total-variation prior (0: none,
-    as in ZeroQ); ``amp``: bfloat16 autocast on the CPU (float16 on CUDA), faster where the CPU has bf16
+    as in ZeroQ). The default 10 was measured: ResNet-20 trained on digits at 3x16x16 (99.44% val top-1),
+    ghostified and calibrated on 256 synthetic-bn images, agreed with the original on the 360 real val images
+    85.3% with no prior, 88.9 / 89.4 / 91.4 / 94.4 / 92.8% at 0.3 / 1 / 3 / 10 / 30 (seed 0, one model; real
+    digits: 97.8%). ``amp``: bfloat16 autocast on the CPU (float16 on CUDA), faster where the CPU has bf16
     instructions; the statistics and the loss stay float32.
     """
 
     steps: int | None = None
     batch_size: int = 64
     lr: float = 0.25
-    tv_weight: float = 0.0
+    tv_weight: float = 10.0
     amp: bool = False
 
     def steps_for(self, macs: float) -> int:
