@@ -87,7 +87,7 @@ class CalibrateOptions:
     distill_images: int | None = None  # per epoch; None: the whole training split
     distill_features: float = 0.0  # weight of the per-layer output losses in distillation (0: model outputs only)
     cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
-    error_images: int = 256  # the per-unit errors on calibration inputs are measured on the first N of them
+    error_images: int = 256  # per-unit errors and the KL checks on calibration images use the first N of them
     seed: int = 0
 
     def check(self) -> None:
@@ -304,12 +304,13 @@ def _kl(original: nn.Module, ghosted: nn.Module, images: torch.Tensor, batch_siz
 @contextlib.contextmanager
 def _kept_if_better(original: nn.Module, ghosted: nn.Module, calib: torch.Tensor, opts: CalibrateOptions,
                     notes: list[str], what: str) -> Iterator[None]:
-    """Undo a whole-model stage that left the outputs on the calibration images further from the original's
-    (Adam moves every weight by about the learning rate even where the gradient is ~0)."""
-    before = _kl(original, ghosted, calib, opts.batch_size, opts.distill_temperature)
+    """Undo a whole-model stage that left the outputs on the calibration images (the first `error_images`) further
+    from the original's (Adam moves every weight by about the learning rate even where the gradient is ~0)."""
+    sample = calib[:opts.error_images]
+    before = _kl(original, ghosted, sample, opts.batch_size, opts.distill_temperature)
     saved = copy.deepcopy(ghosted.state_dict())
     yield
-    after = _kl(original, ghosted, calib, opts.batch_size, opts.distill_temperature)
+    after = _kl(original, ghosted, sample, opts.batch_size, opts.distill_temperature)
     if not after <= before:
         ghosted.load_state_dict(saved)
         notes.append(f"{what} raised the KL divergence to the original on the calibration images "

@@ -24,9 +24,12 @@ from ghostcli.calibrate.fit import Cache, capture
 
 
 def _qualified(model: nn.Module, names: set[str], example: torch.Tensor) -> set[str]:
-    """Those of ``names`` that one forward pass calls exactly once with exactly one tensor argument."""
+    """Those of ``names`` that one forward pass calls exactly once with exactly one tensor argument, less those that
+    get the very tensor their nearest such enclosing module gets (a Sequential's first block, a shortcut): the
+    enclosing module's cache serves them at no cost, so caching theirs would only double the memory."""
     named = dict(model.named_modules())
     calls: dict[str, list[int]] = {}
+    inputs: dict[str, torch.Tensor] = {}
     handles = []
 
     def hook(name: str) -> Any:
@@ -35,6 +38,8 @@ def _qualified(model: nn.Module, names: set[str], example: torch.Tensor) -> set[
             entry[0] += 1
             if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
                 entry[1] = 0
+            else:
+                inputs[name] = args[0]
         return pre
 
     for name in names:
@@ -46,7 +51,13 @@ def _qualified(model: nn.Module, names: set[str], example: torch.Tensor) -> set[
     finally:
         for h in handles:
             h.remove()
-    return {name for name, (count, single) in calls.items() if count == 1 and single}
+    once = {name for name, (count, single) in calls.items() if count == 1 and single}
+    kept = set()
+    for name in once:
+        outer = [a for a in ancestors(name) if a in once]
+        if not outer or inputs[outer[-1]] is not inputs[name]:
+            kept.add(name)
+    return kept
 
 
 def ancestors(name: str) -> list[str]:
