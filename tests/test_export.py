@@ -23,7 +23,7 @@ from ghostcli.errors import ExportError, OutputExistsError, UsageError
 from ghostcli.fold import fold_batchnorm
 from ghostcli.layers import GhostBottleneck, GhostModule, SqueezeExcite
 from ghostcli.runtime.onnx import onnx_runner
-from ghostcli.runtime.openvino import compile_cpu, core, run_compiled, to_openvino
+from ghostcli.runtime.openvino import compile_cpu, core, executed_precisions, run_compiled, to_openvino
 
 from conftest import randomize_bn
 from graph_helpers import openvino_bias_adds
@@ -203,7 +203,7 @@ def test_openvino_ir_is_clean_verified_and_dynamic(tmp_path: Path) -> None:
     assert y8.shape == (8, 10)
     np.testing.assert_allclose(y8, y1, atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(y8, ref, atol=1e-4, rtol=1e-3)
-    precisions = graph.executed_precisions(compiled)
+    precisions = executed_precisions(compiled)
     assert precisions and all(set(p) <= {"f32", "i32", "i64", "u8", "?"} for p in precisions.values())
 
 

@@ -79,3 +79,26 @@ def test_module_option_is_checked() -> None:
     with pytest.raises(UsageError, match="`module` must be one of v1, v2, got 'v3'"):
         GhostifyOptions(module="v3")
     assert GhostifyOptions.from_dict({"ratio": 2}).module == "v1"  # recipes written before the option rebuild as v1
+
+
+def test_cli_module_v2_calibrates_the_dfc_gate(runner, tmp_path) -> None:
+    """``--module v2 --calib-data``: block-wise reconstruction trains the DFC branch (its gate leaves the
+    constant it starts at) and the calibrated model agrees with the original on held-out digits."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ghostcli.cli.app import app
+
+    out = tmp_path / "v2.safetensors"
+    torch.manual_seed(0)  # resnet20's random weights
+    r = runner.invoke(app, ["ghostify", "resnet20", "--module", "v2", "--input-size", "3x8x8", "--calib-data",
+                            "digits", "--calib-images", "32", "--json", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["options"]["module"] == "v2" and data["replaced"] == 18
+    cal = data["calibration"]
+    assert cal["agreement_before"] < 50 and cal["agreement_block"] > 80
+    gates = [v for k, v in load_file(out).items() if k.endswith("short_conv.5.weight")]
+    assert len(gates) == 18 and all(float(g.abs().max()) > 0 for g in gates)
+    assert sum(isinstance(m, GhostModuleV2) for m in load_artifact(out).model.modules()) == 18

@@ -69,6 +69,8 @@ Examples:
 
   ghostcli ghostify resnet50 --ratio 4 --exclude 'layer4.*' --json
 
+  ghostcli ghostify resnet20 --module v2
+
   ghostcli ghostify resnet18 --weights resnet18.pth -o ghost_resnet18.safetensors
 
   ghostcli ghostify resnet56 --input-size 3x32x32 --min-channels 32
@@ -120,6 +122,7 @@ def ghostify_command(
                                                                     "eligible.")] = False,
     trust_factory: TrustFactoryOpt = False,
     mode: Annotated[str | None, typer.Option("--mode", metavar="M", help="conv: a Ghost module per conv (C-Ghost, the default); stage: G-Ghost stages; auto (the default with --target): per stage whichever measures fastest.")] = None,
+    module: Annotated[str, typer.Option("--module", metavar="V", help="v1: the GhostNet module (the default); v2: GhostNetV2's, with DFC attention (its gate starts open and needs training or --calib-data).")] = "v1",
     cheap_ratio: Annotated[float, typer.Option("--cheap-ratio", metavar="R", help="G-Ghost: the fraction of a stage's channels made by the cheap operations.")] = 0.5,
     target: Annotated[str | None, typer.Option("--target", "-t", metavar="T", help="Convert only what is faster on T, measured here: openvino-f32, openvino-bf16, openvino-int8, cpu, cpu-channels-last, cuda.", rich_help_panel="Hardware-aware")] = None,
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help="CPU threads the --target timings use (default: the runtime's).", rich_help_panel="Hardware-aware")] = None,
@@ -154,7 +157,7 @@ def ghostify_command(
     from ghostcli.resolve import resolve_model
 
     opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
-                           min_fan_in, cheap_ratio=cheap_ratio)
+                           min_fan_in, cheap_ratio=cheap_ratio, module=module)
     loaded = resolve_model(model, weights=weights, trust_factory=trust_factory)
     if loaded.is_ghostified:
         how = f"with {loaded.recipe.ghostify}" if loaded.recipe.ghostify else "it contains Ghost modules"
