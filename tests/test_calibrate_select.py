@@ -131,6 +131,15 @@ def test_agreement_drop_bisects_to_the_most_layers_within_it() -> None:
         SelectOptions().check()
 
 
+def test_selection_makes_synthetic_bn_images_from_the_original() -> None:
+    """``synthetic-bn`` images need the original model: selection hands it to the loader as calibration does."""
+    net = _net()
+    cal = dataclasses.replace(FAST, calib_data="synthetic-bn", calib_images=8, held_out_images=2)
+    sel = select_layers(net, select=SelectOptions(macs_fraction=0.99), calibration=cal, input_size=SIZE)
+    assert sel.calibration.calib_data == "synthetic-bn" and sel.calibration.calib_images == 8
+    assert sel.selection.chosen == 1 and sel.options.include == ("a",)  # the exact layer still ranks first
+
+
 def test_selection_artifact_rebuilds_bit_exactly(tmp_path) -> None:
     from ghostcli.artifacts import save_artifact
     from ghostcli.resolve import load_artifact, resolve_model

@@ -313,7 +313,7 @@ def select_layers(original: nn.Module, options: GhostifyOptions | None = None, *
     if len(size) != 3:
         raise UsageError(f"input_size must be (C, H, W), got {input_size!r}")
     data = images or load_images(cal.calib_data, cal.calib_images, cal.held_out_images, (size[0], size[1], size[2]),
-                                 cal.seed)
+                                 cal.seed, model=original, progress=progress)
     if ranking is None:
         ranking = rank_layers(original, opts, input_size=size, images=data.calib[:select.rank_images],
                               ridge=cal.ridge, search_seconds=select.search_seconds, stats_mb=select.stats_mb,
