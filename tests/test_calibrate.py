@@ -249,6 +249,34 @@ def test_default_steps_fit_the_compute_budgets() -> None:
     assert total == (162 + 432 + 360) * 144 + 20 and inside == [432 * 144, 162 * 144]
 
 
+def test_micro_batches_take_the_same_step_in_less_memory() -> None:
+    """A batch split into chunks whose gradients add up trains the student to the same weights; the chunk size
+    follows the activation budget (an upper bound from one image's forward)."""
+    import copy
+
+    from ghostcli.calibrate.distill import distill, micro_batch_for
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(BasicBlock(8, 8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    student, _ = ghostify(teacher, input_size=(8, 8, 8))
+    images = torch.randn(24, 8, 8, 8)
+    data = torch.utils.data.TensorDataset(images, torch.zeros(24))
+    trained = []
+    for micro in (None, 5):
+        s = copy.deepcopy(student)
+        distill(teacher, s, data, epochs=2, lr=1e-2, temperature=1.0, batch_size=12, limit=None, seed=0,
+                micro_batch=micro)
+        trained.append(s.state_dict())
+    for k, v in trained[0].items():
+        assert torch.allclose(v, trained[1][k], rtol=1e-4, atol=1e-6), k
+    assert any(not torch.equal(v, student.state_dict()[k]) for k, v in trained[0].items())  # it did train
+    full = micro_batch_for(student, images, (), budget_mb=1024, batch_size=64)
+    per_image_mb = 1 / micro_batch_for(student, images, (), budget_mb=1, batch_size=10**9)
+    assert full == 64 and 0 < per_image_mb < 0.1  # 8 channels at 8x8: a few kB per layer
+    tight = micro_batch_for(student, images, (), budget_mb=per_image_mb * 3.5, batch_size=64)
+    assert tight == 3
+
+
 def test_synthetic_bn_images_come_from_the_original() -> None:
     torch.manual_seed(0)
     net = _Net(8).eval()

@@ -76,14 +76,16 @@ class _Features:
 def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs: int, lr: float, temperature: float,
             batch_size: int, limit: int | None, seed: int, progress: Progress = no_progress,
             task: str = "distilling", features: Sequence[FeaturePair] = (), feature_weight: float = 1.0,
-            mixup: float = 0.0) -> int:
+            mixup: float = 0.0, micro_batch: int | None = None) -> int:
     """Train every parameter of ``student`` for ``epochs`` passes over ``dataset`` (``limit`` images per pass when
     given; labels unused) to match ``teacher``'s softened outputs (``T^2 * KL``, Hinton et al. 2015); Adam with a
     cosine-decayed ``lr``. BatchNorms stay in eval mode: their statistics are the calibrated ones, their affine
     parameters train. With ``features`` the loss adds ``feature_weight`` x the mean relative squared error of each
     student module's output to its teacher module's (hints, Romero et al. 2015). With ``mixup`` > 0 each batch is
     mixed with itself reversed, ``lam ~ Beta(mixup, mixup)`` (teacher and student see the same mixed images: more
-    distinct inputs from few images). Returns the images per epoch."""
+    distinct inputs from few images). With ``micro_batch`` smaller than ``batch_size`` each batch runs in chunks of
+    that many images whose gradients add up to the batch's (the memory of one chunk's backward, the same step).
+    Returns the images per epoch."""
     n = len(dataset)  # type: ignore[arg-type]
     per_epoch = min(n, limit) if limit else n
     g = torch.Generator().manual_seed(seed)
@@ -109,18 +111,22 @@ def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs:
                 if mixup > 0:
                     lam = float(torch.distributions.Beta(mixup, mixup).sample())
                     x = lam * x + (1 - lam) * x.flip(0)
-                with torch.no_grad():
-                    t = teacher(x)
-                loss = kd_kl(student(x), t, temperature)
-                if hints is not None:
-                    loss = loss + feature_weight * hints.loss()
-                if not math.isfinite(float(loss.detach())):
-                    raise FloatingPointError("distillation diverged (loss is not finite): lower `distill_lr`")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss = 0.0
+                for chunk in x.split(micro_batch or len(x)):
+                    with torch.no_grad():
+                        t = teacher(chunk)
+                    loss = kd_kl(student(chunk), t, temperature)
+                    if hints is not None:
+                        loss = loss + feature_weight * hints.loss()
+                    loss = loss * (len(chunk) / len(x))
+                    if not math.isfinite(float(loss.detach())):
+                        raise FloatingPointError("distillation diverged (loss is not finite): lower `distill_lr`")
+                    loss.backward()
+                    batch_loss += float(loss.detach())
                 opt.step()
                 sched.step()
-                total += float(loss.detach())
+                total += batch_loss
                 if (step + 1) % 10 == 0 or step + 1 == steps:
                     progress(task, epoch * steps + step + 1, epochs * steps,
                              f"epoch {epoch + 1}/{epochs}, KL {total / (step + 1):.4f}")
@@ -131,3 +137,27 @@ def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs:
             p.requires_grad_(f)
     student.eval()
     return per_epoch
+
+
+def micro_batch_for(student: nn.Module, example: torch.Tensor, features: Sequence[FeaturePair], budget_mb: float,
+                    batch_size: int) -> int:
+    """Images per forward/backward chunk so that one chunk's activations stay within ``budget_mb``: an upper bound
+    per image from one forward of ``example`` (one image) with gradients, the outputs of every leaf module plus two
+    copies of each hint module's output (teacher and student). ``batch_size`` when the whole batch fits."""
+    sizes: list[int] = []
+    hinted = {id(s) for _, s, _ in features}
+
+    def hook(mod: nn.Module, args: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size() * (3 if id(mod) in hinted else 1))
+
+    leaves = [m for m in student.modules() if not any(True for _ in m.children()) or id(m) in hinted]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.enable_grad():
+            student(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    per_image = max(1, sum(sizes))
+    return max(1, min(batch_size, int(budget_mb * 2**20 // per_image)))

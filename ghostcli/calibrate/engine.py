@@ -87,6 +87,8 @@ class CalibrateOptions:
     distill_images: int | None = None  # per epoch; None: the whole training split
     distill_features: float = 0.0  # weight of the per-layer output losses in distillation (0: model outputs only)
     cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
+    train_mb: float = 2048.0  # activations one network-wise / distillation step keeps for backward; a batch that
+    #                           needs more runs in chunks whose gradients add up (the same step, less memory)
     error_images: int = 256  # per-unit errors and the KL checks on calibration images use the first N of them
     seed: int = 0
 
@@ -114,8 +116,8 @@ class CalibrateOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise UsageError(f"`{name}` must be >= 0, got {v}")
-        for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb", "block_budget",
-                     "network_budget"):
+        for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb", "train_mb",
+                     "block_budget", "network_budget"):
             v = getattr(self, name)
             if not (math.isfinite(v) and (v > 0 or (name == "ridge" and v == 0))):
                 raise UsageError(f"`{name}` must be a positive number, got {v}")
@@ -433,7 +435,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         row.error_held_out = err
     seconds_measure += time.perf_counter() - t_m
 
-    from ghostcli.calibrate.distill import Translated, distill
+    from ghostcli.calibrate.distill import Translated, distill, micro_batch_for
 
     net_epochs = opts.network_epochs_for(len(calib), macs_g, macs_o)
     agreement_net = None
@@ -444,10 +446,11 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             named_o = dict(original.named_modules())
             features = [(named_o[u.original_output], u.module, u.target) for u in units] \
                 if opts.network_features else []
+            micro = micro_batch_for(ghosted, calib, features, opts.train_mb, bs)
             distill(original, ghosted, Translated(calib, opts.seed, opts.network_flip), epochs=net_epochs, lr=opts.network_lr,
                     temperature=opts.distill_temperature, batch_size=bs, limit=None, seed=opts.seed,
                     progress=progress, task="network-wise", features=features, feature_weight=opts.network_features,
-                    mixup=opts.network_mixup)
+                    mixup=opts.network_mixup, micro_batch=micro)
         seconds_network = time.perf_counter() - t_n
         t_m = time.perf_counter()
         errors, agreement_net = _measure(original, ghosted, units, held, bs, top1)
@@ -469,7 +472,8 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
                             temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
                             seed=opts.seed, progress=progress, features=features,
-                            feature_weight=opts.distill_features)
+                            feature_weight=opts.distill_features,
+                            micro_batch=micro_batch_for(ghosted, calib, features, opts.train_mb, bs))
         seconds_distill = time.perf_counter() - t_d
         t_m = time.perf_counter()
         errors, agreement_dis = _measure(original, ghosted, units, held, bs, top1)
