@@ -45,21 +45,10 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _allow_named_source(data: str) -> None:
-    """`train` checks its --data against its own list of built-in sources, which predates fashion-mnist/idx:;
-    until it asks ghostcli.data (is_named_source), let this one through."""
-    from ghostcli.data import is_named_source
-    from ghostcli.train import data as train_data
-
-    if is_named_source(data) and data not in train_data.BUILTIN:
-        train_data.BUILTIN = (*train_data.BUILTIN, data)
-
-
 def train_original(data: str, path: Path, epochs: int, threads: int) -> None:
     from ghostcli.resolve import resolve_model
     from ghostcli.train import TrainConfig, train_model
 
-    _allow_named_source(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(data=data, output=str(path), epochs=epochs, batch_size=128, lr=0.05, optimizer="sgd",
                       weight_decay=5e-4, input_size=SIZE, augment=True, force=True, checkpoint=str(path.with_suffix(".ckpt")))

@@ -18,7 +18,8 @@ HELP = (
     "(run with onnxruntime) or an OpenVINO .xml IR (run on the CPU at f32 unless --precision says otherwise) "
     "— so an INT8 model from 'ghostcli quantize' can be checked against the float one. --data is an ImageFolder "
     "directory (DIR/<class>/<image>, resized and center-cropped; a DIR holding train/ and val/ is evaluated on "
-    "its --split) or 'digits' (its --split, val by default). images/s counts time spent in the model only.\n\n"
+    "its --split), or digits, fashion-mnist or idx:PATH (their --split, val by default: digits' 360 held-out images, "
+    "the 10,000 test images of the others).\n\nimages/s counts time spent in the model only.\n\n"
     "Examples:\n\n"
     "  ghostcli evaluate resnet20_digits.safetensors --data digits\n\n"
     "  ghostcli evaluate model_int8.xml --data ~/imagenette/val --batch-size 32\n\n"
@@ -30,7 +31,7 @@ HELP = (
 
 def evaluate_command(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="What the other commands take as MODEL, an exported .onnx file or an OpenVINO .xml IR.")],
-    data: Annotated[str, typer.Option("--data", metavar="DATA", help="An ImageFolder directory or 'digits'.")],
+    data: Annotated[str, typer.Option("--data", metavar="DATA", help="An ImageFolder directory, digits, fashion-mnist (the Debian package) or idx:PATH (MNIST-format files).")],
     split: Annotated[
         str | None,
         typer.Option("--split", metavar="SPLIT", help="val (default) or train: of 'digits', or of a DIR holding train/ and val/."),

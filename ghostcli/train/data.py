@@ -13,10 +13,6 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ghostcli.errors import DataError, UsageError
 
-# Read by nothing since train takes every named source of ghostcli.data; kept because
-# benchmarks/bench_calibrate.py extends it (a no-op now).
-BUILTIN = ("digits",)
-
 
 class SeededAugment(Dataset):
     """Draws each sample's augmentation from a seed made of (seed, epoch, index).
