@@ -295,8 +295,9 @@ def test_bad_options_fail_cleanly() -> None:
     g, _ = ghostify(net, include=["mid"], input_size=(3, 8, 8))
     from ghostcli.errors import UsageError
 
-    for bad in ({"calib_images": 0}, {"inputs": "both"}, {"block_lr": -1.0}, {"distill_epochs": -1}):
-        with pytest.raises(UsageError, match="`"):
+    for bad in ({"calib_images": 0}, {"inputs": "both"}, {"block_lr": -1.0}, {"distill_epochs": -1},
+                {"kl_images": 0}, {"train_mb": 0.0}):
+        with pytest.raises(UsageError, match=f"`{next(iter(bad))}`"):
             calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic", **bad), input_size=(3, 8, 8))
     with pytest.raises(UsageError, match="nothing to calibrate"):
         calibrate_model(net, net, options=CalibrateOptions(calib_data="synthetic", calib_images=4),

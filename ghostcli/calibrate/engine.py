@@ -89,15 +89,18 @@ class CalibrateOptions:
     cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
     train_mb: float = 2048.0  # activations one network-wise / distillation step keeps for backward; a batch that
     #                           needs more runs in chunks whose gradients add up (the same step, less memory)
-    error_images: int = 256  # per-unit errors and the KL checks on calibration images use the first N of them
+    error_images: int = 256  # per-unit errors (and their undo checks) on calibration images use the first N of them
+    kl_images: int = 1024  # the undo checks of whole-model stages compare the KL on the first N calibration images
+    #                        (256 undid a network-wise stage that helped the ccexam MNIST CNN: the KL's noise)
     seed: int = 0
 
     def check(self) -> None:
         """Raise UsageError on an option out of range (settings named in backquotes)."""
         if self.calib_images < 1:
             raise UsageError(f"`calib_images` must be at least 1, got {self.calib_images}")
-        if self.error_images < 1:
-            raise UsageError(f"`error_images` must be at least 1, got {self.error_images}")
+        for name in ("error_images", "kl_images"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.held_out_images < 1:
             raise UsageError(f"`held_out_images` must be at least 1, got {self.held_out_images}")
         if self.batch_size < 1 or self.block_batch_size < 1:
@@ -306,9 +309,9 @@ def _kl(original: nn.Module, ghosted: nn.Module, images: torch.Tensor, batch_siz
 @contextlib.contextmanager
 def _kept_if_better(original: nn.Module, ghosted: nn.Module, calib: torch.Tensor, opts: CalibrateOptions,
                     notes: list[str], what: str) -> Iterator[None]:
-    """Undo a whole-model stage that left the outputs on the calibration images (the first `error_images`) further
+    """Undo a whole-model stage that left the outputs on the calibration images (the first `kl_images`) further
     from the original's (Adam moves every weight by about the learning rate even where the gradient is ~0)."""
-    sample = calib[:opts.error_images]
+    sample = calib[:opts.kl_images]
     before = _kl(original, ghosted, sample, opts.batch_size, opts.distill_temperature)
     saved = copy.deepcopy(ghosted.state_dict())
     yield
