@@ -102,3 +102,10 @@ def test_cli_module_v2_calibrates_the_dfc_gate(runner, tmp_path) -> None:
     gates = [v for k, v in load_file(out).items() if k.endswith("short_conv.5.weight")]
     assert len(gates) == 18 and all(float(g.abs().max()) > 0 for g in gates)
     assert sum(isinstance(m, GhostModuleV2) for m in load_artifact(out).model.modules()) == 18
+
+
+def test_cli_unknown_module_is_one_line(runner) -> None:
+    from ghostcli.cli.app import app
+
+    r = runner.invoke(app, ["ghostify", "resnet20", "--module", "v3"])
+    assert r.exit_code == 2 and r.output == "Error: --module must be one of v1, v2, got 'v3'\n"
