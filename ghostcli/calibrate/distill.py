@@ -151,7 +151,7 @@ def micro_batch_for(student: nn.Module, example: torch.Tensor, features: Sequenc
         if isinstance(out, torch.Tensor):
             sizes.append(out.numel() * out.element_size() * (3 if id(mod) in hinted else 1))
 
-    leaves = [m for m in student.modules() if not any(True for _ in m.children()) or id(m) in hinted]
+    leaves = [m for m in student.modules() if next(m.children(), None) is None or id(m) in hinted]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.enable_grad():
