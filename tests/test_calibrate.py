@@ -137,6 +137,46 @@ def test_channel_order_kept_across_a_residual_block() -> None:
         torch.testing.assert_close(g(x), net(x), rtol=1e-3, atol=1e-3)
 
 
+class _HeadNet(nn.Module):
+    """stem -> head conv -> BN -> ReLU -> a classifier read through ``pool`` (one of the usual head forms)."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.head = nn.Conv2d(6, 8, 3, padding=1, bias=False)
+        self.head_bn = nn.BatchNorm2d(8)
+        self.avgpool = nn.AdaptiveAvgPool2d(1 if pool != "map" else 2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8 if pool != "map" else 32, 4)
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.head_bn(self.head(self.stem(x))))
+        if self.pool == "view":  # efficientnet_pytorch / torchvision style
+            return self.fc(torch.dropout(self.avgpool(x).view(x.size(0), -1), 0.2, False))
+        if self.pool == "mean":
+            return self.fc(x.mean((2, 3)))
+        return self.fc(self.flatten(self.avgpool(x)))  # "module", and "map": 2x2 pooled, flattened into the fc
+
+
+@pytest.mark.parametrize("pool", ["view", "mean", "module", "map"])
+def test_a_classifier_head_reads_permuted_channels(pool: str) -> None:
+    torch.manual_seed(0)
+    net = _HeadNet(pool).eval()
+    _exact_conv_bn(net.head, net.head_bn, [(6, 1), (3, 0), (2, 7), (5, 4)], seed=4)
+    g, _ = ghostify(net, include=["head"], input_size=(3, 10, 10))
+    cal = calibrate_model(net, g, options=CalibrateOptions(calib_data="synthetic", calib_images=32, held_out_images=8,
+                                                           block_steps=0, network_epochs=0, ridge=1e-6), input_size=(3, 10, 10))
+    (row,) = cal.rows
+    if pool == "map":  # a flattened feature map mixes channels and positions: the layer's own pairing
+        assert row.pairing == "fixed" and "Flatten" in row.fixed_reason and row.error_held_out > 0.1
+        return
+    assert row.pairing == "chosen" and row.error_held_out < 1e-3
+    x = torch.randn(3, 3, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), net(x), rtol=1e-3, atol=1e-3)
+
+
 def test_errors_fall_on_digits_and_the_artifact_rebuilds(tmp_path: Path) -> None:
     import dataclasses
 

@@ -6,11 +6,11 @@ of the whole tensor at run time) ghostify permutes the *readers*' weights, which
 the architecture, so saved artifacts rebuild and load as before.
 
 That is possible when, following the output through the traced graph (``torch.fx``), every path ends in a reader
-whose input channels can be permuted: a dense ``nn.Conv2d`` (``groups=1``) or a Ghost module (its primary conv),
-and passes only through channel-wise layers: activations, ``nn.Identity``, dropout, pooling, a ``BatchNorm2d`` or a
-depthwise conv (both permuted along). Anything else (a residual add, a concat, the model's output, a flatten into
-a linear layer, a module called twice) keeps the module's channel order fixed, and the calibration uses the layer's
-own pairing there.
+whose input channels can be permuted: a dense ``nn.Conv2d`` (``groups=1``), a Ghost module (its primary conv), or
+an ``nn.Linear`` after a global pool to 1x1 and a flatten (a classifier head), and passes only through channel-wise
+layers: activations, ``nn.Identity``, dropout, pooling, a ``BatchNorm2d`` or a depthwise conv (both permuted along).
+Anything else (a residual add, a concat, the model's output, a flatten of a feature map, a module called twice)
+keeps the module's channel order fixed, and the calibration uses the layer's own pairing there.
 """
 
 from __future__ import annotations
@@ -34,8 +34,34 @@ _ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
 )
 _ELEMENTWISE_FUNCTIONS = {F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.dropout,
                           F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.relu,
-                          torch.relu_, torch.sigmoid, torch.tanh, F.hardtanh, F.mish, F.elu}
+                          torch.relu_, torch.sigmoid, torch.tanh, F.hardtanh, F.mish, F.elu, torch.dropout}
 _ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone"}
+
+
+def _keeps_batch_and_channels(node: fx.Node) -> bool:
+    """Whether ``node`` flattens a pooled (N, C, 1, 1) to (N, C): ``flatten(x, 1)``, ``x.view(n, -1)``,
+    ``x.reshape(n, c)``, ``x.squeeze(...)``."""
+    if node.target is torch.flatten or node.target == "flatten":
+        return (node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)) == 1
+    if node.target in ("view", "reshape"):
+        shape = node.args[1:]
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return len(shape) == 2
+    return node.target == "squeeze"
+
+
+def _pools_to_one(node: fx.Node, module: nn.Module | None) -> bool:
+    """Whether ``node`` pools every channel over its whole map: adaptive pooling to 1x1 or a mean over H and W."""
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return module.output_size in (1, (1, 1))
+    if node.op == "call_function" and node.target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+        return size in (1, (1, 1), [1, 1])
+    if (node.op == "call_method" and node.target == "mean") or (node.op == "call_function" and node.target is torch.mean):
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return isinstance(dims, (tuple, list)) and sorted(int(d) % 4 for d in dims) == [2, 3]
+    return False
 
 
 class _Tracer(fx.Tracer):
@@ -77,6 +103,7 @@ class ReaderGraph:
             return Readers("not a single call in the traced graph")
         out = Readers()
         todo = [node]
+        self._pooled: set[fx.Node] = set()  # nodes whose output is the channels pooled to 1x1 (or flattened)
         seen: set[fx.Node] = set()
         while todo:
             cur = todo.pop()
@@ -91,9 +118,20 @@ class ReaderGraph:
             return Readers("no conv reads it")
         return out
 
+    def _pass(self, cur: fx.Node, user: fx.Node, todo: list[fx.Node], module: nn.Module | None = None) -> str:
+        """``user`` keeps the channels' order: follow it (pooled stays pooled, or becomes so)."""
+        if cur in self._pooled or _pools_to_one(user, module):
+            self._pooled.add(user)
+        todo.append(user)
+        return ""
+
     def _visit(self, cur: fx.Node, user: fx.Node, out: Readers, todo: list[fx.Node]) -> str:
         first_only = len(user.args) >= 1 and user.args[0] is cur and cur not in user.args[1:] \
             and cur not in user.kwargs.values()
+        pooled = cur in self._pooled
+        if (user.op == "call_method" and user.target in ("size", "dim")) or \
+                (user.op == "call_function" and user.target is getattr and user.args[1:] == ("shape",)):
+            return ""  # reads the shape, not the values
         if user.op == "output":
             return "the model's output"
         if user.op == "call_module":
@@ -101,6 +139,13 @@ class ReaderGraph:
             m = self.modules.get(target)
             if not first_only or m is None:
                 return f"{target} reads it with other tensors"
+            if pooled and isinstance(m, (nn.Linear, nn.Flatten)):
+                if self.calls[target] != 1:
+                    return f"{target} is called more than once"
+                if isinstance(m, nn.Flatten):
+                    return self._pass(cur, user, todo) if m.start_dim == 1 else f"Flatten {target} reads it"
+                out.terminals.append(target)
+                return ""
             if isinstance(m, GhostModule) or (isinstance(m, nn.Conv2d) and m.groups == 1):
                 if self.calls[target] != 1:
                     return f"{target} is called more than once"
@@ -119,15 +164,16 @@ class ReaderGraph:
                 todo.append(user)
                 return ""
             if type(m) in _ELEMENTWISE_MODULES and not (isinstance(m, nn.PReLU) and m.num_parameters != 1):
-                todo.append(user)
-                return ""
+                return self._pass(cur, user, todo, m)
             return f"{type(m).__name__} {target} reads it"
         if user.op == "call_function" and user.target in _ELEMENTWISE_FUNCTIONS and first_only:
-            todo.append(user)
-            return ""
+            return self._pass(cur, user, todo)
         if user.op == "call_method" and user.target in _ELEMENTWISE_METHODS and first_only:
-            todo.append(user)
-            return ""
+            return self._pass(cur, user, todo)
+        if first_only and _pools_to_one(user, None):
+            return self._pass(cur, user, todo)
+        if pooled and first_only and _keeps_batch_and_channels(user):
+            return self._pass(cur, user, todo)
         what = getattr(user.target, "__name__", str(user.target))
         if user.target in (operator.add, operator.iadd, torch.add) or what in ("add", "add_", "iadd"):
             return "a residual add reads it"
@@ -154,9 +200,9 @@ def permute_readers(modules: dict[str, nn.Module], readers: Readers, perm: torch
             conv.weight.copy_(conv.weight[:, perm])
 
 
-def terminal_conv(m: nn.Module) -> nn.Conv2d:
-    """The conv that reads a terminal's input: itself, or a Ghost module's primary conv."""
+def terminal_conv(m: nn.Module) -> nn.Conv2d | nn.Linear:
+    """The layer that reads a terminal's input: itself (a conv or a linear head), or a Ghost module's primary conv."""
     conv = m.primary_conv[0] if isinstance(m, GhostModule) else m
-    if not isinstance(conv, nn.Conv2d):
-        raise TypeError(f"expected a conv, got {type(conv).__name__}")
+    if not isinstance(conv, (nn.Conv2d, nn.Linear)):
+        raise TypeError(f"expected a conv or a linear layer, got {type(conv).__name__}")
     return conv
