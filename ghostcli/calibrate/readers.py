@@ -42,7 +42,8 @@ def _keeps_batch_and_channels(node: fx.Node) -> bool:
     """Whether ``node`` flattens a pooled (N, C, 1, 1) to (N, C): ``flatten(x, 1)``, ``x.view(n, -1)``,
     ``x.reshape(n, c)``, ``x.squeeze(...)``."""
     if node.target is torch.flatten or node.target == "flatten":
-        return (node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)) == 1
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        return isinstance(start, int) and start == 1
     if node.target in ("view", "reshape"):
         shape = node.args[1:]
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
