@@ -36,6 +36,13 @@ def shifted(a: torch.Tensor, d: int) -> torch.Tensor:
     return F.unfold(a.reshape(b * n, 1, h, w), d, padding=d // 2).view(b, n, d * d, h * w)
 
 
+def _index(ids: list[int]) -> slice | torch.Tensor:
+    """``ids`` as a slice when they are consecutive (a view, no copy), else as an index tensor."""
+    if ids and ids == list(range(ids[0], ids[0] + len(ids))):
+        return slice(ids[0], ids[0] + len(ids))
+    return torch.tensor(ids, dtype=torch.long)
+
+
 class FitStats:
     """Sufficient statistics of the ridge fits ``Y_c ~ w * A_p + b`` over streamed batches (float64 sums).
 
@@ -54,21 +61,29 @@ class FitStats:
         self.yy = torch.zeros(n, dtype=dd)  # sum of Y_c^2
         size = (n, n, self.k) if pairs is None else (len(pairs[1]), self.k)
         self.h = torch.zeros(size, dtype=dd)  # sum of u_p Y_c
+        if pairs is not None:  # only the parents' neighbourhoods are needed (half the work at s = 2)
+            self._parents = sorted(set(pairs[0]))
+            where = {p: i for i, p in enumerate(self._parents)}
+            self._pick = _index([where[p] for p in pairs[0]])  # each pair's parent among self._parents
+            self._children = _index(pairs[1])
+            self._rows = _index(self._parents)
 
     def add(self, y: torch.Tensor, a: torch.Tensor) -> None:
         """One batch: ``y`` the original pre-activation output, ``a`` the map the cheap conv reads (B, n, H, W)."""
         b = y.shape[0]
-        per_image = self.n * self.k * y.shape[2] * y.shape[3]
+        parents = self.n if self.pairs is None else len(self._parents)
+        per_image = parents * self.k * y.shape[2] * y.shape[3]
         step = max(1, _CHUNK_ELEMENTS // max(1, per_image))
         for i in range(0, b, step):
             self._add(y[i:i + step].float(), a[i:i + step].float())
 
     def _add(self, y: torch.Tensor, a: torch.Tensor) -> None:
-        u = shifted(a, self.d)  # B, n, K, P
+        rows = slice(None) if self.pairs is None else self._rows
+        u = shifted(a[:, rows], self.d)  # B, parents, K, P
         yf = y.flatten(2)  # B, n, P
         self.count += yf.shape[0] * yf.shape[2]
-        self.gff += torch.einsum("bpkx,bplx->pkl", u, u).double()
-        self.gf1 += u.sum((0, 3)).double()
+        self.gff[rows] += torch.einsum("bpkx,bplx->pkl", u, u).double()
+        self.gf1[rows] += u.sum((0, 3)).double()
         self.y1 += yf.sum((0, 2)).double()
         self.yy += yf.square().sum((0, 2)).double()
         if self.pairs is None:
@@ -76,8 +91,7 @@ class FitStats:
             yt = yf.permute(0, 2, 1).reshape(-1, self.n)  # (b, x) x c
             self.h += (ut @ yt).view(self.n, self.k, self.n).permute(0, 2, 1).double()
         else:
-            parents, children = self.pairs
-            self.h += torch.einsum("bjkx,bjx->jk", u[:, parents], yf[:, children]).double()
+            self.h += torch.einsum("bjkx,bjx->jk", u[:, self._pick], yf[:, self._children]).double()
 
     def variance_sums(self) -> torch.Tensor:
         """``sum (Y_c - mean)^2`` per channel."""

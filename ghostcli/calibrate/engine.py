@@ -240,8 +240,8 @@ def _measure(original: nn.Module, ghosted: nn.Module, units: list[Unit], images:
     def compare(i: int, unit: Unit) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
             t = unit.target(targets[i])
-            num[i] += float((out - t).double().square().sum())
-            den[i] += float(t.double().square().sum())
+            num[i] += float((out - t).square().sum())
+            den[i] += float(t.square().sum())
         return hook
 
     for i, u in enumerate(units):

@@ -124,8 +124,8 @@ def relative_error(unit: Unit, pairs: Pairs, batch_size: int, limit: int | None 
     with torch.no_grad():
         for x, y in pairs.batches(batch_size, limit):
             t = unit.target(y)
-            num += float((unit.module(x) - t).double().square().sum())
-            den += float(t.double().square().sum())
+            num += float((unit.module(x) - t).square().sum())
+            den += float(t.square().sum())
     return (num / den) ** 0.5 if den > 0 else 0.0
 
 
@@ -279,14 +279,14 @@ def recenter_batchnorms(module: nn.Module, pairs: Pairs, batch_size: int) -> Non
     sums: dict[int, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
 
     def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
-        x = args[0].double()
+        x = args[0]
         dims = [0, *range(2, x.dim())]
         if id(mod) not in sums:
             sums[id(mod)] = (torch.zeros(x.shape[1], dtype=torch.float64),
                              torch.zeros(x.shape[1], dtype=torch.float64), [0])
         s1, s2, count = sums[id(mod)]
-        s1 += x.sum(dims)
-        s2 += x.square().sum(dims)
+        s1 += x.sum(dims, dtype=torch.float64)
+        s2 += x.square().sum(dims, dtype=torch.float64)
         count[0] += x.numel() // x.shape[1]
 
     handles = [bn.register_forward_pre_hook(hook) for bn in bns]
