@@ -104,12 +104,20 @@ def build_source(source: str, options: dict[str, Any], *, trust_factory: bool = 
     """Build a model from a canonical source string (``zoo:``, ``torchvision:``, ``timm:``, ``factory:``).
 
     ``trust_factory=False`` refuses ``factory:`` sources (they import and run code); an option the
-    builder does not take raises ``bad_option``.
+    builder does not take raises ``bad_option``. The random weights come from a fixed seed
+    (:func:`~ghostcli.layers.seed.seeded_init`): a model built without weights is the same on every run.
     """
     kind, _, name = source.partition(":")
     if kind == "factory" and not trust_factory:
         raise ArtifactError(f"the file asks to run the factory {name!r}, which imports and runs code; "
                             "pass --trust-factory if you trust it (its module must already be installed)")
+    from ghostcli.layers.seed import seeded_init
+
+    with seeded_init():
+        return _build(kind, name, source, options, bad_option)
+
+
+def _build(kind: str, name: str, source: str, options: dict[str, Any], bad_option: type[GhostcliError]) -> nn.Module:
     try:
         if kind == "zoo":
             from ghostcli.models import build_model

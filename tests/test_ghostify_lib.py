@@ -437,3 +437,21 @@ def test_output_shapes_of_a_detector_leave_out_the_detection_count() -> None:
     assert _shapes(before) == _shapes(after) == [(4,), (), (4,), ()]
     assert _shapes({"out": torch.zeros(1, 21, 8, 8)}) == [(1, 21, 8, 8)]  # a segmentation dict keeps every dimension
     assert _shapes((torch.zeros(2, 3), [torch.zeros(5)])) == [(2, 3), (5,)]
+
+
+def test_random_weights_are_the_same_on_every_run_and_leave_the_global_rng_alone():
+    from ghostcli.resolve import resolve_model
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first, second = resolve_model("resnet20").model, resolve_model("resnet20").model
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's RNG stream is untouched
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert first.conv1.weight.std() > 0  # random, not zeros
+    g1, _ = ghostify(first, input_size=(3, 8, 8), inherit_weights=False, count_macs=False)
+    torch.rand(5)  # moving the global RNG does not change what ghostify draws
+    g2, _ = ghostify(first, input_size=(3, 8, 8), inherit_weights=False, count_macs=False)
+    for (name, a), (_, b) in zip(g1.state_dict().items(), g2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

@@ -20,6 +20,7 @@ from ghostcli.errors import ConversionError, UsageError
 from ghostcli.fx import conv_bn_pairs, is_conv, module_parents, replace_module
 from ghostcli.ghostify_options import GhostifyOptions
 from ghostcli.layers import GGhostStage, GhostModule
+from ghostcli.layers.seed import seeded_init
 from ghostcli.loaded import foreign_ghost_class
 
 GHOSTIFY_ATTR = "ghostify_options"  # set on a ghostified model: the options that made it
@@ -31,6 +32,7 @@ def _pair(v: object) -> list[int]:
     return [int(v)] * 2 if isinstance(v, int) else []
 
 
+@seeded_init()
 def ghostify(
     model: nn.Module,
     options: GhostifyOptions | None = None,
@@ -75,6 +77,7 @@ def ghostify(
     replaces the default one, a mapping ``{layer type: converter}`` adds to a copy of it.
     ``input_size`` (C, H, W) is used only to count MACs and check output shapes;
     ``count_macs=False`` skips fvcore (no MACs), e.g. for rebuilds.
+    New weights that inherit nothing are drawn from a fixed seed: the same call gives the same model.
     Raises ConversionError when nothing is eligible, unless ``allow_empty``.
     """
     if options is not None and not isinstance(options, GhostifyOptions):
