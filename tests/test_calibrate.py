@@ -282,8 +282,14 @@ def test_default_steps_fit_the_compute_budgets() -> None:
     assert opts.steps_for(256, 1e8) == 10 and opts.steps_for(256, 1e7) == 41  # 4e10 / (3 * 1e7 * 32) = 41
     assert CalibrateOptions(block_steps=7).steps_for(256, 1e12) == 7
     assert opts.network_epochs_for(1024) == 60 and opts.network_epochs_for(1024, 16e6, 31e6) == 60
-    assert opts.network_epochs_for(256, 2.2e9, 4.1e9) == 2  # ResNet-50: 6e12 / (64 * 10.7e9) = 8.8 steps, 4 a pass
-    assert opts.network_epochs_for(1024, 1e10, 1e10) == 1  # not one whole epoch in the budget: still one
+    # ResNet-50: 6e12 / (64 * 10.7e9) = 8.8 steps, fewer than network_min_steps: skipped (2 epochs when allowed)
+    assert opts.network_epochs_for(256, 2.2e9, 4.1e9) == 0
+    assert CalibrateOptions(network_min_steps=8).network_epochs_for(256, 2.2e9, 4.1e9) == 2
+    assert CalibrateOptions(network_epochs=3).network_epochs_for(256, 2.2e9, 4.1e9) == 3
+    assert opts.network_epochs_for(4096, 2e8, 2e8) == 1  # 58 steps in the budget, not one whole epoch: still one
+    # the closed-form statistics: every image of a small layer, the first 3.2e7 output values' worth of a large one
+    assert opts.fit_images(1024, 16 * 28 * 28) == 1024
+    assert opts.fit_images(256, 256 * 56 * 56) == 39 and opts.fit_images(256, 2048 * 56 * 56) == 32
     net = _Net(8).eval()  # stem 6*3*9 + mid 8*6*9 + head 5*8*9 per pixel of 12x12, fc 5*4
     total, inside = _macs(net, torch.randn(1, 3, 12, 12), [net.mid, net.stem])
     assert total == (162 + 432 + 360) * 144 + 20 and inside == [432 * 144, 162 * 144]

@@ -77,6 +77,8 @@ class CalibrateOptions:
     network_epochs: int | None = None  # passes over the calibration images; None: about 960 steps, 1 to 60 epochs,
     #                                    and the whole epochs `network_budget` allows (at least 1)
     network_budget: float = 6e12  # multiply-adds the default network_epochs may spend (student 3x + teacher 1x)
+    network_min_steps: int = 32  # the default network_epochs is 0 (stage skipped) when the budget allows fewer
+    #                              steps: a few Adam steps move every weight by about the learning rate, i.e. noise
     network_lr: float = 1e-3
     network_features: float = 1.0  # weight of the per-layer output losses beside the KL (0: model outputs only)
     network_mixup: float = 0.0  # Beta(a, a) mixup of the calibration images in network-wise reconstruction (0: off)
@@ -90,6 +92,8 @@ class CalibrateOptions:
     train_mb: float = 2048.0  # activations one network-wise / distillation step keeps for backward; a batch that
     #                           needs more runs in chunks whose gradients add up (the same step, less memory)
     error_images: int = 256  # per-unit errors (and their undo checks) on calibration images use the first N of them
+    fit_elements: float = 3.2e7  # the closed-form statistics and per-unit errors of a layer use the first images up
+    #                              to this many output values (images x channels x H x W), and at least 32 images
     kl_images: int = 1024  # the undo checks of whole-model stages compare the KL on the first N calibration images
     #                        (256 undid a network-wise stage that helped the ccexam MNIST CNN: the KL's noise)
     seed: int = 0
@@ -119,8 +123,10 @@ class CalibrateOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise UsageError(f"`{name}` must be >= 0, got {v}")
+        if self.network_min_steps < 0:
+            raise UsageError(f"`network_min_steps` must be >= 0, got {self.network_min_steps}")
         for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb", "train_mb",
-                     "block_budget", "network_budget"):
+                     "block_budget", "network_budget", "fit_elements"):
             v = getattr(self, name)
             if not (math.isfinite(v) and (v > 0 or (name == "ridge" and v == 0))):
                 raise UsageError(f"`{name}` must be a positive number, got {v}")
@@ -136,17 +142,29 @@ class CalibrateOptions:
             steps = min(steps, max(10, int(self.block_budget / (3 * macs * self.block_batch_size))))
         return steps
 
+    def network_steps_within(self, macs: float, teacher_macs: float = 0.0) -> float:
+        """Network-wise steps of ``batch_size`` that ``network_budget`` pays for (student 3x, teacher 1x)."""
+        return self.network_budget / (self.batch_size * (3 * macs + teacher_macs)) if macs > 0 else math.inf
+
     def network_epochs_for(self, images: int, macs: float = 0.0, teacher_macs: float = 0.0) -> int:
         """Network-wise epochs: ``network_epochs``, or about 960 steps of ``batch_size``, 1 to 60 epochs, within
-        ``network_budget`` for a student of ``macs`` and a teacher of ``teacher_macs`` multiply-adds per image."""
+        ``network_budget`` for a student of ``macs`` and a teacher of ``teacher_macs`` multiply-adds per image;
+        0 when the budget pays for fewer than ``network_min_steps`` steps."""
         if self.network_epochs is not None:
             return self.network_epochs
         per_epoch = math.ceil(images / self.batch_size)
+        within = self.network_steps_within(macs, teacher_macs)
+        if within < self.network_min_steps:
+            return 0
         epochs = math.ceil(960 / per_epoch)
-        if macs > 0:
-            within = self.network_budget / (self.batch_size * (3 * macs + teacher_macs) * per_epoch)
-            epochs = min(epochs, math.floor(within))
+        if math.isfinite(within):
+            epochs = min(epochs, math.floor(within / per_epoch))
         return min(60, max(1, epochs))
+
+    def fit_images(self, cached: int, values_per_image: int) -> int:
+        """Images of a layer's cache its closed-form statistics use: all, or the first that ``fit_elements``
+        allows (at least 32); its errors use at most ``error_images`` of those."""
+        return max(1, min(cached, max(32, int(self.fit_elements // max(1, values_per_image)))))
 
 
 @dataclass
@@ -160,7 +178,7 @@ class CalibrationRow:
     fixed_reason: str  # why the pairing is fixed (a residual add reads it, ...)
     fit_cost: float | None  # mean relative residual of the cheap channels' least squares (chosen or fixed)
     fit_cost_fixed: float | None  # the same with the layer's own pairing (for comparison)
-    error_before: float  # calibration inputs (the first `error_images`), as ghostify made it
+    error_before: float  # calibration inputs (the first `error_images`, within `fit_elements`), as ghostify made it
     error_init: float | None  # after the closed-form initialisation (None for a stage)
     error_block: float | None  # after block-wise reconstruction (None when skipped)
     error_held_out: float | None  # held-out images, after block-wise reconstruction
@@ -397,17 +415,20 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             kept = f", {cache.count} of the {len(calib)} images" if cache.count < len(calib) else ""
             notes.append(f"{unit.name}: activations held as bfloat16 ({cache.mb:.0f} MB{kept}; "
                          f"`cache_mb` {opts.cache_mb:g})")
-        before = relative_error(unit, cache, bs, opts.error_images)
+        assert cache.y.data is not None
+        fit_n = opts.fit_images(cache.count, cache.y.data[0].numel())
+        err_n = min(fit_n, opts.error_images)
+        before = relative_error(unit, cache, bs, err_n)
         row = CalibrationRow(unit.name, unit.kind, "", "", None, None, before, None, None, None, None, None, 0.0,
                              cache.mb)
         if unit.kind == "ghost":
             choice, fixed_cost, readers = closed_form(unit, cache, graph, by_name, ridge=opts.ridge, batch_size=bs,
-                                                      search_seconds=opts.search_seconds)
+                                                      search_seconds=opts.search_seconds, images=fit_n)
             kids = max(1, sum(len(cs) for cs in choice.children))
             row.pairing = "fixed" if readers.reason else "chosen"
             row.fixed_reason = readers.reason
             row.fit_cost, row.fit_cost_fixed = choice.cost / kids, fixed_cost / kids
-            row.error_init = relative_error(unit, cache, bs, opts.error_images)
+            row.error_init = relative_error(unit, cache, bs, err_n)
         start = row.error_init if row.error_init is not None else before
         unit_steps = row.steps = opts.steps_for(cache.count, unit_macs[i])
         if unit_steps:
@@ -419,7 +440,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             reconstruct(unit, cache, steps=unit_steps, lr=opts.block_lr, batch_size=opts.block_batch_size,
                         seed=opts.seed + i, report=tick)
             recenter_batchnorms(unit.module, cache, bs)
-            row.error_block = relative_error(unit, cache, bs, opts.error_images)
+            row.error_block = relative_error(unit, cache, bs, err_n)
             if not row.error_block <= start:  # never leave a unit worse than it was (NaN included)
                 unit.module.load_state_dict(saved)
                 notes.append(f"{unit.name}: block-wise reconstruction raised the error {start:.3g} -> "
@@ -441,6 +462,11 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     from ghostcli.calibrate.distill import Translated, distill, micro_batch_for
 
     net_epochs = opts.network_epochs_for(len(calib), macs_g, macs_o)
+    if not net_epochs and opts.network_epochs is None and top1 is not None:
+        notes.append(f"network-wise reconstruction skipped: `network_budget` {opts.network_budget:g} pays for "
+                     f"{opts.network_steps_within(macs_g, macs_o):.0f} steps of {bs} images on this model, fewer "
+                     f"than `network_min_steps` {opts.network_min_steps} (so few Adam steps add noise); "
+                     "`CalibrateOptions(network_epochs=N)` runs it anyway")
     agreement_net = None
     seconds_network = 0.0
     if net_epochs and top1 is not None:

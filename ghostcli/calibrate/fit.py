@@ -136,8 +136,9 @@ def _pre_activation(unit: Unit, x: torch.Tensor) -> torch.Tensor:
 
 
 def closed_form(unit: Unit, pairs: Pairs, graph: ReaderGraph | None, units: dict[str, Unit], *, ridge: float,
-                batch_size: int, search_seconds: float) -> tuple[Choice, float, Readers]:
-    """Choose the channels (when the readers can be permuted), fit the cheap filters, write the Ghost module.
+                batch_size: int, search_seconds: float, images: int | None = None) -> tuple[Choice, float, Readers]:
+    """Choose the channels (when the readers can be permuted), fit the cheap filters, write the Ghost module;
+    the statistics come from the first ``images`` cached pairs (all when None).
 
     Returns the choice, the total relative cost of the layer's fixed pairing (for comparison) and the readers.
     """
@@ -149,7 +150,7 @@ def closed_form(unit: Unit, pairs: Pairs, graph: ReaderGraph | None, units: dict
     fixed_pairs = ([p for p, cs in zip(fixed_p, fixed_c) for _ in cs], [c for cs in fixed_c for c in cs])
     stats = FitStats(n, d, None if free else fixed_pairs)
     with torch.no_grad():  # parents: what the primary conv computes here; children: the original's channels
-        for x, y in pairs.batches(batch_size):
+        for x, y in pairs.batches(batch_size, images):
             a = _pre_activation(unit, x)
             stats.add(y, F.relu(a) if unit.activated else a)
     if free:
