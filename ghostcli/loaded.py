@@ -46,7 +46,6 @@ class LoadedModel:
     name: str
     path: Path | None = None
     weights: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def is_ghostified(self) -> bool:

@@ -358,8 +358,7 @@ def _load_torch_file(p: Path, allow_pickle: bool) -> LoadedModel:
         raise ArtifactError(f"{p} is not a readable PyTorch file (truncated or corrupt?)") from None
     if isinstance(obj, nn.Module):
         return LoadedModel(model=obj.eval(), recipe=Recipe(source=f"pickle:{p.name}"),
-                           input_size=(3, 224, 224), name=p.name, path=p,
-                           notes=["loaded from a pickled model (no recipe): it cannot be rebuilt from a saved artifact"])
+                           input_size=(3, 224, 224), name=p.name, path=p)
     raise ArtifactError(
         f"{p} is a state dict without an architecture: name the architecture and pass the file with "
         f"--weights (e.g. 'ghostcli profile resnet50 --weights {p.name}')"

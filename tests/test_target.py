@@ -359,4 +359,6 @@ def test_cli_mode_stage_and_its_errors(runner, tmp_path):
     assert data["options"]["cheap_ratio"] == 0.25 and data["macs_after"] < data["macs_before"]
     run_bad(["ghostify", "resnet20", "--mode", "auto"], tmp_path, code=2, match="--mode auto")
     run_bad(["ghostify", "resnet20", "--mode", "stages"], tmp_path, code=2, match="--mode must be conv, stage or auto")
+    run_bad(["ghostify", "resnet20", "--mode", "stage", "--module", "v2"], tmp_path, code=2,
+            match=["--module v2", "--mode stage", "not both"])
     run_bad(["ghostify", "vgg16", "--mode", "stage"], tmp_path, code=1, match="no stage of 3 or more residual blocks")

@@ -144,6 +144,11 @@ def ghostify_command(
         from ghostcli.cli.plot import check_plot_output
 
         check_plot_output(plot, force)
+    if mode == "stage" and module != "v1":
+        from ghostcli.errors import UsageError
+
+        raise UsageError(f"--module {module} is the module each converted conv becomes; --mode stage converts no "
+                         "single conv (its G-Ghost stages keep dense convs): not both")
     size = parse_input_size(input_size) if input_size else None
     select_opts = _select_options(target, calib_data, macs_budget, max_agreement_drop, mode)
     target_opts = _target_options(target, threads, latency_budget, None if select_opts else macs_budget, mode,
