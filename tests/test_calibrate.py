@@ -287,9 +287,10 @@ def test_default_steps_fit_the_compute_budgets() -> None:
     assert CalibrateOptions(network_min_steps=8).network_epochs_for(256, 2.2e9, 4.1e9) == 2
     assert CalibrateOptions(network_epochs=3).network_epochs_for(256, 2.2e9, 4.1e9) == 3
     assert opts.network_epochs_for(4096, 2e8, 2e8) == 1  # 58 steps in the budget, not one whole epoch: still one
-    # the closed-form statistics: every image of a small layer, the first 3.2e7 output values' worth of a large one
+    # the closed-form statistics: every image of a small layer, 3.2e7 output values' worth (>= 128 images) of a large one
     assert opts.fit_images(1024, 16 * 28 * 28) == 1024
-    assert opts.fit_images(256, 256 * 56 * 56) == 39 and opts.fit_images(256, 2048 * 56 * 56) == 32
+    assert opts.fit_images(512, 64 * 56 * 56) == 159 and opts.fit_images(256, 256 * 56 * 56) == 128
+    assert opts.fit_images(100, 2048 * 56 * 56) == 100
     net = _Net(8).eval()  # stem 6*3*9 + mid 8*6*9 + head 5*8*9 per pixel of 12x12, fc 5*4
     total, inside = _macs(net, torch.randn(1, 3, 12, 12), [net.mid, net.stem])
     assert total == (162 + 432 + 360) * 144 + 20 and inside == [432 * 144, 162 * 144]

@@ -125,6 +125,25 @@ def test_cli_json_synthetic_warns(runner):
     assert data["warnings"][0].endswith("use --calib-data DIR or digits")  # ...the command its flag
 
 
+def test_cli_synthetic_bn_calibrates_without_data(runner):
+    res = runner.invoke(app, ["quantize", "resnet20", "--input-size", "3x8x8", "--calib-data", "synthetic-bn",
+                              "--eval-data", "digits", "--json", *FAST])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["calib_data"] == "synthetic-bn" and data["calib_images"] == 8
+    assert data["synthetic_calibration"] is False  # not noise: no UNKNOWN warning
+    assert data["labeled"] is True and data["fp32"]["top1_accuracy"] is not None  # measured on real digits
+    assert data["int8_layers"] == data["compute_layers"] == 20
+    assert any("8 synthetic-bn images" in w for w in data["warnings"]) and "UNKNOWN" not in res.stderr
+    # without evaluation data: agreement with FP32 on the synthetic images, and the warning says accuracy is unmeasured
+    res = runner.invoke(app, ["quantize", "resnet20", "--input-size", "3x8x8", "--calib-data", "synthetic-bn",
+                              "--json", *FAST])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["labeled"] is False and data["eval_images"] == 8
+    assert any("pass --eval-data to measure it" in w for w in data["warnings"])
+
+
 def _image_folder(root: Path, classes: int = 10, per_class: int = 2) -> Path:
     from PIL import Image
 

@@ -79,11 +79,16 @@ class Pairs:
         return self.x.mb + self.y.mb
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The pairs in order, ``batch_size`` at a time (the first ``limit`` only, when given)."""
-        count = self.count if limit is None else min(self.count, limit)
-        for i in range(0, count, batch_size):
-            sl = slice(i, min(i + batch_size, count))
-            yield self.x.rows(sl), self.y.rows(sl)
+        """The pairs in order, ``batch_size`` at a time; with ``limit`` below the count, ``limit`` of them spread
+        evenly over the cache (calibration images may come grouped: crops of one photo, a class's folder)."""
+        if limit is None or limit >= self.count:
+            for i in range(0, self.count, batch_size):
+                sl = slice(i, min(i + batch_size, self.count))
+                yield self.x.rows(sl), self.y.rows(sl)
+            return
+        idx = torch.arange(max(0, limit)) * self.count // max(1, limit)
+        for i in range(0, len(idx), batch_size):
+            yield self.x.rows(idx[i:i + batch_size]), self.y.rows(idx[i:i + batch_size])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, self.count, (min(batch_size, self.count),), generator=generator)
@@ -119,7 +124,7 @@ def capture(model: nn.Module, module: nn.Module, images: torch.Tensor, batch_siz
 
 
 def relative_error(unit: Unit, pairs: Pairs, batch_size: int, limit: int | None = None) -> float:
-    """``||unit(x) - target|| / ||target||`` over the cached pairs (the first ``limit`` when given)."""
+    """``||unit(x) - target|| / ||target||`` over the cached pairs (``limit`` of them, spread, when given)."""
     num = den = 0.0
     with torch.no_grad():
         for x, y in pairs.batches(batch_size, limit):
@@ -138,7 +143,7 @@ def _pre_activation(unit: Unit, x: torch.Tensor) -> torch.Tensor:
 def closed_form(unit: Unit, pairs: Pairs, graph: ReaderGraph | None, units: dict[str, Unit], *, ridge: float,
                 batch_size: int, search_seconds: float, images: int | None = None) -> tuple[Choice, float, Readers]:
     """Choose the channels (when the readers can be permuted), fit the cheap filters, write the Ghost module;
-    the statistics come from the first ``images`` cached pairs (all when None).
+    the statistics come from ``images`` cached pairs spread over the cache (all when None).
 
     Returns the choice, the total relative cost of the layer's fixed pairing (for comparison) and the readers.
     """

@@ -11,7 +11,7 @@ from ghostcli.cli.common import AllowPickleOpt, ForceOpt, InputSizeOpt, JsonOpt,
 
 HELP = """INT8 post-training quantization with NNCF into an OpenVINO IR for Intel CPUs.
 
-Calibrates on real images (an image folder, or the built-in 'digits' set) or, with a loud warning, on synthetic noise.
+Calibrates on real images (an image folder, or the built-in 'digits' set); with no data at all on 'synthetic-bn' images, optimised until every BatchNorm layer of the model sees its running statistics (ZeroQ); or, with a loud warning, on synthetic noise.
 
 Reports, side by side from one run: FP32 (f32 inference precision) vs INT8 latency on the OpenVINO CPU plugin (batch 1, interleaved runs, median; the CPU's default precision, often bf16, is shown too), IR size, the precision the layers really execute at, top-1 agreement with FP32 on the evaluation images, and accuracy when those have class labels.
 
@@ -28,6 +28,8 @@ Examples:
 (DIR: your labelled images, DIR/<class>/<image>; ghost_resnet50.safetensors comes from 'ghostcli ghostify resnet50 -o ghost_resnet50.safetensors'.)
 
   ghostcli quantize resnet56 --calib-data synthetic --json
+
+  ghostcli quantize resnet20 --input-size 3x16x16 --calib-data synthetic-bn --calib-images 64 --eval-data digits
 """
 
 
@@ -98,7 +100,8 @@ def _render(result: Any) -> None:
 def quantize_command(
     model: ModelArg,
     calib_data: Annotated[str, typer.Option("--calib-data", metavar="DATA", help="Calibration images: an image folder, 'digits' "
-                                            "(built-in, real) or 'synthetic' (noise; accuracy then unknown).")]
+                                            "(built-in, real), 'synthetic-bn' (made from the model's BatchNorm "
+                                            "statistics) or 'synthetic' (noise; accuracy then unknown).")]
     = "digits",
     subset_size: Annotated[int, typer.Option("--subset-size", "--calib-images", metavar="N", help="Number of calibration "
                                              "images.")] = 300,

@@ -37,6 +37,21 @@ class ImageSet:
         return len(self.images)
 
 
+def synthetic_bn_set(model: Any, count: int, input_size: tuple[int, ...], progress: Progress = no_progress
+                     ) -> ImageSet:
+    """``count`` images optimised from seeded noise until every BatchNorm layer of ``model`` sees its running
+    statistics (:func:`~ghostcli.calibrate.synthetic.synthesize_bn_images`); unlabelled."""
+    from ghostcli.calibrate.synthetic import synthesize_bn_images
+    from ghostcli.deploy.options import SYNTHETIC_BN
+
+    c, h, w = (int(v) for v in input_size)
+    images = synthesize_bn_images(model, count, (c, h, w), seed=0, progress=progress,
+                                  task="synthetic-bn calibration images")
+    arrays = [np.ascontiguousarray(x.numpy()[None], dtype=np.float32) for x in images]
+    return ImageSet(spec=SYNTHETIC_BN, split="train", images=arrays, labels=[0] * len(arrays), classes=[],
+                    labeled=False, available=len(arrays))
+
+
 def _subset_indices(n: int, limit: int | None, seed: int = 0) -> list[int]:
     """A fixed random subset (seeded) so classes are mixed; all indices when ``limit`` covers ``n``."""
     if limit is None or limit >= n:

@@ -129,9 +129,14 @@ class ExportOptions:
             raise UsageError(f"invalid input size {list(self.input_size)}")
 
 
-def check_data_spec(spec: str, what: str) -> None:
-    """Refuse a data set that is neither ``digits`` / ``synthetic`` nor an existing folder (``DataError``)."""
-    if spec in DATA_SETS:
+#: calibration only: images optimised until every BatchNorm layer sees its running statistics (no data at all)
+SYNTHETIC_BN = "synthetic-bn"
+
+
+def check_data_spec(spec: str, what: str, *, synthetic_bn: bool = False) -> None:
+    """Refuse a data set that is neither ``digits`` / ``synthetic`` (``synthetic-bn`` where allowed) nor an
+    existing folder (``DataError``)."""
+    if spec in DATA_SETS or (synthetic_bn and spec == SYNTHETIC_BN):
         return
     p = Path(spec)
     if not p.is_dir():
@@ -282,7 +287,7 @@ class QuantizeOptions:
                 raise UsageError(f"the INT8 model is an OpenVINO IR: the output must end in .xml, got {display_path(xml)}")
             check_output(xml, self.force)
             check_output(xml.with_suffix(".bin"), self.force)
-        check_data_spec(self.calib_data, "calibration data folder")
+        check_data_spec(self.calib_data, "calibration data folder", synthetic_bn=True)
         if self.eval_data is not None:
             check_data_spec(self.eval_data, "evaluation data folder")
         check_op_types(self.ignored_types)

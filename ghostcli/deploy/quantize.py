@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ghostcli.deploy.options import QuantizeOptions, check_normalization, check_op_types, check_preset
+from ghostcli.deploy.options import SYNTHETIC_BN, QuantizeOptions, check_normalization, check_op_types, check_preset
 from ghostcli.errors import ExportError, UsageError, one_line
 from ghostcli.fsutil import sigterm_raises
 from ghostcli.progress import Progress, no_progress
@@ -231,7 +231,7 @@ def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions |
     """
     import torch
 
-    from ghostcli.deploy.calibration import load_image_set
+    from ghostcli.deploy.calibration import load_image_set, synthetic_bn_set
     from ghostcli.deploy.graph import openvino_op_counts
     from ghostcli.deploy.openvino_export import save_ir
     from ghostcli.runtime.openvino import compile_cpu, executed_precisions, infer_fn, int8_coverage, to_openvino
@@ -245,8 +245,15 @@ def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions |
     run_once(module, torch.randn(1, *size), name)
     calib_data, eval_data, subset_size, eval_size = o.calib_data, o.eval_data, o.subset_size, o.eval_size
     warnings: list[str] = []
-    calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=o.mean, std=o.std,
-                           progress=progress, description="loading calibration images")
+    made = calib_data == SYNTHETIC_BN  # made from the model itself: no real image at all
+    if made:
+        calib = synthetic_bn_set(module, subset_size, size, progress)
+        warnings.append(f"calibrated on {len(calib)} synthetic-bn images (made from the model's BatchNorm "
+                        "statistics, no real data)" + ("" if eval_data is not None else
+                                                       ": accuracy is not measured; pass `eval_data` to measure it"))
+    else:
+        calib = load_image_set(calib_data, split="train", input_size=size, limit=subset_size, mean=o.mean,
+                               std=o.std, progress=progress, description="loading calibration images")
     if calib.synthetic:
         warnings.append(SYNTHETIC_WARNING)
     if calib.skipped:
@@ -258,7 +265,7 @@ def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions |
         # same images again, and say that accuracy is measured on the calibration images
         evalset = replace(calib, split="val", images=calib.images[:eval_size], labels=calib.labels[:eval_size])
         eval_label = f"{calib_data} (the calibration images)"
-        if not calib.synthetic:
+        if not (calib.synthetic or made):
             warnings.append("evaluated on the calibration images (an image folder has no separate split); "
                             "pass `eval_data` DIR for held-out images")
     else:
