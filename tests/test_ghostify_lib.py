@@ -455,3 +455,10 @@ def test_random_weights_are_the_same_on_every_run_and_leave_the_global_rng_alone
     g2, _ = ghostify(first, input_size=(3, 8, 8), inherit_weights=False, count_macs=False)
     for (name, a), (_, b) in zip(g1.state_dict().items(), g2.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+    from ghostcli.layers.seed import init_seed
+
+    with init_seed(1):  # `train --seed 1`: another draw, and the same one every time
+        other, again = resolve_model("resnet20").model, resolve_model("resnet20").model
+    assert not torch.equal(other.conv1.weight, first.conv1.weight)
+    assert torch.equal(other.conv1.weight, again.conv1.weight)
+    assert torch.equal(resolve_model("resnet20").model.conv1.weight, first.conv1.weight)  # the default seed again

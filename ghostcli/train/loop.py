@@ -25,6 +25,7 @@ from torch import nn
 
 from ghostcli.errors import DataError, GhostcliError, OutputExistsError, UsageError
 from ghostcli.fsutil import check_output
+from ghostcli.layers.seed import init_seed
 from ghostcli.loaded import LoadedModel
 from ghostcli.progress import Progress, no_progress
 from ghostcli.runtime.device import resolve_device
@@ -313,7 +314,8 @@ def _train(cfg: TrainConfig, env: dist_mod.DistEnv, device: torch.device,
     resume = ckpt_mod.load_checkpoint(cfg.resume) if cfg.resume else None
 
     _seed_all(cfg.seed + env.rank)
-    loaded = loaders[0]()
+    with init_seed(cfg.seed):  # a model built without weights starts from `seed`'s draw, on every rank alike
+        loaded = loaders[0]()
     if out_path is not None and loaded.recipe.source.startswith("pickle:"):
         raise UsageError(f"{loaded.name} has no recipe (a pickled model) so the trained model could not be "
                          "reloaded; save it as a ghostcli artifact first")
