@@ -34,6 +34,7 @@ from torch import nn
 
 from ghostcli.artifacts import CorruptRecipe, Recipe, read_artifact, read_state_dict
 from ghostcli.errors import ArtifactError, GhostcliError, ModelNotFoundError, UsageError, one_line
+from ghostcli.layers.seed import seeded_init
 from ghostcli.loaded import DeployedModel, LoadedModel
 from ghostcli.units import format_input_size
 from ghostcli.usercode import call_user_code
@@ -99,6 +100,7 @@ def _factory_create(target: str, options: dict[str, Any]) -> nn.Module:
     return model
 
 
+@seeded_init()
 def build_source(source: str, options: dict[str, Any], *, trust_factory: bool = True,
                  bad_option: type[GhostcliError] = UsageError) -> nn.Module:
     """Build a model from a canonical source string (``zoo:``, ``torchvision:``, ``timm:``, ``factory:``).
@@ -111,13 +113,6 @@ def build_source(source: str, options: dict[str, Any], *, trust_factory: bool = 
     if kind == "factory" and not trust_factory:
         raise ArtifactError(f"the file asks to run the factory {name!r}, which imports and runs code; "
                             "pass --trust-factory if you trust it (its module must already be installed)")
-    from ghostcli.layers.seed import seeded_init
-
-    with seeded_init():
-        return _build(kind, name, source, options, bad_option)
-
-
-def _build(kind: str, name: str, source: str, options: dict[str, Any], bad_option: type[GhostcliError]) -> nn.Module:
     try:
         if kind == "zoo":
             from ghostcli.models import build_model

@@ -86,8 +86,8 @@ class Pairs:
                 sl = slice(i, min(i + batch_size, self.count))
                 yield self.x.rows(sl), self.y.rows(sl)
             return
-        idx = torch.arange(max(0, limit)) * self.count // max(1, limit)
-        for i in range(0, len(idx), batch_size):
+        idx = torch.arange(limit) * self.count // limit
+        for i in range(0, limit, batch_size):
             yield self.x.rows(idx[i:i + batch_size]), self.y.rows(idx[i:i + batch_size])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ def synthetic_bn_set(model: Any, count: int, input_size: tuple[int, ...], progre
     """``count`` images optimised from seeded noise until every BatchNorm layer of ``model`` sees its running
     statistics (:func:`~ghostcli.calibrate.synthetic.synthesize_bn_images`); unlabelled."""
     from ghostcli.calibrate.synthetic import synthesize_bn_images
-    from ghostcli.deploy.options import SYNTHETIC_BN
+    from ghostcli.data import SYNTHETIC_BN
 
     c, h, w = (int(v) for v in input_size)
     images = synthesize_bn_images(model, count, (c, h, w), seed=0, progress=progress,

@@ -129,15 +129,16 @@ class ExportOptions:
             raise UsageError(f"invalid input size {list(self.input_size)}")
 
 
-#: calibration only: images optimised until every BatchNorm layer sees its running statistics (no data at all)
-SYNTHETIC_BN = "synthetic-bn"
-
-
 def check_data_spec(spec: str, what: str, *, synthetic_bn: bool = False) -> None:
     """Refuse a data set that is neither ``digits`` / ``synthetic`` (``synthetic-bn`` where allowed) nor an
     existing folder (``DataError``)."""
-    if spec in DATA_SETS or (synthetic_bn and spec == SYNTHETIC_BN):
+    if spec in DATA_SETS:
         return
+    if synthetic_bn:
+        from ghostcli.data import SYNTHETIC_BN  # imports torch: only when it may be needed
+
+        if spec == SYNTHETIC_BN:
+            return
     p = Path(spec)
     if not p.is_dir():
         state = "does not exist" if not p.exists() else "is a file, not a folder"

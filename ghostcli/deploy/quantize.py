@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ghostcli.deploy.options import SYNTHETIC_BN, QuantizeOptions, check_normalization, check_op_types, check_preset
+from ghostcli.deploy.options import QuantizeOptions, check_normalization, check_op_types, check_preset
 from ghostcli.errors import ExportError, UsageError, one_line
 from ghostcli.fsutil import sigterm_raises
 from ghostcli.progress import Progress, no_progress
@@ -231,6 +231,7 @@ def quantize_model(model: LoadedModel | nn.Module, *, options: QuantizeOptions |
     """
     import torch
 
+    from ghostcli.data import SYNTHETIC_BN
     from ghostcli.deploy.calibration import load_image_set, synthetic_bn_set
     from ghostcli.deploy.graph import openvino_op_counts
     from ghostcli.deploy.openvino_export import save_ir
