@@ -4,7 +4,8 @@ the calibration images, and distillation over a whole training split."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -44,28 +45,34 @@ FeaturePair = tuple[nn.Module, nn.Module, Callable[[torch.Tensor], torch.Tensor]
 
 
 class _Features:
-    """Outputs of paired teacher / student modules during one step, and their mean relative squared error."""
+    """The mean relative squared error of paired student / teacher module outputs during one step. Each error is
+    taken in the student module's forward hook, before anything after the module can change its output in place
+    (a residual ``+=``), so no output is copied but the teacher's where its target is the output itself."""
 
     def __init__(self, pairs: Sequence[FeaturePair]) -> None:
-        self.pairs = list(pairs)
-        self.teacher: dict[int, torch.Tensor] = {}
-        self.student: dict[int, torch.Tensor] = {}
+        self.targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.terms: list[torch.Tensor] = []
         self.handles: list[Any] = []
-        for i, (t, s, _) in enumerate(self.pairs):
-            self.handles.append(t.register_forward_hook(self._keep(self.teacher, i, detach=True)))
-            self.handles.append(s.register_forward_hook(self._keep(self.student, i, detach=False)))
+        for i, (t, s, transform) in enumerate(pairs):
+            self.handles.append(t.register_forward_hook(self._teacher(i, transform)))
+            self.handles.append(s.register_forward_hook(self._student(i)))
 
-    @staticmethod
-    def _keep(store: dict[int, torch.Tensor], i: int, detach: bool) -> Callable[..., None]:
+    def _teacher(self, i: int, transform: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., None]:
         def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> None:
-            store[i] = out.detach().clone() if detach else out.clone()  # clone: an in-place ReLU may follow
+            d = out.detach()
+            t = transform(d)
+            t = t.clone() if t is d else t  # an in-place op may follow
+            self.targets[i] = (t, t.square().sum().clamp_min(1e-12))
+        return hook
+
+    def _student(self, i: int) -> Callable[..., None]:
+        def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> None:
+            t, energy = self.targets.pop(i)
+            self.terms.append((out - t).square().sum() / energy)
         return hook
 
     def loss(self) -> torch.Tensor:
-        terms = []
-        for i, (_, _, transform) in enumerate(self.pairs):
-            t = transform(self.teacher.pop(i))
-            terms.append((self.student.pop(i) - t).square().sum() / t.square().sum().clamp_min(1e-12))
+        terms, self.terms = self.terms, []
         return torch.stack(terms).mean()
 
     def remove(self) -> None:
@@ -73,24 +80,81 @@ class _Features:
             h.remove()
 
 
+@contextmanager
+def channels_last(*models: nn.Module) -> Iterator[None]:
+    """Hold the 4-D weights of ``models`` in channels_last while the block runs, contiguous (NCHW) again after it
+    (safetensors and every later step expect that). Parameters keep their identity, so an optimiser made inside
+    the block trains the models' own tensors. On the 2-core AMD EPYC (AVX-512) a network-wise step of the
+    ghostified ResNet-20 at 64 x 3 x 28 x 28 (teacher forward, student forward and backward) took about 0.15 s in
+    NCHW and 0.11 s in channels_last."""
+    for m in models:
+        m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for m in models:
+            m.to(memory_format=torch.contiguous_format)
+
+
 def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs: int, lr: float, temperature: float,
             batch_size: int, limit: int | None, seed: int, progress: Progress = no_progress,
             task: str = "distilling", features: Sequence[FeaturePair] = (), feature_weight: float = 1.0,
-            mixup: float = 0.0, micro_batch: int | None = None) -> int:
+            mixup: float = 0.0, micro_batch: int | None = None, bn_images: torch.Tensor | None = None) -> int:
     """Train every parameter of ``student`` for ``epochs`` passes over ``dataset`` (``limit`` images per pass when
     given; labels unused) to match ``teacher``'s softened outputs (``T^2 * KL``, Hinton et al. 2015); Adam with a
-    cosine-decayed ``lr``. BatchNorms stay in eval mode: their statistics are the calibrated ones, their affine
-    parameters train. With ``features`` the loss adds ``feature_weight`` x the mean relative squared error of each
+    cosine-decayed ``lr``. Without ``bn_images`` BatchNorms stay in eval mode: their statistics are the calibrated
+    ones, their affine parameters train. With ``features`` the loss adds ``feature_weight`` x the mean relative squared error of each
     student module's output to its teacher module's (hints, Romero et al. 2015). With ``mixup`` > 0 each batch is
     mixed with itself reversed, ``lam ~ Beta(mixup, mixup)`` (teacher and student see the same mixed images: more
     distinct inputs from few images). With ``micro_batch`` smaller than ``batch_size`` each batch runs in chunks of
     that many images whose gradients add up to the batch's (the memory of one chunk's backward, the same step).
-    Returns the images per epoch."""
+    Both models run in channels_last meanwhile (:func:`channels_last`). With ``bn_images`` the student's BatchNorms
+    normalise with each batch's statistics while training, as in training from labels, and their running statistics
+    are measured again on ``bn_images`` afterwards (:func:`reestimate_batchnorms`). Returns the images per epoch."""
     n = len(dataset)  # type: ignore[arg-type]
     per_epoch = min(n, limit) if limit else n
     g = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(dataset, replacement=False, num_samples=per_epoch, generator=g)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=per_epoch > batch_size)
+    with channels_last(teacher, student):
+        _train(teacher, student, loader, epochs=epochs, lr=lr, temperature=temperature, progress=progress, task=task,
+               features=features, feature_weight=feature_weight, mixup=mixup, micro_batch=micro_batch,
+               batch_stats=bn_images is not None)
+        if bn_images is not None:
+            reestimate_batchnorms(student, bn_images, batch_size)
+    return per_epoch
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def reestimate_batchnorms(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Replace the running statistics of every BatchNorm of ``model`` by their averages over ``images`` (the batch
+    mean and variance of each batch, in order; as ``torch.optim.swa_utils.update_bn``). Leaves ``model`` in eval
+    mode."""
+    bns = _batchnorms(model)
+    momenta = [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches
+        bn.train()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                x = images[i:i + batch_size].to(device)
+                model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        model.eval()
+
+
+def _train(teacher: nn.Module, student: nn.Module, loader: DataLoader[Any], *, epochs: int, lr: float,
+           temperature: float, progress: Progress, task: str, features: Sequence[FeaturePair], feature_weight: float,
+           mixup: float, micro_batch: int | None, batch_stats: bool) -> None:
     steps = len(loader)
     params = [p for p in student.parameters()]
     flags = [p.requires_grad for p in params]
@@ -101,13 +165,16 @@ def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs:
     device = next(iter(params)).device if params else torch.device("cpu")
     teacher.eval()
     student.eval()
+    if batch_stats:
+        for bn in _batchnorms(student):
+            bn.train()
     hints = _Features(features) if features else None
     try:
         progress(task, 0, epochs * steps)
         for epoch in range(epochs):
             total = 0.0
             for step, (x, _) in enumerate(loader):
-                x = x.to(device)
+                x = x.to(device, memory_format=torch.channels_last) if x.dim() == 4 else x.to(device)
                 if mixup > 0:
                     lam = float(torch.distributions.Beta(mixup, mixup).sample())
                     x = lam * x + (1 - lam) * x.flip(0)
@@ -136,7 +203,6 @@ def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
     student.eval()
-    return per_epoch
 
 
 def micro_batch_for(student: nn.Module, example: torch.Tensor, features: Sequence[FeaturePair], budget_mb: float,

@@ -13,7 +13,8 @@
    one unit's inputs are held at a time.
 3. **Network-wise reconstruction** (``network_epochs``): the whole ghostified model is trained to match the
    original's outputs (soft targets, KL) on the calibration images, randomly translated: the layers learn to work
-   together where no layer alone can reproduce its original.
+   together where no layer alone can reproduce its original. Its BatchNorms normalise with batch statistics, as in
+   training, and their running statistics are measured again on the calibration images afterwards.
 4. **Distillation** (``distill_epochs`` > 0): the same over every image of the source's training split (labels are
    never read).
 
@@ -74,20 +75,24 @@ class CalibrateOptions:
     block_budget: float = 4e10  # multiply-adds per unit that the default block_steps may spend (3 x forward per image)
     block_lr: float = 1e-3
     block_batch_size: int = 32
-    network_epochs: int | None = None  # passes over the calibration images; None: about 960 steps, 1 to 60 epochs,
-    #                                    and the whole epochs `network_budget` allows (at least 1)
-    network_budget: float = 6e12  # multiply-adds the default network_epochs may spend (student 3x + teacher 1x)
+    network_epochs: int | None = None  # passes over the calibration images; None: about `network_steps` steps, 1 to
+    #                                    90 epochs, and the whole epochs `network_budget` allows (at least 1)
+    network_steps: int = 1200  # steps of `batch_size` the default network_epochs aims at
+    network_budget: float = 8e12  # multiply-adds the default network_epochs may spend (student 3x + teacher 1x)
     network_min_steps: int = 32  # the default network_epochs is 0 (stage skipped) when the budget allows fewer
     #                              steps: a few Adam steps move every weight by about the learning rate, i.e. noise
     network_lr: float = 1e-3
     network_features: float = 1.0  # weight of the per-layer output losses beside the KL (0: model outputs only)
     network_mixup: float = 0.0  # Beta(a, a) mixup of the calibration images in network-wise reconstruction (0: off)
-    network_flip: bool = False  # also mirror the calibration images (left-right) in network-wise reconstruction
+    network_flip: bool = True  # also mirror the calibration images (left-right) in network-wise reconstruction
+    network_batch_stats: bool = True  # BatchNorms use batch statistics in network-wise reconstruction (running
+    #                                   statistics measured again on the calibration images after it); False: frozen
     distill_epochs: int = 0
     distill_lr: float = 3e-4
     distill_temperature: float = 1.0
     distill_images: int | None = None  # per epoch; None: the whole training split
     distill_features: float = 0.0  # weight of the per-layer output losses in distillation (0: model outputs only)
+    distill_batch_stats: bool = True  # as network_batch_stats, for distillation
     cache_mb: float = 1024.0  # above this one unit's inputs are held as bfloat16
     train_mb: float = 2048.0  # activations one network-wise / distillation step keeps for backward; a batch that
     #                           needs more runs in chunks whose gradients add up (the same step, less memory)
@@ -124,6 +129,8 @@ class CalibrateOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise UsageError(f"`{name}` must be >= 0, got {v}")
+        if self.network_steps < 1:
+            raise UsageError(f"`network_steps` must be >= 1, got {self.network_steps}")
         if self.network_min_steps < 0:
             raise UsageError(f"`network_min_steps` must be >= 0, got {self.network_min_steps}")
         for name in ("ridge", "block_lr", "network_lr", "distill_lr", "distill_temperature", "cache_mb", "train_mb",
@@ -148,7 +155,7 @@ class CalibrateOptions:
         return self.network_budget / (self.batch_size * (3 * macs + teacher_macs)) if macs > 0 else math.inf
 
     def network_epochs_for(self, images: int, macs: float = 0.0, teacher_macs: float = 0.0) -> int:
-        """Network-wise epochs: ``network_epochs``, or about 960 steps of ``batch_size``, 1 to 60 epochs, within
+        """Network-wise epochs: ``network_epochs``, or about ``network_steps`` steps of ``batch_size``, 1 to 90 epochs, within
         ``network_budget`` for a student of ``macs`` and a teacher of ``teacher_macs`` multiply-adds per image;
         0 when the budget pays for fewer than ``network_min_steps`` steps."""
         if self.network_epochs is not None:
@@ -157,10 +164,10 @@ class CalibrateOptions:
         within = self.network_steps_within(macs, teacher_macs)
         if within < self.network_min_steps:
             return 0
-        epochs = math.ceil(960 / per_epoch)
+        epochs = math.ceil(self.network_steps / per_epoch)
         if math.isfinite(within):
             epochs = min(epochs, math.floor(within / per_epoch))
-        return min(60, max(1, epochs))
+        return min(90, max(1, epochs))
 
     def fit_images(self, cached: int, values_per_image: int) -> int:
         """How many images of a layer's cache its closed-form statistics use: all, or as many as ``fit_elements``
@@ -342,6 +349,22 @@ def _kept_if_better(original: nn.Module, ghosted: nn.Module, calib: torch.Tensor
     ghosted.eval()
 
 
+#: fewest images per forward for batch statistics in the whole-model stages (fewer: BatchNorms stay in eval mode)
+MIN_BATCH_STATS = 16
+
+
+def _bn_images(wanted: bool, micro: int, calib: torch.Tensor, notes: list[str], stage: str) -> torch.Tensor | None:
+    """The images a whole-model stage measures BatchNorm statistics on again after training with batch statistics
+    (the calibration images), or None: frozen statistics, when not ``wanted`` or its chunks are too small."""
+    if not wanted:
+        return None
+    if micro < MIN_BATCH_STATS:
+        notes.append(f"{stage}: BatchNorms kept their statistics (chunks of {micro} images, fewer than "
+                     f"{MIN_BATCH_STATS}, give noisy batch statistics)")
+        return None
+    return calib
+
+
 def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: CalibrateOptions | None = None,
                     input_size: Sequence[int], progress: Progress = no_progress,
                     images: CalibrationImages | None = None) -> CalibrationReport:
@@ -480,7 +503,8 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
             distill(original, ghosted, Translated(calib, opts.seed, opts.network_flip), epochs=net_epochs, lr=opts.network_lr,
                     temperature=opts.distill_temperature, batch_size=bs, limit=None, seed=opts.seed,
                     progress=progress, task="network-wise", features=features, feature_weight=opts.network_features,
-                    mixup=opts.network_mixup, micro_batch=micro)
+                    mixup=opts.network_mixup, micro_batch=micro,
+                    bn_images=_bn_images(opts.network_batch_stats, micro, calib, notes, "network-wise reconstruction"))
         seconds_network = time.perf_counter() - t_n
         t_m = time.perf_counter()
         errors, agreement_net = _measure(original, ghosted, units, held, bs, top1)
@@ -499,11 +523,12 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         named_o = dict(original.named_modules())
         features = [(named_o[u.original_output], u.module, u.target) for u in units] \
             if opts.distill_features else []
+        micro = micro_batch_for(ghosted, calib, features, opts.train_mb, bs)
         distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
                             temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
                             seed=opts.seed, progress=progress, features=features,
-                            feature_weight=opts.distill_features,
-                            micro_batch=micro_batch_for(ghosted, calib, features, opts.train_mb, bs))
+                            feature_weight=opts.distill_features, micro_batch=micro,
+                            bn_images=_bn_images(opts.distill_batch_stats, micro, calib, notes, "distillation"))
         seconds_distill = time.perf_counter() - t_d
         t_m = time.perf_counter()
         errors, agreement_dis = _measure(original, ghosted, units, held, bs, top1)
