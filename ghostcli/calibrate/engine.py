@@ -155,9 +155,9 @@ class CalibrateOptions:
         return self.network_budget / (self.batch_size * (3 * macs + teacher_macs)) if macs > 0 else math.inf
 
     def network_epochs_for(self, images: int, macs: float = 0.0, teacher_macs: float = 0.0) -> int:
-        """Network-wise epochs: ``network_epochs``, or about ``network_steps`` steps of ``batch_size``, 1 to 90 epochs, within
-        ``network_budget`` for a student of ``macs`` and a teacher of ``teacher_macs`` multiply-adds per image;
-        0 when the budget pays for fewer than ``network_min_steps`` steps."""
+        """Network-wise epochs: ``network_epochs``, or about ``network_steps`` steps of ``batch_size``, 1 to 90
+        epochs, within ``network_budget`` for a student of ``macs`` and a teacher of ``teacher_macs`` multiply-adds
+        per image; 0 when the budget pays for fewer than ``network_min_steps`` steps."""
         if self.network_epochs is not None:
             return self.network_epochs
         per_epoch = math.ceil(images / self.batch_size)
