@@ -96,6 +96,12 @@ def channels_last(*models: nn.Module) -> Iterator[None]:
             m.to(memory_format=torch.contiguous_format)
 
 
+def _input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device``, in channels_last when it is images (N, C, H, W), as the models inside
+    :func:`channels_last` want it."""
+    return x.to(device, memory_format=torch.channels_last) if x.dim() == 4 else x.to(device)
+
+
 def distill(teacher: nn.Module, student: nn.Module, dataset: Dataset, *, epochs: int, lr: float, temperature: float,
             batch_size: int, limit: int | None, seed: int, progress: Progress = no_progress,
             task: str = "distilling", features: Sequence[FeaturePair] = (), feature_weight: float = 1.0,
@@ -144,8 +150,7 @@ def reestimate_batchnorms(model: nn.Module, images: torch.Tensor, batch_size: in
     try:
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
-                x = images[i:i + batch_size].to(device)
-                model(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+                model(_input(images[i:i + batch_size], device))
     finally:
         for bn, m in zip(bns, momenta):
             bn.momentum = m
@@ -174,7 +179,7 @@ def _train(teacher: nn.Module, student: nn.Module, loader: DataLoader[Any], *, e
         for epoch in range(epochs):
             total = 0.0
             for step, (x, _) in enumerate(loader):
-                x = x.to(device, memory_format=torch.channels_last) if x.dim() == 4 else x.to(device)
+                x = _input(x, device)
                 if mixup > 0:
                     lam = float(torch.distributions.Beta(mixup, mixup).sample())
                     x = lam * x + (1 - lam) * x.flip(0)
