@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resnet50", action="store_true",
                     help="instead: time and memory of calibrating torchvision's ResNet-50 (random weights) at 224 on "
                          "--calib-images (default here 256) synthetic images")
+    ap.add_argument("--dw-kernel", type=int, default=3,
+                    help="the cheap depthwise kernel d of ghostify (ghostify --dw-kernel; the paper's default 3)")
     ap.add_argument("--held-out-images", type=int, default=None,
                     help="images agreement and errors are measured on (default: the library's 512; 64 with --resnet50)")
     args = ap.parse_args(argv)
@@ -223,14 +225,16 @@ def run_resnet50(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace, data: str, path: Path) -> int:
     from ghostcli.calibrate import CalibrateOptions, calibrate_model
     from ghostcli.convert import ghostify
+    from ghostcli.ghostify_options import GhostifyOptions
     from ghostcli.resolve import resolve_model
 
     original = resolve_model(str(path)).model.eval()
     x_test, y_test = _test_set(data)
     base = _top1(original, x_test, y_test)
     print(f"original resnet20 ({path.name}): test top-1 {base:.2f}% on {len(y_test)} images")
-    ghost, report = ghostify(original, input_size=SIZE)
-    print(f"ghostify: {report.replaced} convs replaced, MACs {report.macs_before / 1e6:.1f}M -> "
+    gopts = GhostifyOptions(dw_kernel=args.dw_kernel)
+    ghost, report = ghostify(original, gopts, input_size=SIZE)
+    print(f"ghostify (d={args.dw_kernel}): {report.replaced} convs replaced, MACs {report.macs_before / 1e6:.1f}M -> "
           f"{report.macs_after / 1e6:.1f}M; without calibration: test top-1 {_top1(ghost, x_test, y_test):.2f}%")
     print(f"a channel gather after each Ghost module (the permutation module this design avoids): "
           f"{_gather_cost(ghost)}")
@@ -254,7 +258,7 @@ def run(args: argparse.Namespace, data: str, path: Path) -> int:
     for label, extra in variants:
         opts = CalibrateOptions(**{"calib_data": data, "calib_images": args.calib_images,  # type: ignore[arg-type]
                                    "inputs": args.inputs, **args.options, **extra})
-        g, _ = ghostify(original, input_size=SIZE)
+        g, _ = ghostify(original, gopts, input_size=SIZE)
         _reset_peak()
         t0 = time.perf_counter()
         cpu0 = time.process_time()

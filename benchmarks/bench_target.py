@@ -17,6 +17,7 @@ random; latency does not depend on their values.
 Usage:
   python benchmarks/bench_target.py                       # all backends, 1 thread and all cores
   python benchmarks/bench_target.py --backends ov-int8 --threads 1 --rounds 40 --stage
+  python benchmarks/bench_target.py --backends ov-bf16,ov-int8 --threads 1 --dw-kernel 1   # the paper's d=1 form
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--stage", action="store_true", help="also time the G-Ghost rebuild of every eligible stage")
+    ap.add_argument("--dw-kernel", type=int, default=3,
+                    help="the cheap depthwise kernel d of the paper ghostify and of --target (ghostify --dw-kernel)")
     args = ap.parse_args(argv)
 
     import torchvision
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} <= {v}" for k, v in goals.items()))
     torch.manual_seed(0)
     base = torchvision.models.resnet50().eval()
-    paper, paper_report = ghostify(base)
+    options = GhostifyOptions(dw_kernel=args.dw_kernel)
+    paper, paper_report = ghostify(base, options)
     stage = None
     if args.stage:
         from ghostcli.convert.stage import eligible_stages
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"G-Ghost stages: MACs ratio {stage_report.macs_ratio:.3f}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     thread_counts = [cores if t == "all" else int(t) for t in args.threads.split(",")]
-    print(f"paper ghostify: MACs ratio {paper_report.macs_ratio:.3f}; {args.rounds} interleaved rounds after "
+    print(f"paper ghostify (d={args.dw_kernel}): MACs ratio {paper_report.macs_ratio:.3f}; {args.rounds} interleaved rounds after "
           f"{args.warmup} warm-up; ratio = median of per-round latency / ResNet-50's (IQR in brackets)")
     head = f"{'backend':<9} {'thr':>3} {'ResNet-50':>10} {'paper':>17} {'--target':>17}"
     head += f" {'stage':>17}" if stage is not None else ""
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{backend:<9} {threads:>3} skipped: {exc}")
                 continue
             t0 = time.perf_counter()
-            chosen, report, tr = ghostify_for_target(base, target=TargetOptions(spec.name, threads=threads))
+            chosen, report, tr = ghostify_for_target(base, options, target=TargetOptions(spec.name, threads=threads))
             decided = time.perf_counter() - t0
             models = [base, paper, chosen] + ([stage] if stage is not None else [])
             timing = RuntimeTiming(spec, (3, 224, 224), threads=threads)
