@@ -3,7 +3,8 @@
 For every backend (PyTorch eager NCHW / channels_last, OpenVINO f32 / bf16 / INT8) and thread count,
 in one process:
 
-1. `ghostify_for_target(resnet50, target=T)` decides on this machine (its decision time is printed);
+1. `ghostify_for_target(resnet50, target=T)` decides on this machine, measuring the cheap kernels d=3 and d=1
+   unless `--dw-kernel` names one (its decision time is printed);
 2. ResNet-50, the paper ghostify (every eligible conv at s=2), the `--target` result and, with
    `--stage`, the G-Ghost rebuild of every eligible stage (`--mode stage`, cheap ratio 0.5) are timed
    round-robin (A, B, C, D, A, B ...) on T at batch 1, 3x224x224; OpenVINO INT8 times the NNCF-quantized
@@ -17,7 +18,7 @@ random; latency does not depend on their values.
 Usage:
   python benchmarks/bench_target.py                       # all backends, 1 thread and all cores
   python benchmarks/bench_target.py --backends ov-int8 --threads 1 --rounds 40 --stage
-  python benchmarks/bench_target.py --backends ov-bf16,ov-int8 --threads 1 --dw-kernel 1   # the paper's d=1 form
+  python benchmarks/bench_target.py --backends ov-bf16,ov-int8 --threads 1 --dw-kernel 3   # d=3 only, as before
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--stage", action="store_true", help="also time the G-Ghost rebuild of every eligible stage")
-    ap.add_argument("--dw-kernel", type=int, default=3,
-                    help="the cheap depthwise kernel d of the paper ghostify and of --target (ghostify --dw-kernel)")
+    ap.add_argument("--dw-kernel", type=int, default=None,
+                    help="the cheap depthwise kernel d of the paper ghostify and of --target (ghostify --dw-kernel); "
+                         "default: the paper's d=3, and --target measures d=3 and d=1, as ghostify --target does")
     args = ap.parse_args(argv)
 
     import torchvision
 
     from ghostcli.analysis.env import cpu_isa, describe_cpu
     from ghostcli.convert import ghostify
-    from ghostcli.ghostify_options import GhostifyOptions
+    from ghostcli.ghostify_options import TARGET_EXTRA_DW_KERNELS, GhostifyOptions
     from ghostcli.target import TARGETS, RuntimeTiming, TargetOptions, check_available, ghostify_for_target
 
     isa = cpu_isa()
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} <= {v}" for k, v in goals.items()))
     torch.manual_seed(0)
     base = torchvision.models.resnet50().eval()
-    options = GhostifyOptions(dw_kernel=args.dw_kernel)
+    options = GhostifyOptions() if args.dw_kernel is None else GhostifyOptions(dw_kernel=args.dw_kernel)
+    extra_kernels = TARGET_EXTRA_DW_KERNELS if args.dw_kernel is None else ()
     paper, paper_report = ghostify(base, options)
     stage = None
     if args.stage:
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"G-Ghost stages: MACs ratio {stage_report.macs_ratio:.3f}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     thread_counts = [cores if t == "all" else int(t) for t in args.threads.split(",")]
-    print(f"paper ghostify (d={args.dw_kernel}): MACs ratio {paper_report.macs_ratio:.3f}; {args.rounds} interleaved rounds after "
+    print(f"paper ghostify (d={options.dw_kernel}): MACs ratio {paper_report.macs_ratio:.3f}; {args.rounds} interleaved rounds after "
           f"{args.warmup} warm-up; ratio = median of per-round latency / ResNet-50's (IQR in brackets)")
     head = f"{'backend':<9} {'thr':>3} {'ResNet-50':>10} {'paper':>17} {'--target':>17}"
     head += f" {'stage':>17}" if stage is not None else ""
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{backend:<9} {threads:>3} skipped: {exc}")
                 continue
             t0 = time.perf_counter()
-            chosen, report, tr = ghostify_for_target(base, options, target=TargetOptions(spec.name, threads=threads))
+            chosen, report, tr = ghostify_for_target(base, options, target=TargetOptions(spec.name, threads=threads,
+                                                                                 dw_kernels=extra_kernels))
             decided = time.perf_counter() - t0
             models = [base, paper, chosen] + ([stage] if stage is not None else [])
             timing = RuntimeTiming(spec, (3, 224, 224), threads=threads)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = "" if goal is None else ("ok" if np.median(times[2] / times[0]) <= goal else "MISSED")
             print(f"{backend:<9} {threads:>3} {np.median(times[0]):8.2f}ms " + " ".join(f"{c:>17}" for c in cells)
                   + f" {report.macs_ratio:5.3f} {decided:6.0f}s {goal if goal else '-':>5} {ok}  "
-                  f"({tr.chosen}; {timing.conditions()})")
+                  f"({tr.chosen}, d={tr.dw_kernel}; {timing.conditions()})")
             sys.stdout.flush()
     return 0
 

@@ -42,6 +42,11 @@ def _layer_ratios(value: Any) -> tuple[tuple[str, int], ...]:
 GHOST_MODULES = ("v1", "v2")
 
 
+DEFAULT_DW_KERNEL = 3  # the cheap depthwise kernel d (the paper's)
+#: with ``--target`` and no ``--dw-kernel``, these cheap kernels are measured too (d=1: the paper's ablation)
+TARGET_EXTRA_DW_KERNELS = (1,)
+
+
 @dataclass(frozen=True)
 class GhostifyOptions:
     """Structural options of ghostify. The same options on the same architecture give the same module tree.
@@ -51,7 +56,7 @@ class GhostifyOptions:
     """
 
     ratio: int = 2
-    dw_kernel: int = 3
+    dw_kernel: int = DEFAULT_DW_KERNEL
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     min_channels: int = 0

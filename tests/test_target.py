@@ -128,6 +128,7 @@ def test_target_names_and_availability():
     ({"latency_budget": 1.5}, r"`latency_budget` must be a fraction"),
     ({"macs_budget": 0}, "`macs_budget` must be positive"),
     ({"verify_runs": 1}, "`verify_runs` must be at least 3"),
+    ({"dw_kernels": (2,)}, "`dw_kernels` must be positive odd integers"),
 ])
 def test_impossible_target_options(kwargs, match):
     with pytest.raises(UsageError, match=match):
@@ -200,6 +201,38 @@ def test_engine_keeps_slow_layers_and_the_recipe_rebuilds_bit_exactly(tmp_path):
     assert [n for n, _ in rebuilt.named_modules()] == [n for n, _ in gm.named_modules()]
 
 
+class FakeKernelTiming(FakeTiming):
+    """As FakeTiming, and a Ghost module with cheap kernel d costs ``per_kernel[d]``."""
+
+    def __init__(self, per_kernel):
+        super().__init__(lambda name, s: 0.0)
+        self.per_kernel = per_kernel
+
+    def rows(self, model):
+        out = super().rows(model)
+        for name, m in model.named_modules():
+            if isinstance(m, GhostModule):
+                out[name] = self.per_kernel[m.dw_kernel]
+        return out
+
+
+@pytest.mark.parametrize("per_kernel, expected", [({3: 0.6, 1: 0.4}, 1), ({3: 0.4, 1: 0.6}, 3)])
+def test_engine_keeps_the_cheap_kernel_that_runs_faster_and_the_recipe_rebuilds_it(tmp_path, per_kernel, expected):
+    model = build_model("resnet20").eval()
+    fake = FakeKernelTiming(per_kernel)
+    gm, report, tr = ghostify_for_target(model, target=TargetOptions("cpu", verify_runs=5, ratios=(2,), dw_kernels=(1,)),
+                                         input_size=(3, 32, 32), timing=fake)
+    other = 4 - expected  # the kernel not kept: 1 <-> 3
+    assert tr.chosen == "target" and tr.dw_kernel == expected and report.options["dw_kernel"] == expected
+    assert [m.name for m in tr.measured] == ["original", "paper", "target", f"target, d={other}"]
+    assert tr.measured[2].median_ms < tr.measured[3].median_ms
+    ghosts = [m for m in gm.modules() if isinstance(m, GhostModule)]
+    assert len(ghosts) == 18 and {m.dw_kernel for m in ghosts} == {expected}
+    assert report.macs_after == tr.measured[2].macs
+    assert tr.recipe_summary()["dw_kernel"] == expected
+    _assert_rebuilds(gm, report, tmp_path)
+
+
 def test_engine_falls_back_to_the_paper_ghostify_when_the_choice_measures_slower():
     model = build_model("resnet20").eval()
     fake = FakeTiming(_ghost_layer1_slow, whole_bias={2: 50.0})  # the chosen model is slow as a whole
@@ -263,7 +296,10 @@ def test_cli_target_cpu_saves_the_choice_and_rebuilds(runner, tmp_path):
     from ghostcli.analysis.env import cpu_name
 
     assert tr["target"] == "cpu" and "1 threads" in tr["conditions"] and cpu_name() in tr["conditions"]
-    assert [m["name"] for m in tr["measured"]] == ["original", "paper", "target"]
+    # without --dw-kernel both cheap kernels are measured: the faster is "target", the other "target, d=K"
+    assert tr["dw_kernel"] in (1, 3) and data["options"]["dw_kernel"] == tr["dw_kernel"]
+    names = [m["name"] for m in tr["measured"]]
+    assert names[:3] == ["original", "paper", "target"] and names[3:] in (["target, d=1"], ["target, d=3"])
     assert len(tr["decisions"]) == 18 and tr["runs"] == 30
     converted = sorted(d["name"] for d in tr["decisions"] if d["ratio"] != 1)
     assert data["replaced"] == {"target": len(converted), "paper": 18, "original": 0}[tr["chosen"]]
@@ -280,6 +316,18 @@ def test_cli_target_cpu_saves_the_choice_and_rebuilds(runner, tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
+
+
+def test_cli_target_with_a_given_dw_kernel_measures_only_that_kernel(runner):
+    import json
+
+    from ghostcli.cli.app import app
+
+    res = runner.invoke(app, ["ghostify", "resnet20", "--target", "cpu", "--threads", "1", "-d", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [m["name"] for m in data["target"]["measured"]] == ["original", "paper", "target"]
+    assert data["target"]["dw_kernel"] == 3 and data["options"]["dw_kernel"] == 3
 
 
 def test_cli_target_bad_input(tmp_path):

@@ -100,8 +100,9 @@ def ghostify_command(
     model: ModelArg,
     ratio: Annotated[int, typer.Option("--ratio", "-s", metavar="S", help="Ghost ratio s: 1/s of the channels come "
                                                                           "from the primary conv.")] = 2,
-    dw_kernel: Annotated[int, typer.Option("--dw-kernel", "-d", metavar="D", help="Kernel size d of the cheap "
-                                                                                  "depthwise conv (odd).")] = 3,
+    dw_kernel: Annotated[int | None, typer.Option(
+        "--dw-kernel", "-d", metavar="D", help="Kernel size d of the cheap depthwise conv (odd; default 3). With "
+        "--target and no -d, d=3 and d=1 (the paper's ablation) are both measured and the faster is kept.")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", metavar="GLOB", help="Only convert layers matching this glob "
                                                       "(repeatable; 'layer3' also matches 'layer3.*').")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Never convert layers matching this glob "
@@ -152,16 +153,18 @@ def ghostify_command(
     size = parse_input_size(input_size) if input_size else None
     select_opts = _select_options(target, calib_data, macs_budget, max_agreement_drop, mode)
     target_opts = _target_options(target, threads, latency_budget, None if select_opts else macs_budget, mode,
-                                  calibrating=calib_data is not None)
+                                  calibrating=calib_data is not None, dw_kernel=dw_kernel)
     calib_opts = _calibrate_options(calib_data, calib_images, distill_epochs)
 
     import dataclasses
 
     from ghostcli import render
     from ghostcli.convert import GhostifyOptions, ghostify
+    from ghostcli.ghostify_options import DEFAULT_DW_KERNEL
     from ghostcli.resolve import resolve_model
 
-    opts = GhostifyOptions(ratio, dw_kernel, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
+    d = DEFAULT_DW_KERNEL if dw_kernel is None else dw_kernel
+    opts = GhostifyOptions(ratio, d, tuple(include or ()), tuple(exclude or ()), min_channels, keep_stem,
                            min_fan_in, cheap_ratio=cheap_ratio, module=module)
     loaded = resolve_model(model, weights=weights, trust_factory=trust_factory)
     if loaded.is_ghostified:
@@ -172,7 +175,9 @@ def ghostify_command(
                               "be rebuilt from an artifact; build it from a named architecture with --weights")
     chw: tuple[int, ...] = size or tuple(loaded.input_size)
     shown = format_input_size(chw)
-    render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {dw_kernel}, input {shown}"
+    kernels = ", ".join(str(k) for k in (d, *target_opts.dw_kernels)) + " (measured)" \
+        if target_opts and target_opts.dw_kernels else str(d)
+    render.info(f"ghostify {loaded.name}: ratio {ratio}, dw kernel {kernels}, input {shown}"
                 + (f", target {target_opts.target}" if target_opts else ""))
     measured = None
     selection = None
@@ -287,8 +292,10 @@ def _select_options(target: str | None, calib_data: str | None, macs_budget: str
 
 
 def _target_options(target: str | None, threads: int | None, latency_budget: str | None,
-                    macs_budget: str | None, mode: str | None, calibrating: bool = False) -> Any:
-    """The TargetOptions the flags ask for (None without --target); checked before any model is built."""
+                    macs_budget: str | None, mode: str | None, calibrating: bool = False,
+                    dw_kernel: int | None = None) -> Any:
+    """The TargetOptions the flags ask for (None without --target); checked before any model is built. Without
+    ``--dw-kernel`` the target also measures the cheap kernels of ``TARGET_EXTRA_DW_KERNELS``."""
     from ghostcli.errors import UsageError
     from ghostcli.units import parse_factor, parse_quantity
 
@@ -305,9 +312,11 @@ def _target_options(target: str | None, threads: int | None, latency_budget: str
         if given:
             raise UsageError(f"{', '.join(given)} only apply with --target")
         return None
+    from ghostcli.ghostify_options import TARGET_EXTRA_DW_KERNELS
     from ghostcli.target import TargetOptions
 
     return TargetOptions(target, threads=threads, mode=mode or "auto",
+                         dw_kernels=TARGET_EXTRA_DW_KERNELS if dw_kernel is None else (),
                          latency_budget=parse_factor(latency_budget) if latency_budget is not None else None,
                          macs_budget=int(parse_quantity(macs_budget)) if macs_budget is not None else None)
 
@@ -323,7 +332,8 @@ def _print_target(tr: Any) -> None:
                                      ["model", "median", "p90", "x original", "MACs"], rows, numeric=(1, 2, 3, 4)))
     kept = sum(1 for d in tr.decisions if d["ratio"] == 1)
     render.stdout.print(
-        f"{len(tr.decisions) - kept} of {len(tr.decisions)} candidate convs converted, {kept} kept as measured; "
+        f"{len(tr.decisions) - kept} of {len(tr.decisions)} candidate convs converted (cheap kernel d={tr.dw_kernel}), "
+        f"{kept} kept as measured; "
         f"predicted {tr.predicted_ms / tr.original_layers_ms:.3f}x from the layer times, measured "
         f"{tr.ratio_vs_original:.3f}x of the original and {tr.ratio_vs_paper:.3f}x of the paper ghostify "
         f"(per-round ratios, noise +-{tr.noise:.3f}); decided in {tr.seconds:.0f} s.", highlight=False)
