@@ -234,8 +234,8 @@ def run(args: argparse.Namespace, data: str, path: Path) -> int:
     print(f"original resnet20 ({path.name}): test top-1 {base:.2f}% on {len(y_test)} images")
     gopts = GhostifyOptions(dw_kernel=args.dw_kernel)
     ghost, report = ghostify(original, gopts, input_size=SIZE)
-    print(f"ghostify (d={args.dw_kernel}): {report.replaced} convs replaced, MACs {report.macs_before / 1e6:.1f}M -> "
-          f"{report.macs_after / 1e6:.1f}M; without calibration: test top-1 {_top1(ghost, x_test, y_test):.2f}%")
+    print(f"ghostify (d={args.dw_kernel}): {report.replaced} convs replaced, MACs {(report.macs_before or 0) / 1e6:.1f}M -> "
+          f"{(report.macs_after or 0) / 1e6:.1f}M; without calibration: test top-1 {_top1(ghost, x_test, y_test):.2f}%")
     print(f"a channel gather after each Ghost module (the permutation module this design avoids): "
           f"{_gather_cost(ghost)}")
 
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace, data: str, path: Path) -> int:
     print(f"{'calibration':<26} {'test top-1':>10} {'vs original':>11} {'agreement':>9} {'time':>8} {'CPU time':>8} "
           f"{'peak RSS':>9}")
     for label, extra in variants:
-        opts = CalibrateOptions(**{"calib_data": data, "calib_images": args.calib_images,  # type: ignore[arg-type]
+        opts = CalibrateOptions(**{"calib_data": data, "calib_images": args.calib_images,
                                    "inputs": args.inputs, **args.options, **extra})
         g, _ = ghostify(original, gopts, input_size=SIZE)
         _reset_peak()

@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     paper, paper_report = ghostify(original, gopts, input_size=SIZE)
     agree = 100.0 * float((_top1(paper, x_eval) == ref).float().mean())
     print(f"paper ghostify (every candidate at s={args.ratio}, no calibration): {paper_report.replaced} convs, MACs "
-          f"{paper_report.macs_before / 1e6:.1f}M -> {paper_report.macs_after / 1e6:.1f}M "
-          f"({paper_report.macs_after / paper_report.macs_before:.3f}x), agreement {agree:.1f}%", flush=True)
+          f"{(paper_report.macs_before or 0) / 1e6:.1f}M -> {(paper_report.macs_after or 0) / 1e6:.1f}M "
+          f"({paper_report.macs_ratio or 0:.3f}x), agreement {agree:.1f}%", flush=True)
     del paper
 
     reset_peak()

@@ -34,7 +34,7 @@ SIZE = (1, 28, 28)
 
 def cpu_header(threads: int) -> str:
     """CPU model, cores, the ISA extensions that matter for inference, torch version and threads, load average."""
-    model, flags = "unknown CPU", set()
+    model, flags = "unknown CPU", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and model == "unknown CPU":
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                               images=images)
         seconds = time.perf_counter() - t0
         after = top1(ghost, xe, ye)
-        macs = f"{report.macs_before / 1e6:.2f}->{report.macs_after / 1e6:.2f}M"
+        macs = f"{(report.macs_before or 0) / 1e6:.2f}->{(report.macs_after or 0) / 1e6:.2f}M"
         ok = "PASS" if after >= base - 0.5 else "FAIL"
         print(f"{label:<28} {macs:>15} {before:>8.2f}% {after:>9.2f}% {after - base:>+7.2f} "
               f"{cal.agreement_final or 0:>8.1f}% {seconds:>6.1f}s {peak_mb():>7.0f}MB  {ok} (>= {base - 0.5:.2f}%)",

@@ -44,6 +44,7 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             n = m.num_features
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
@@ -54,6 +55,7 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 def _naive_ghost_resnet50() -> nn.Module:
     """The structure the issue measured: each conv -> a Ghost module, the ResNet's BN kept *after* the concat."""
     import torchvision
+    from torch.nn.modules.utils import _pair
 
     from ghostcli.layers import GhostModule
 
@@ -62,8 +64,9 @@ def _naive_ghost_resnet50() -> nn.Module:
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels != 3:
-                setattr(parent, name, GhostModule(child.in_channels, child.out_channels, child.kernel_size, ratio=2,
-                                                  stride=child.stride, relu=False, padding=child.padding))
+                setattr(parent, name, GhostModule(child.in_channels, child.out_channels, _pair(child.kernel_size), ratio=2,
+                                                  stride=_pair(child.stride), relu=False,
+                                                  padding=_pair(child.padding)))
             else:
                 swap(child)
 
@@ -130,10 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ghostcli.analysis.macs import count_macs
     from ghostcli.deploy.calibration import load_image_set
-    from ghostcli.deploy.graph import executed_precisions
-    from ghostcli.deploy.quantize import int8_coverage, quantize_ov_model
+    from ghostcli.deploy.quantize import quantize_ov_model
     from ghostcli.fold import fold_batchnorm
-    from ghostcli.runtime.openvino import compile_cpu, core, to_openvino
+    from ghostcli.runtime.openvino import compile_cpu, core, executed_precisions, int8_coverage, to_openvino
     from ghostcli.runtime.timing import openvino_runner, time_interleaved, timing_stats
 
     torch.manual_seed(0)

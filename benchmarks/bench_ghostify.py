@@ -27,6 +27,7 @@ import copy
 import statistics
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ def build_models(ratio: int = 2) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
     base = torchvision.models.resnet50(weights=None).eval()
     ghost, report = ghostify(base, ratio=ratio)
-    print(f"MACs: {report.macs_before / 1e9:.2f} G -> {report.macs_after / 1e9:.2f} G "
+    print(f"MACs: {(report.macs_before or 0) / 1e9:.2f} G -> {(report.macs_after or 0) / 1e9:.2f} G "
           f"(ratio {report.macs_ratio:.3f}); params {report.params_before / 1e6:.2f} M -> "
           f"{report.params_after / 1e6:.2f} M", file=sys.stderr)
     return base, ghost.eval()
@@ -77,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(1, 3, 224, 224)
     converted: list = []  # (base, ghost) as openvino.Model, converted once for every OpenVINO measurement
 
-    def to_ov() -> list:
+    def to_ov() -> tuple[Any, Any]:
         if not converted:
             from ghostcli.runtime.openvino import to_openvino
 
             converted.extend(to_openvino(m, tuple(x.shape)) for m in (base, ghost))
-        return converted
+        return converted[0], converted[1]
 
     rows = []
     for backend in args.backends.split(","):
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         elif backend in ("ov-f32", "ov-default"):
             import openvino as ov
 
-            from ghostcli.deploy.graph import executed_precisions
+            from ghostcli.runtime.openvino import executed_precisions
 
             prec = "f32" if backend == "ov-f32" else None
             base_ov, ghost_ov = to_ov()

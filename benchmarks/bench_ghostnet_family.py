@@ -36,8 +36,9 @@ def _pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     if name.startswith("ghostnetv3"):
         reparameterize(ours)
         for m in theirs.modules():  # timm's own fold of its training-time branches
-            if hasattr(m, "reparameterize") and m is not theirs:
-                m.reparameterize()
+            fold = getattr(m, "reparameterize", None)
+            if callable(fold) and m is not theirs:
+                fold()
     return ours, theirs
 
 
