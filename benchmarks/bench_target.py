@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ghostcli.analysis.env import cpu_isa, describe_cpu
     from ghostcli.convert import ghostify
-    from ghostcli.ghostify_options import TARGET_EXTRA_DW_KERNELS, GhostifyOptions
+    from ghostcli.ghostify_options import DEFAULT_DW_KERNEL, TARGET_EXTRA_DW_KERNELS, GhostifyOptions
     from ghostcli.target import TARGETS, RuntimeTiming, TargetOptions, check_available, ghostify_for_target
 
     isa = cpu_isa()
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} <= {v}" for k, v in goals.items()))
     torch.manual_seed(0)
     base = torchvision.models.resnet50().eval()
-    options = GhostifyOptions() if args.dw_kernel is None else GhostifyOptions(dw_kernel=args.dw_kernel)
+    options = GhostifyOptions(dw_kernel=args.dw_kernel or DEFAULT_DW_KERNEL)
     extra_kernels = TARGET_EXTRA_DW_KERNELS if args.dw_kernel is None else ()
     paper, paper_report = ghostify(base, options)
     stage = None

@@ -33,7 +33,7 @@ import resource
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -53,6 +53,9 @@ from ghostcli.calibrate.readers import ReaderGraph
 from ghostcli.calibrate.units import Unit, find_units
 from ghostcli.errors import UsageError
 from ghostcli.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    from ghostcli.calibrate.distill import FeaturePair
 
 INPUTS = ("ghost", "original")
 
@@ -365,6 +368,17 @@ def _bn_images(wanted: bool, micro: int, calib: torch.Tensor, notes: list[str], 
     return calib
 
 
+def _hints(original: nn.Module, ghosted: nn.Module, units: Sequence[Unit], calib: torch.Tensor, opts: CalibrateOptions,
+           weight: float) -> tuple[list[FeaturePair], int]:
+    """A whole-model stage's per-layer hints (each Ghost module against the original output it replaces; none when
+    ``weight`` is 0) and the images per chunk that keep its step within ``train_mb``."""
+    from ghostcli.calibrate.distill import micro_batch_for
+
+    named_o = dict(original.named_modules())
+    features: list[FeaturePair] = [(named_o[u.original_output], u.module, u.target) for u in units] if weight else []
+    return features, micro_batch_for(ghosted, calib, features, opts.train_mb, opts.batch_size)
+
+
 def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: CalibrateOptions | None = None,
                     input_size: Sequence[int], progress: Progress = no_progress,
                     images: CalibrationImages | None = None) -> CalibrationReport:
@@ -483,7 +497,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         row.error_held_out = err
     seconds_measure += time.perf_counter() - t_m
 
-    from ghostcli.calibrate.distill import Translated, distill, micro_batch_for
+    from ghostcli.calibrate.distill import Translated, distill
 
     net_epochs = opts.network_epochs_for(len(calib), macs_g, macs_o)
     if not net_epochs and opts.network_epochs is None and top1 is not None:
@@ -496,10 +510,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
     if net_epochs and top1 is not None:
         t_n = time.perf_counter()
         with _kept_if_better(original, ghosted, calib, opts, notes, "network-wise reconstruction"):
-            named_o = dict(original.named_modules())
-            features = [(named_o[u.original_output], u.module, u.target) for u in units] \
-                if opts.network_features else []
-            micro = micro_batch_for(ghosted, calib, features, opts.train_mb, bs)
+            features, micro = _hints(original, ghosted, units, calib, opts, opts.network_features)
             distill(original, ghosted, Translated(calib, opts.seed, opts.network_flip), epochs=net_epochs, lr=opts.network_lr,
                     temperature=opts.distill_temperature, batch_size=bs, limit=None, seed=opts.seed,
                     progress=progress, task="network-wise", features=features, feature_weight=opts.network_features,
@@ -520,10 +531,7 @@ def calibrate_model(original: nn.Module, ghosted: nn.Module, *, options: Calibra
         t_d = time.perf_counter()
         # no undo here: network-wise reconstruction fitted the calibration images closely, so distillation over
         # the whole split may rightly move away from them
-        named_o = dict(original.named_modules())
-        features = [(named_o[u.original_output], u.module, u.target) for u in units] \
-            if opts.distill_features else []
-        micro = micro_batch_for(ghosted, calib, features, opts.train_mb, bs)
+        features, micro = _hints(original, ghosted, units, calib, opts, opts.distill_features)
         distilled = distill(original, ghosted, data.train_set, epochs=opts.distill_epochs, lr=opts.distill_lr,
                             temperature=opts.distill_temperature, batch_size=bs, limit=opts.distill_images,
                             seed=opts.seed, progress=progress, features=features,

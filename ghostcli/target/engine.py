@@ -243,6 +243,7 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
         latency_ms = None if target.latency_budget is None else target.latency_budget * total_ms
         budget = {"latency": target.latency_budget, "latency_ms": latency_ms, "macs": target.macs_budget}
     feeders = residual_feeders(model)
+    dense_macs = {r.name: int(r.macs_before or 0) for r in paper.rows}
     choices: list[_Choice] = []
     unreachable: BudgetUnreachable | None = None
     for d in kernels:
@@ -252,7 +253,7 @@ def ghostify_for_target(model: nn.Module, options: GhostifyOptions | None = None
             extra = charge_unfused(t, base, feeders, names)
             per_ratio[s] = {n: t.get(n, 0.0) + extra.get(n, 0.0) for n in names}
         macs = {s: {r.name: int(r.macs_after or 0) for r in versions[(d, s)][1].rows} for s in ratios}
-        macs[KEEP] = {r.name: int(r.macs_before or 0) for r in paper.rows}
+        macs[KEEP] = dense_macs
         candidates = [Candidate(n, {KEEP: base.get(n, 0.0), **{s: per_ratio[s][n] for s in ratios}},
                                 {KEEP: macs[KEEP][n], **{s: macs[s][n] for s in ratios}}) for n in names]
         try:
