@@ -63,6 +63,39 @@ def test_ghost_module_output_is_concat_of_primary_and_cheap() -> None:
     assert cheap.groups == mod.init_channels == 4 and cheap.out_channels == 8 and cheap.kernel_size == (3, 3)
 
 
+@pytest.mark.parametrize("ratio,cout", [(2, 16), (3, 18), (4, 13)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_cheap_op_runs_as_multiply_add_with_the_conv_result(ratio: int, cout: int,
+                                                                       channels_last: bool) -> None:
+    torch.manual_seed(0)
+    mod = GhostModule(6, cout, kernel_size=3, ratio=ratio, dw_kernel=1, norm=False).train()
+    x = torch.randn(2, 6, 9, 9, requires_grad=True)
+    if channels_last:
+        mod, x = mod.to(memory_format=torch.channels_last), x.detach().to(memory_format=torch.channels_last)
+    x1 = mod.primary_conv(x)
+    expected = torch.cat([x1, mod.cheap_operation(x1)], 1)[:, :cout]
+    calls: list[int] = []
+    mod.cheap_operation[0].register_forward_hook(lambda m, a, o: calls.append(1))
+    hooked = mod(x)  # hooked: the conv itself runs, so its hook sees it
+    assert calls == [1] and torch.allclose(hooked, expected, atol=1e-6)
+    fast = GhostModule(6, cout, kernel_size=3, ratio=ratio, dw_kernel=1, norm=False)
+    fast.load_state_dict(mod.state_dict())
+    fast = fast.to(memory_format=torch.channels_last) if channels_last else fast
+
+    def not_called(*args: object) -> None:
+        raise AssertionError("the 1x1 depthwise conv ran as a conv")
+
+    conv_forward = fast.cheap_operation[0].forward
+    fast.cheap_operation[0].forward = not_called  # type: ignore[method-assign]
+    y = fast(x)
+    fast.cheap_operation[0].forward = conv_forward  # type: ignore[method-assign]
+    assert torch.allclose(y, expected, atol=1e-6)
+    y.square().sum().backward()  # gradients reach the cheap op's weights and bias through the multiply-add
+    assert fast.cheap_operation[0].weight.grad is not None and fast.cheap_operation[0].bias.grad is not None
+    assert "GroupConv" not in _onnx_ops(fast, torch.randn(1, 6, 9, 9)) and \
+        _onnx_ops(fast, torch.randn(1, 6, 9, 9)).count("Conv") == 2  # exported as the conv it is
+
+
 def test_relu_is_optional() -> None:
     mod = GhostModule(4, 8, relu=False)
     assert isinstance(mod.primary_conv[2], nn.Identity) and isinstance(mod.cheap_operation[2], nn.Identity)
