@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ghostcli.errors import GhostcliError, one_line
+from ghostcli.layers.ghost import cheap_ops_as_convs
 
 # fvcore operator names (after its simplification) that belong to the paper's convention.
 CONV_LINEAR_OPS = frozenset({"conv", "linear", "addmm", "mm", "matmul", "bmm", "einsum"})
@@ -125,7 +126,7 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> MacCount:
             ignored = getattr(fa, "_ignored_ops", None)
             if isinstance(ignored, set):
                 ignored.difference_update(_SURFACED_IGNORED)
-            with torch.no_grad():
+            with torch.no_grad(), cheap_ops_as_convs():
                 total = int(fa.total())
                 by_op = {k: int(v) for k, v in sorted(fa.by_operator().items(), key=lambda kv: -kv[1])}
                 by_module = {k: int(v) for k, v in fa.by_module().items()}
