@@ -117,8 +117,8 @@ class GhostModule(nn.Module):
         return out
 
     def _cheap(self, x1: torch.Tensor) -> torch.Tensor:
-        """The cheap operation. A 1x1 depthwise conv (``dw_kernel`` 1, the paper's d = 1) at ratio 2 runs as the per-channel
-        multiply-add it is, in PyTorch and in exported graphs: PyTorch's CPU kernel for the conv is 10-100x slower
+        """The cheap operation. A 1x1 depthwise conv (``dw_kernel`` 1, the paper's d = 1) runs as the per-channel
+        multiply-add it is, in PyTorch and (at ratio 2) in exported graphs: PyTorch's CPU kernel for the conv is 10-100x slower
         than for a 3x3 one (0.97 ms against 0.09 ms at 64 x 56 x 56, channels_last, 1 thread, AMD EPYC with
         AVX-512), ``addcmul`` takes 0.02 ms, and OpenVINO runs ResNet-50's Ghost form 1-4% faster with Multiply/Add
         nodes than with 1x1 GroupConvolutions (most at INT8). Same weights, same result. The conv runs as a conv
@@ -126,6 +126,11 @@ class GhostModule(nn.Module):
         conv = self.cheap_operation[0]
         if _AS_CONVS or not _pointwise(conv):
             return self.cheap_operation(x1)
+        repeat = conv.out_channels // conv.in_channels  # ratio - 1
+        if repeat > 1:
+            if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+                return self.cheap_operation(x1)  # the channel repeat would export as a Gather/Tile subgraph
+            x1 = x1.repeat_interleave(repeat, dim=1)
         w = conv.weight.view(1, -1, 1, 1)
         y = x1 * w if conv.bias is None else torch.addcmul(conv.bias.view(1, -1, 1, 1), x1, w)
         for m in list(self.cheap_operation)[1:]:
@@ -152,11 +157,8 @@ def cheap_ops_as_convs() -> Iterator[None]:
 
 
 def _pointwise(conv: nn.Module) -> TypeGuard[nn.Conv2d]:
-    """``conv`` is a plain 1x1 depthwise ``nn.Conv2d`` (stride 1, no padding, one output channel per input channel:
-    ratio 2) that nothing hooks. At ratios above 2 the channel repeat would export as a Gather/Tile subgraph, so
-    the conv stays."""
+    """``conv`` is a plain 1x1 depthwise ``nn.Conv2d`` (stride 1, no padding) that nothing hooks."""
     return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.groups == conv.in_channels
-            and conv.out_channels == conv.in_channels
             and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.padding_mode == "zeros"
             and not conv._forward_hooks and not conv._forward_pre_hooks)
 
